@@ -1,0 +1,62 @@
+# fieldear: every target sets itself up; a fresh clone needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FIELDEAR := $(VENV)/bin/fieldear
+# The original design's interpreter (tflite-runtime: Python <= 3.11, numpy < 2), for the second test run.
+TFLRT_VENV ?= .venv-tflite-runtime
+SHARED ?= ../shared/data
+
+.PHONY: help setup sysdeps demo test test-runtime-tflite lint bench backbone default-model clean
+
+help:
+	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt extras"
+	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
+	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime)"
+	@echo "make bench          benchmarks; numbers go to bench/results/"
+	@echo "make backbone       re-port the aisfx backbone to int8 TFLite (needs PyTorch; the result is committed)"
+	@echo "make default-model  retrain the committed default model from $(SHARED)"
+
+setup: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt]'
+	touch $@
+
+# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, systemd-analyze).
+sysdeps:
+	@bash .ci/system-deps.sh
+
+demo: setup
+	$(FIELDEAR) listen --file runtime/demo/demo.wav --db out/demo.db --summary
+
+test: setup sysdeps
+	$(PY) -m pytest -q tests
+	$(MAKE) test-runtime-tflite
+
+$(TFLRT_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(TFLRT_VENV)
+	$(TFLRT_VENV)/bin/pip install -q --upgrade pip
+	$(TFLRT_VENV)/bin/pip install -q 'numpy<2' scipy tflite-runtime pytest
+	$(TFLRT_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+test-runtime-tflite: $(TFLRT_VENV)/.stamp
+	FIELDEAR_TFLITE_BACKEND=tflite-runtime $(TFLRT_VENV)/bin/python -m pytest -q -m runtime tests
+
+lint: setup
+	$(PY) -m compileall -q runtime convert firmware_tools tests
+
+bench: setup sysdeps
+	$(PY) -m tests.bench.run --out bench/results
+
+backbone: setup
+	$(PY) -m convert.backbone_port
+
+default-model: setup
+	$(FIELDEAR) train --default-model --shared $(SHARED) --out runtime/models/default --force
+
+clean:
+	rm -rf $(VENV) $(TFLRT_VENV) out bench/results

@@ -1,0 +1,110 @@
+"""The `fieldear` console script: a thin layer over library functions.
+
+Each area registers its subcommands from a small module that imports nothing heavy at import
+time; the handler imports what it needs. A FieldearError is printed as one line on stderr and
+exits non-zero; the traceback goes to debug logging (``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from runtime.errors import FieldearError
+
+log = logging.getLogger("fieldear")
+
+# Modules with a ``register(subparsers)`` function, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "runtime.cli_predict",  # predict, batch, evaluate
+    "runtime.cli_listen",  # devices, listen, events, export
+    "runtime.cli_field",  # status, config
+    "runtime.cli_mqtt",  # outbox, collect, report
+    "convert.cli",  # train, convert
+    "firmware_tools.cli",  # service, deploy
+)
+
+
+def version_text() -> str:
+    from importlib import metadata
+
+    try:
+        own = metadata.version("fieldear")
+    except metadata.PackageNotFoundError:
+        own = "0+unknown"
+    try:
+        from runtime.interpreter import backend_version, find_backend
+
+        name, _ = find_backend()
+        backend = f"{name} {backend_version(name)}"
+    except FieldearError:
+        backend = "none installed"
+    return f"fieldear {own} (Python {sys.version.split()[0]}; TFLite interpreter: {backend})"
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and the TFLite interpreter in use")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldear",
+        description="Sound classification for field monitoring: train an int8 TFLite model from labelled "
+        "recordings, predict on files, listen to a microphone and log what is heard.",
+        epilog="Run `fieldear COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug and tracebacks)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # an area not built yet
+        module.register(sub)
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    if not quiet and verbose == 0:
+        level = logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result = args.func(args)
+        return int(result or 0)
+    except FieldearError as exc:
+        log.debug("error detail", exc_info=True)
+        print(f"fieldear {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"fieldear {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

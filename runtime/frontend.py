@@ -1,0 +1,304 @@
+"""The one log-mel frontend: used on the device, in batch prediction and in training.
+
+Each DSP step is a pure function (arrays in, arrays out). ``logmel`` computes a whole clip;
+``StreamingFrontend`` computes the same frames incrementally from chunks of any size (each hop
+transforms only new audio). ``BlockAssembler`` cuts frames into the model's input blocks.
+
+Framing follows librosa's ``melspectrogram(center=True, pad_mode="constant", htk=True, norm=1)``:
+frame ``i`` is centred on sample ``i * hop``; the signal is zero-padded by ``n_fft // 2`` on both
+ends, so a clip of ``n`` samples has ``1 + n // hop`` frames. Compression is aisfx's
+``log10(log_mult * S + 1) / log_div``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from runtime.errors import BundleError
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Everything that defines the features. Stored in every bundle's model.json."""
+
+    sample_rate: int
+    n_fft: int
+    hop: int
+    n_mels: int
+    fmin: float
+    fmax: float
+    log_mult: float
+    log_div: float
+    block_frames: int
+    block_hop: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append("sample_rate must be > 0")
+        if self.n_fft <= 0 or self.n_fft % 2:
+            problems.append("n_fft must be a positive even number")
+        if not 0 < self.hop <= self.n_fft:
+            problems.append("hop must be in 1..n_fft")
+        if self.n_mels <= 0:
+            problems.append("n_mels must be > 0")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            problems.append("need 0 <= fmin < fmax <= sample_rate/2")
+        if self.log_mult <= 0 or self.log_div <= 0:
+            problems.append("log_mult and log_div must be > 0")
+        if self.block_frames <= 0 or not 0 < self.block_hop <= self.block_frames:
+            problems.append("need block_frames > 0 and 0 < block_hop <= block_frames")
+        if problems:
+            raise BundleError("invalid frontend parameters: " + "; ".join(problems))
+
+    @property
+    def frame_seconds(self) -> float:
+        """Time between frames (the hop), in seconds."""
+        return self.hop / self.sample_rate
+
+    @property
+    def block_seconds(self) -> float:
+        """Duration one block covers, in seconds."""
+        return self.block_frames * self.hop / self.sample_rate
+
+    @property
+    def block_hop_seconds(self) -> float:
+        """Time between the starts of two blocks, in seconds."""
+        return self.block_hop * self.hop / self.sample_rate
+
+    def with_block_hop(self, block_hop: int) -> "FrontendParams":
+        return FrontendParams(**{**asdict(self), "block_hop": int(block_hop)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FrontendParams":
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(data))
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            raise BundleError(
+                f"frontend parameters do not match this fieldear: missing {missing}, unknown {unknown}",
+                "rebuild the bundle with this version of fieldear",
+            )
+        types = {"sample_rate": int, "n_fft": int, "hop": int, "n_mels": int,
+                 "block_frames": int, "block_hop": int}
+        try:
+            return cls(**{k: types.get(k, float)(v) for k, v in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"frontend parameters are not numbers: {exc}") from None
+
+
+# The aisfx backbone's input (Ma & Lerch, ISMIR 2022): 44.1 kHz, 2048/1024, 96 HTK mels over
+# 0-22050 Hz, blocks of 100 frames (2.32 s) every 50 frames (1.16 s).
+BACKBONE = FrontendParams(
+    sample_rate=44100, n_fft=2048, hop=1024, n_mels=96, fmin=0.0, fmax=22050.0,
+    log_mult=1e4, log_div=9.457798957824707, block_frames=100, block_hop=50,
+)
+
+# The cheaper frontend of the small from-scratch CNN: 16 kHz, 32 ms / 16 ms, 64 mels,
+# blocks of 62 frames (~1 s) every 31 frames.
+SMALL = FrontendParams(
+    sample_rate=16000, n_fft=512, hop=256, n_mels=64, fmin=50.0, fmax=8000.0,
+    log_mult=1e4, log_div=9.457798957824707, block_frames=62, block_hop=31,
+)
+
+
+# ---------------------------------------------------------------- pure DSP steps
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (as librosa and most STFT code use), float32."""
+    return scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+def hz_to_mel_htk(hz):
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz_htk(mel):
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """HTK-mel triangles with unit sum, shape (n_fft//2 + 1, n_mels), float32.
+
+    Same construction as librosa.filters.mel(htk=True, norm=1): triangles linear in Hz between
+    mel-spaced edges, each band's weights scaled to sum to one.
+    """
+    fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    edges = mel_to_hz_htk(np.linspace(hz_to_mel_htk(fmin), hz_to_mel_htk(fmax), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    sums = weights.sum(axis=1, keepdims=True)
+    weights = np.divide(weights, sums, out=np.zeros_like(weights), where=sums > 0)
+    return np.ascontiguousarray(weights.T, dtype=np.float32)
+
+
+def frame_signal(padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.ndarray:
+    """Frames ``i*hop : i*hop + n_fft`` for i < n_frames, as a read-only strided view."""
+    if n_frames <= 0:
+        return np.zeros((0, n_fft), dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(padded, n_fft)
+    return view[: (n_frames - 1) * hop + 1 : hop]
+
+
+def power_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """|rfft(window * frame)|^2 per frame, float32, shape (n_frames, n_fft//2 + 1)."""
+    spec = scipy.fft.rfft(frames * window, axis=-1)
+    return (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32, copy=False)
+
+
+def mel_power(power: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
+    """Power spectrum (frames, bins) to mel power (frames, n_mels)."""
+    return power @ filterbank
+
+
+def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray:
+    """aisfx's compression: log10(log_mult * mel + 1) / log_div."""
+    return (np.log10(np.float32(log_mult) * mel + np.float32(1.0)) / np.float32(log_div)).astype(
+        np.float32, copy=False
+    )
+
+
+def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
+    """Raw sample frames (n, n_fft) to log-mel frames (n, n_mels)."""
+    if len(frames) == 0:
+        return np.zeros((0, params.n_mels), dtype=np.float32)
+    fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    power = power_spectrum(frames, hann_window(params.n_fft))
+    return log_compress(mel_power(power, fb), params.log_mult, params.log_div)
+
+
+def n_frames_for(n_samples: int, params: FrontendParams) -> int:
+    """Number of centred frames for a clip of n_samples."""
+    return 1 + n_samples // params.hop
+
+
+def logmel(samples: np.ndarray, params: FrontendParams) -> np.ndarray:
+    """Whole-clip log-mel, shape (1 + len // hop, n_mels). Samples at params.sample_rate."""
+    x = np.asarray(samples, dtype=np.float32)
+    half = params.n_fft // 2
+    padded = np.concatenate([np.zeros(half, np.float32), x, np.zeros(half, np.float32)])
+    frames = frame_signal(padded, params.n_fft, params.hop, n_frames_for(len(x), params))
+    return frames_to_logmel(frames, params)
+
+
+def block_starts(n_frames: int, params: FrontendParams) -> list[int]:
+    """Start frames of the blocks cut from n_frames frames.
+
+    Full blocks every block_hop frames; a clip shorter than one block gives one zero-padded block.
+    """
+    if n_frames <= 0:
+        return []
+    if n_frames < params.block_frames:
+        return [0]
+    return list(range(0, n_frames - params.block_frames + 1, params.block_hop))
+
+
+def frames_to_blocks(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
+    """Log-mel frames (n, n_mels) to blocks (n_blocks, block_frames, n_mels); short input is padded."""
+    starts = block_starts(len(frames), params)
+    out = np.zeros((len(starts), params.block_frames, params.n_mels), dtype=np.float32)
+    for i, s in enumerate(starts):
+        chunk = frames[s : s + params.block_frames]
+        out[i, : len(chunk)] = chunk
+    return out
+
+
+def clip_blocks(samples: np.ndarray, params: FrontendParams) -> np.ndarray:
+    """Whole clip (at params.sample_rate) to model input blocks."""
+    return frames_to_blocks(logmel(samples, params), params)
+
+
+# ---------------------------------------------------------------- streaming
+
+
+class StreamingFrontend:
+    """Incremental log-mel: push chunks of any size, get exactly the frames ``logmel`` gives.
+
+    Only new audio is transformed; at most n_fft - hop + chunk samples are held.
+    """
+
+    def __init__(self, params: FrontendParams):
+        self.params = params
+        self._buf = np.zeros(params.n_fft // 2, dtype=np.float32)  # centred first frame
+        self._samples_in = 0
+        self._frames_out = 0
+
+    @property
+    def frames_out(self) -> int:
+        return self._frames_out
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Add samples; return the log-mel frames that became complete (n, n_mels)."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        self._samples_in += len(chunk)
+        self._buf = np.concatenate([self._buf, chunk]) if len(chunk) else self._buf
+        return self._emit(limit=None)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: zero-pad the tail and return the remaining frames."""
+        self._buf = np.concatenate([self._buf, np.zeros(self.params.n_fft // 2, np.float32)])
+        frames = self._emit(limit=n_frames_for(self._samples_in, self.params))
+        return frames
+
+    def _emit(self, limit: int | None) -> np.ndarray:
+        p = self.params
+        if len(self._buf) < p.n_fft:
+            return np.zeros((0, p.n_mels), dtype=np.float32)
+        n = 1 + (len(self._buf) - p.n_fft) // p.hop
+        if limit is not None:
+            n = max(0, min(n, limit - self._frames_out))
+        out = frames_to_logmel(frame_signal(self._buf, p.n_fft, p.hop, n), p)
+        self._buf = self._buf[n * p.hop :].copy()
+        self._frames_out += n
+        return out
+
+
+class BlockAssembler:
+    """Frames in, model blocks out, at the params' block size and hop (same rule as ``frames_to_blocks``)."""
+
+    def __init__(self, params: FrontendParams):
+        self.params = params
+        self._frames = np.zeros((0, params.n_mels), dtype=np.float32)
+        self._next_start = 0  # absolute frame index of the next block's first frame
+        self._offset = 0  # absolute frame index of self._frames[0]
+        self.blocks_out = 0
+
+    def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add frames; return (start_frame, block) for every block that became complete."""
+        p = self.params
+        if len(frames):
+            self._frames = np.concatenate([self._frames, frames])
+        out = []
+        while self._next_start + p.block_frames <= self._offset + len(self._frames):
+            s = self._next_start - self._offset
+            out.append((self._next_start, self._frames[s : s + p.block_frames].copy()))
+            self._next_start += p.block_hop
+        drop = self._next_start - self._offset
+        if drop > 0:
+            self._frames = self._frames[drop:]
+            self._offset += drop
+        self.blocks_out += len(out)
+        return out
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """End of stream: a stream shorter than one block still yields one zero-padded block."""
+        if self.blocks_out or not len(self._frames):
+            return []
+        block = np.zeros((self.params.block_frames, self.params.n_mels), dtype=np.float32)
+        block[: len(self._frames)] = self._frames[: self.params.block_frames]
+        self.blocks_out += 1
+        return [(0, block)]

@@ -1,0 +1,32 @@
+"""Shared fixtures. Real audio comes from ../shared/data (see its README for licences)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data; fails loudly under CI=true when missing, skips elsewhere."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        msg = f"real test data missing: {path} (clone the project with ../shared beside it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def esc10(shared_data) -> Path:
+    return shared_path("esc10")
