@@ -182,8 +182,8 @@ def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
 
 
 def n_frames_for(n_samples: int, params: FrontendParams) -> int:
-    """Number of centred frames for a clip of n_samples."""
-    return 1 + n_samples // params.hop
+    """Number of centred frames for a clip of n_samples (none for an empty clip)."""
+    return 1 + n_samples // params.hop if n_samples > 0 else 0
 
 
 def logmel(samples: np.ndarray, params: FrontendParams) -> np.ndarray:

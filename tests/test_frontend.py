@@ -1,0 +1,135 @@
+"""The one frontend: pure steps, librosa parity, and chunk-size invariance on real audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime import frontend as fe
+from runtime.pipeline import BlockStream, blocks_of, stack
+from runtime.resample import StreamResampler, design_filter, ratio, resample
+
+pytestmark = pytest.mark.runtime
+
+
+def _real_clip(esc10, cls="dog"):
+    import scipy.io.wavfile
+
+    path = sorted((esc10 / cls).glob("*.wav"))[0]
+    rate, x = scipy.io.wavfile.read(path)
+    return x.astype(np.float32) / 32768.0, rate
+
+
+def test_mel_filterbank_unit_sum_and_shape():
+    fb = fe.mel_filterbank(44100, 2048, 96, 0.0, 22050.0)
+    assert fb.shape == (1025, 96)
+    np.testing.assert_allclose(fb.sum(axis=0), 1.0, rtol=1e-5)
+    assert (fb >= 0).all()
+
+
+def test_frame_count_is_centred(esc10):
+    x, _ = _real_clip(esc10)
+    p = fe.SMALL
+    assert fe.logmel(x, p).shape == (1 + len(x) // p.hop, p.n_mels)
+
+
+def test_matches_librosa(esc10):
+    librosa = pytest.importorskip("librosa")  # absent from the tflite-runtime venv only
+    x, rate = _real_clip(esc10, "rooster")
+    p = fe.SMALL
+    ours = fe.logmel(x, p)
+    S = librosa.feature.melspectrogram(
+        y=x, sr=rate, n_fft=p.n_fft, hop_length=p.hop, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax,
+        htk=True, norm=1.0, power=2.0, center=True, pad_mode="constant",
+    )
+    ref = (np.log10(p.log_mult * S + 1) / p.log_div).T
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 1000, 3], [4096], [16000 * 3], [333, 1]])
+def test_streaming_any_chunk_size_equals_whole_clip(esc10, sizes):
+    x, rate = _real_clip(esc10, "crying_baby")
+    x = fe_resampled = resample(x, rate, fe.BACKBONE.sample_rate)
+    whole = fe.logmel(fe_resampled, fe.BACKBONE)
+    stream = fe.StreamingFrontend(fe.BACKBONE)
+    parts, i, k = [], 0, 0
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        parts.append(stream.push(x[i : i + n]))
+        i, k = i + n, k + 1
+    parts.append(stream.flush())
+    got = np.concatenate(parts)
+    assert got.shape == whole.shape
+    np.testing.assert_allclose(got, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 513, 4000, 80000])
+def test_block_stream_invariant_from_raw_audio(esc10, chunk):
+    x, rate = _real_clip(esc10, "helicopter")
+    ref = stack(blocks_of(x, rate, fe.BACKBONE), fe.BACKBONE)
+    stream = BlockStream(fe.BACKBONE, rate)
+    blocks = []
+    for i in range(0, len(x), chunk):
+        blocks += stream.push(x[i : i + chunk])
+    blocks += stream.flush()
+    got = stack(blocks, fe.BACKBONE)
+    assert got.shape == ref.shape == (3, 100, 96)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert [b.index for b in blocks] == list(range(len(blocks)))
+    assert blocks[1].start_s == pytest.approx(fe.BACKBONE.block_hop_seconds)
+
+
+def test_short_clip_gives_one_padded_block():
+    x = np.random.default_rng(0).standard_normal(800).astype(np.float32) * 0.1  # 50 ms at 16 kHz
+    blocks = blocks_of(x, 16000, fe.BACKBONE)
+    assert len(blocks) == 1
+    feats = blocks[0].features
+    assert feats.shape == (100, 96)
+    assert feats[:2].max() > 0 and np.all(feats[10:] == 0)
+
+
+def test_empty_input_gives_no_blocks():
+    assert blocks_of(np.zeros(0, np.float32), 16000, fe.BACKBONE) == []
+
+
+@pytest.mark.parametrize("rates", [(16000, 44100), (48000, 44100), (8000, 44100), (11127, 44100), (192000, 44100), (44100, 16000)])
+def test_resampler_chunk_invariant_and_equals_resample_poly(rates):
+    import scipy.signal
+
+    a, b = rates
+    x = np.random.default_rng(1).standard_normal(12345).astype(np.float32)
+    whole = resample(x, a, b)
+    up, down = ratio(a, b)
+    ref = scipy.signal.resample_poly(x.astype(np.float64), up, down, window=design_filter(up, down).astype(np.float64) / up)
+    assert len(whole) == len(ref) == -(-len(x) * up // down)
+    np.testing.assert_allclose(whole, ref, atol=1e-5)
+    r = StreamResampler(a, b)
+    rng = np.random.default_rng(2)
+    parts, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 3000))
+        parts.append(r.push(x[i : i + n]))
+        i += n
+    parts.append(r.flush())
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_resampler_rejects_images_above_old_nyquist():
+    # a 7.5 kHz tone at 16 kHz, up to 44.1 kHz: its image at 8.5 kHz must be far below the tone
+    t = np.arange(16000 * 2) / 16000
+    y = resample(np.sin(2 * np.pi * 7500 * t).astype(np.float32), 16000, 44100)[4410:-4410]
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    freqs = np.fft.rfftfreq(len(y), 1 / 44100)
+    tone = spec[np.abs(freqs - 7500) < 20].max()
+    image = spec[np.abs(freqs - 8500) < 20].max()
+    assert 20 * np.log10(image / tone) < -60
+
+
+def test_params_roundtrip_and_validation():
+    from runtime.errors import BundleError
+
+    assert fe.FrontendParams.from_dict(fe.BACKBONE.to_dict()) == fe.BACKBONE
+    with pytest.raises(BundleError):
+        fe.FrontendParams.from_dict({**fe.BACKBONE.to_dict(), "hop": 0})
+    with pytest.raises(BundleError):
+        fe.FrontendParams.from_dict({k: v for k, v in fe.BACKBONE.to_dict().items() if k != "n_mels"})
