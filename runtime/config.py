@@ -5,7 +5,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [device]  id, location
     [model]   path, threads
     [audio]   device, sample_rate, block_hop
-    [detect]  default_threshold, smoothing, off_ratio, min_event_s, merge_gap_s
+    [detect]  default_threshold, smoothing, hysteresis, min_event_s, merge_gap_s, ignore
     [detect.thresholds]  label = threshold, ...
     [store]   data_dir, db, log_windows, window_every, keep_days, max_db_mb
     [clips]   enabled, pre_s, post_s, quota_mb
@@ -72,9 +72,19 @@ class DetectConfig:
     default_threshold: float | None = None  # None: the bundle's per-label thresholds, else 0.5
     thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     smoothing: int = 1  # moving average over this many blocks
-    off_ratio: float = 0.8  # hysteresis: an event ends below threshold * off_ratio (1.0: no hysteresis)
+    hysteresis: float = 0.1  # an event ends when the score drops below threshold - hysteresis (0: none)
     min_event_s: float = 0.0
     merge_gap_s: float = 0.0
+    ignore: tuple[str, ...] = ()  # labels never turned into events (e.g. "background")
+
+    def post_kwargs(self) -> dict:
+        """Keyword arguments for ``runtime.postprocess.PostSettings.for_bundle(bundle, thresholds, **kw)``."""
+        kw: dict[str, Any] = {"smoothing": self.smoothing, "hysteresis": self.hysteresis,
+                              "min_event_s": self.min_event_s, "merge_gap_s": self.merge_gap_s,
+                              "ignore": tuple(self.ignore)}
+        if self.default_threshold is not None:
+            kw["default_threshold"] = self.default_threshold
+        return kw
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,8 @@ class Config:
                     v = str(v)
                 elif isinstance(v, Mapping):
                     v = dict(v)
+                elif isinstance(v, tuple):
+                    v = list(v)
                 if sf.name == "password" and v is not None:
                     v = "***"
                 values[sf.name] = v
@@ -319,14 +331,26 @@ def _thresholds(v, base):
     return MappingProxyType(out)
 
 
+def _hysteresis(v, base):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        raise _Bad("expected a number in [0, 1)")
+    return float(v)
+
+
+def _labels(v, base):
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise _Bad("expected a list of label names")
+    return tuple(v)
+
+
 CHECKS: dict[str, dict[str, Callable]] = {
     "device": {"id": _device_id, "location": _text(optional=True)},
     "model": {"path": _path(optional=True), "threads": _int(1, 64, optional=True)},
     "audio": {"device": _audio_device, "sample_rate": _int(1000, 384000, optional=True),
               "block_hop": _int(1, optional=True)},
     "detect": {"default_threshold": _float(0.0, 1.0, optional=True), "thresholds": _thresholds,
-               "smoothing": _int(1), "off_ratio": _float(0.0, 1.0, above=True),
-               "min_event_s": _float(0.0), "merge_gap_s": _float(0.0)},
+               "smoothing": _int(1), "hysteresis": _hysteresis,
+               "min_event_s": _float(0.0), "merge_gap_s": _float(0.0), "ignore": _labels},
     "store": {"data_dir": _path(), "db": _relative_path, "log_windows": _bool, "window_every": _int(1),
               "keep_days": _float(0.0, optional=True, above=True), "max_db_mb": _float(0.0, optional=True, above=True)},
     "clips": {"enabled": _bool, "pre_s": _float(0.0), "post_s": _float(0.0), "quota_mb": _float(0.0)},
@@ -452,7 +476,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "threshold": ("detect", "default_threshold"),
     "thresholds": ("detect", "thresholds"),
     "smoothing": ("detect", "smoothing"),
-    "off_ratio": ("detect", "off_ratio"),
+    "hysteresis": ("detect", "hysteresis"),
     "min_event_s": ("detect", "min_event_s"),
     "merge_gap_s": ("detect", "merge_gap_s"),
     "data_dir": ("store", "data_dir"),
@@ -503,6 +527,11 @@ def apply_overrides(config: Config, **cli_values: Any) -> Config:
 def check_labels(config: Config, labels: list[str]) -> None:
     """Refuse per-label thresholds for labels the model does not have."""
     unknown = sorted(set(config.detect.thresholds) - set(labels))
+    ignored = sorted(set(config.detect.ignore) - set(labels))
+    if ignored:
+        where = str(config.source) if config.source else "config"
+        raise ConfigError(f"{where}: [detect] ignore: {ignored[0]!r} is not a label of the model",
+                          "the model's labels: " + ", ".join(labels))
     if unknown:
         where = str(config.source) if config.source else "config"
         raise ConfigError(f"{where}: [detect.thresholds] {unknown[0]}: not a label of the model",

@@ -40,7 +40,7 @@ def test_example_file_loads_with_every_section():
     assert config.device.id == "field-03"  # the file wins over the injected default
     assert config.model.path == Path("/var/lib/fieldear/models/current")
     assert config.model.threads == 2
-    assert config.detect.smoothing == 1 and config.detect.off_ratio == 0.8
+    assert config.detect.smoothing == 1 and config.detect.hysteresis == 0.1 and config.detect.ignore == ()
     assert config.store.db_path == Path("/var/lib/fieldear/fieldear.db")
     assert config.store.keep_days == 90.0 and config.store.max_db_mb == 2000.0
     assert config.health.every_s == 300.0 and config.health.watchdog_stall_s == 30.0
@@ -92,7 +92,8 @@ def test_wrong_type_names_file_section_key_and_value(tmp_path):
     [
         ("[detect]\nsmoothing = 0\n", "[detect] smoothing: expected an integer >= 1, got 0"),
         ("[detect]\nsmoothing = 2.5\n", "[detect] smoothing: expected an integer >= 1, got 2.5"),
-        ("[detect]\noff_ratio = 0\n", "[detect] off_ratio: expected a number in (0.0, 1.0], got 0"),
+        ("[detect]\nhysteresis = 1\n", "[detect] hysteresis: expected a number in [0, 1), got 1"),
+        ("[detect]\nignore = \"background\"\n", '[detect] ignore: expected a list of label names, got "background"'),
         ("[detect.thresholds]\ndog = 1.5\n", "[detect.thresholds] dog: expected a number in [0, 1], got 1.5"),
         ("[detect.thresholds]\ndog = true\n", "[detect.thresholds] dog: expected a number in [0, 1], got true"),
         ("[store]\nlog_windows = 1\n", "[store] log_windows: expected true or false, got 1"),
@@ -169,8 +170,10 @@ def test_overrides_validate_and_merge(tmp_path, monkeypatch):
 
 
 def test_check_labels(tmp_path):
-    config = load_config(write(tmp_path, "[detect.thresholds]\ndgo = 0.6\n"), device_id="d")
+    config = load_config(write(tmp_path, "[detect]\nignore = [\"rain\"]\n[detect.thresholds]\ndgo = 0.6\n"), device_id="d")
     check_labels(config, ["dgo", "rain"])
+    with pytest.raises(ConfigError, match=r"\[detect\] ignore: 'rain' is not a label"):
+        check_labels(config, ["dgo"])
     with pytest.raises(ConfigError, match=r"\[detect.thresholds\] dgo: not a label of the model"):
         check_labels(config, ["dog", "rain"])
 
@@ -186,3 +189,15 @@ def test_device_id_from_machine_id_else_hostname(tmp_path):
     assert resolve_device_id(tmp_path / "absent", hostname=lambda: "field-03.local") == "field-03"
     assert resolve_device_id(tmp_path / "absent", hostname=lambda: "") == "fieldear"
     assert default_config("x").device.id == "x" and isinstance(default_config("x"), Config)
+
+
+def test_detect_section_maps_onto_post_settings(tmp_path):
+    from runtime.postprocess import PostSettings
+
+    config = load_config(write(tmp_path, "[detect]\nsmoothing = 3\nhysteresis = 0.2\nmin_event_s = 0.5\n"
+                                         "default_threshold = 0.4\nignore = [\"rain\"]\n"), device_id="d")
+    settings = PostSettings(thresholds=dict(config.detect.thresholds), **config.detect.post_kwargs())
+    assert settings.smoothing == 3 and settings.hysteresis == 0.2 and settings.min_event_s == 0.5
+    assert settings.on_threshold("dog") == 0.4 and settings.off_threshold("dog") == pytest.approx(0.2)
+    assert settings.ignore == ("rain",)
+    assert "default_threshold" not in load_config(write(tmp_path, ""), device_id="d").detect.post_kwargs()
