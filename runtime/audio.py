@@ -54,6 +54,7 @@ _SOUNDFILE_ENCODINGS = {
     "IMA_ADPCM": "ima-adpcm", "MS_ADPCM": "ms-adpcm", "GSM610": "gsm610",
 }
 _UNSET32 = 0xFFFFFFFF
+_UNFINALISED = (0, 0x7FFFFFFF, 0xFFFFFFFF)  # data sizes streaming writers leave in the header
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class _WavLayout:
     sample_width: int  # bytes per sample in the container
     declared_frames: int  # what the header says (may exceed info.frames)
     soundfile: bool  # the codec is not decoded here: hand the file to libsndfile
+    unfinalised: bool  # the header has no length (streamed WAV): read to the end of the file
 
 
 # ---------------------------------------------------------------- G.711 tables
@@ -237,6 +239,7 @@ def _parse_wav(f: BinaryIO, path: Path, file_size: int) -> _WavLayout:
     ds64_data_size: int | None = None
     fmt: tuple[int, int, int, int, int] | None = None
     data: tuple[int, int] | None = None  # (offset, declared size)
+    unfinalised = False
     pos = 12
     while pos + 8 <= file_size:
         f.seek(pos)
@@ -258,8 +261,11 @@ def _parse_wav(f: BinaryIO, path: Path, file_size: int) -> _WavLayout:
         elif cid == b"data":
             if size == _UNSET32 and ds64_data_size is not None:
                 size = ds64_data_size
-            elif size == 0 and not _chunk_follows(f, body_at, file_size):
-                size = file_size - body_at  # never finalised (recorder killed): use what is there
+            elif size in _UNFINALISED and body_at + size > file_size or (
+                size == 0 and not _chunk_follows(f, body_at, file_size)
+            ):
+                unfinalised = True  # streamed to a pipe or recorder killed: the length was never written
+                size = file_size - body_at
             data = (body_at, size)
             if fmt is not None or body_at + size > file_size:
                 break
@@ -294,7 +300,7 @@ def _parse_wav(f: BinaryIO, path: Path, file_size: int) -> _WavLayout:
         duration_s=frames / rate, encoding=encoding, container=container,
         truncated=available < declared_size,
     )
-    return _WavLayout(info, data_offset, block_align, width, declared_frames, use_soundfile)
+    return _WavLayout(info, data_offset, block_align, width, declared_frames, use_soundfile, unfinalised)
 
 
 def _chunk_follows(f: BinaryIO, at: int, file_size: int) -> bool:
@@ -319,21 +325,24 @@ def _soundfile(reason: str):
     return soundfile
 
 
+_MAGIC = (
+    (b"fLaC", "FLAC"), (b"OggS", "OGG"), (b"ID3", "MP3"), (b"FORM", "AIFF"), (b"RIFX", "big-endian WAV (RIFX)"),
+    (b"riff", "Wave64"), (b".snd", "AU"), (b"caff", "CAF"), (b"NIST", "NIST SPHERE"),
+)
+_WAV_SUFFIXES = frozenset({".wav", ".wave", ".rf64", ".bwf"})
+
+
 def _soundfile_reason(path: Path, head: bytes, layout: _WavLayout | None) -> str:
+    """What libsndfile is needed for (for messages), or "" when the file is not audio we know."""
     if layout is not None:
         return f"WAV encoding {layout.info.encoding}"
-    suffix = path.suffix.lower()
-    if head[:4] == b"fLaC":
-        return "FLAC"
-    if head[:4] == b"OggS":
-        return "OGG"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:  # MPEG frame sync
         return "MP3"
-    if head[:4] == b"FORM":
-        return "AIFF"
-    if head[:4] == b"RIFX":
-        return "big-endian WAV (RIFX)"
-    if suffix in AUDIO_EXTENSIONS:
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_EXTENSIONS and suffix not in _WAV_SUFFIXES:
         return suffix.lstrip(".").upper()
     return ""
 
@@ -446,6 +455,8 @@ def _checked(
 
 def _wav_chunks(path: Path, layout: _WavLayout, frames_per_chunk: int) -> Iterator[np.ndarray]:
     info = layout.info
+    if layout.unfinalised:
+        log.info("%s: no length in the WAV header (streamed file); reading to the end", path)
     if info.truncated:
         log.warning(
             "%s: truncated: header says %.2f s, file holds %.2f s; reading what is there",
