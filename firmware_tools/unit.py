@@ -1,0 +1,148 @@
+"""Render the systemd unit from ``templates/fieldear.service.in``.
+
+The template has ``@NAME@`` placeholders (``$MAINPID`` etc. stay for systemd); every placeholder
+must be filled, so a template edit cannot silently ship a unit with ``@X@`` in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "fieldear.service.in"
+UNIT_NAME = "fieldear.service"
+DEFAULT_CONFIG_PATH = Path("/etc/fieldear/fieldear.toml")
+SERVICE_USER = "fieldear"
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    exec_path: Path  # the venv's `fieldear` script
+    config_path: Path = DEFAULT_CONFIG_PATH
+    data_dir: Path = Path("/var/lib/fieldear")
+    device_id: str = "fieldear"
+    user: str = SERVICE_USER
+    dynamic_user: bool = False  # DynamicUser=yes + StateDirectory= instead of a created user
+    network: bool = False  # MQTT configured: allow IP; otherwise only AF_UNIX and IPAddressDeny=any
+    watchdog_sec: int = 30
+    restart_sec: int = 10
+    start_timeout_sec: int = 120
+
+
+def default_exec_path() -> Path:
+    """The `fieldear` script beside the running interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "fieldear"
+    if beside.exists():
+        return beside
+    found = shutil.which("fieldear")
+    return Path(found) if found else beside
+
+
+def watchdog_sec_for(stall_s: float) -> int:
+    """WatchdogSec for a given [health] watchdog_stall_s: feeding happens about every second while
+    audio flows, so the unit only needs slack for a slow block; 30 s or the stall time, whichever is less,
+    bounded below by 10 s."""
+    return int(max(10, min(30, math.ceil(stall_s))))
+
+
+def options_from_config(config, exec_path: Path | None = None, config_path: Path | None = None,
+                        user: str = SERVICE_USER, dynamic_user: bool = False) -> UnitOptions:
+    return UnitOptions(
+        exec_path=Path(exec_path) if exec_path else default_exec_path(),
+        config_path=Path(config_path) if config_path else (Path(config.source).resolve() if config.source
+                                                           else DEFAULT_CONFIG_PATH),
+        data_dir=config.store.data_dir,
+        device_id=config.device_id,
+        user=user,
+        dynamic_user=dynamic_user,
+        network=config.mqtt.enabled,
+        watchdog_sec=watchdog_sec_for(config.health.watchdog_stall_s),
+    )
+
+
+def _check_path(name: str, p: Path) -> str:
+    text = str(p)
+    if not p.is_absolute():
+        raise ConfigError(f"unit: {name} must be an absolute path, got {text!r}")
+    if any(c.isspace() or c in "\"'\\%$;" for c in text):
+        raise ConfigError(f"unit: {name} {text!r} contains spaces or characters systemd would interpret",
+                          "install fieldear and its data under plain paths such as /opt/fieldear and /var/lib/fieldear")
+    return text
+
+
+def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
+    """The unit file text."""
+    if not _NAME_RE.match(opts.user):
+        raise ConfigError(f"unit: invalid user name {opts.user!r}")
+    exec_path = _check_path("ExecStart", opts.exec_path)
+    data_dir = _check_path("data dir", opts.data_dir)
+    config_path = _check_path("config", opts.config_path)
+    if opts.dynamic_user:
+        state = Path("/var/lib") / opts.data_dir.name
+        if opts.data_dir != state:
+            raise ConfigError(f"unit: with DynamicUser the data dir must be /var/lib/NAME, got {data_dir}",
+                              "set [store] data_dir = \"/var/lib/fieldear\" or use a dedicated user")
+        user_lines = ["DynamicUser=yes", "SupplementaryGroups=audio", f"StateDirectory={opts.data_dir.name}",
+                      "StateDirectoryMode=0750"]
+    else:
+        user_lines = [f"User={opts.user}", f"Group={opts.user}", "SupplementaryGroups=audio"]
+    # ProtectHome=yes hides /home and /root; a venv there would not start, so make those read-only instead.
+    under_home = any(str(p).startswith(("/home/", "/root/", "/run/user/")) for p in (opts.exec_path, opts.data_dir))
+    if under_home:
+        log.warning("fieldear or its data is under /home or /root; the unit uses ProtectHome=read-only "
+                    "(install under /opt/fieldear for the full sandbox)")
+    if opts.network:
+        network_lines = ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"]
+        after = " network-online.target\nWants=network-online.target"
+    else:
+        network_lines = ["# No [mqtt] host configured: no network at all.", "RestrictAddressFamilies=AF_UNIX",
+                         "IPAddressDeny=any"]
+        after = ""
+    device_id = re.sub(r"[^A-Za-z0-9._:-]", "_", opts.device_id)
+    values = {
+        "DEVICE_ID": device_id,
+        "AFTER": after,
+        "EXEC": exec_path,
+        "CONFIG": config_path,
+        "DATA_DIR": data_dir,
+        "START_TIMEOUT": f"{int(opts.start_timeout_sec)}s",
+        "WATCHDOG": f"{int(opts.watchdog_sec)}s",
+        "RESTART": f"{int(opts.restart_sec)}s",
+        "USER_LINES": "\n".join(user_lines),
+        "PROTECT_HOME": "read-only" if under_home else "yes",
+        "NETWORK_LINES": "\n".join(network_lines),
+    }
+    text = template.read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise ConfigError(f"unit template {template} has unfilled placeholders: {', '.join(sorted(set(left)))}")
+    return text
+
+
+def systemd_analyze_verify(unit_text: str, workdir: Path, name: str = UNIT_NAME,
+                           analyze: str | None = None) -> tuple[int, str]:
+    """Run ``systemd-analyze verify`` on the unit text (written to workdir). Returns (exit code, output).
+
+    Raises ConfigError when systemd-analyze is not installed.
+    """
+    tool = analyze or shutil.which("systemd-analyze")
+    if not tool:
+        raise ConfigError("systemd-analyze not found", "apt-get install systemd")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / name
+    path.write_text(unit_text, encoding="utf-8")
+    proc = subprocess.run([tool, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
+    return proc.returncode, (proc.stdout + proc.stderr).strip()
