@@ -96,17 +96,16 @@ def _stratified_group_kfold(
     order = order[np.lexsort((-spread, -per_unit[order].sum(axis=1)))]
     fold_counts = np.zeros((n_folds, n_labels), dtype=np.float64)
     fold_of_unit = np.zeros(n_units, dtype=np.int64)
+    diag = np.arange(n_folds)
     for u in order:
-        best_key, best_fold = None, 0
-        for f in range(n_folds):
-            fold_counts[f] += per_unit[u]
-            imbalance = float(np.std(fold_counts / totals, axis=0).mean())
-            fold_counts[f] -= per_unit[u]
-            key = (round(imbalance, 12), fold_counts[f].sum(), f)
-            if best_key is None or key < best_key:
-                best_key, best_fold = key, f
-        fold_counts[best_fold] += per_unit[u]
-        fold_of_unit[u] = best_fold
+        # imbalance (mean over labels of the spread of label shares across folds) for each choice of fold
+        trial = np.repeat(fold_counts[None], n_folds, axis=0)
+        trial[diag, diag] += per_unit[u]
+        imbalance = np.round(np.std(trial / totals, axis=1).mean(axis=1), 12)
+        # least imbalance, then the smallest fold, then the first
+        best = int(np.lexsort((diag, fold_counts.sum(axis=1), imbalance))[0])
+        fold_counts[best] += per_unit[u]
+        fold_of_unit[u] = best
     clip_fold = fold_of_unit[unit]
     splits = []
     for f in range(n_folds):
