@@ -1,0 +1,117 @@
+"""Event clips: each event's audio with pre/post-roll, saved as 16-bit WAV next to the log, within a quota.
+
+``ClipRecorder`` keeps the last ``max_clip_s + pre_s + post_s`` seconds of source audio in a ring of chunks.
+When an event is logged it is queued; once the stream is ``post_s`` past its end the clip is cut and written
+to ``<db dir>/clips/`` and the event row's ``clip_path`` is set (relative to the database's directory).
+When the clips directory would exceed ``quota_mb``, the oldest clips are deleted first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import wave
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    tmp = path.with_suffix(".tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+    tmp.replace(path)
+
+
+class ClipRecorder:
+    def __init__(self, directory, pre_s: float = 1.0, post_s: float = 1.0, quota_mb: float = 500.0,
+                 max_clip_s: float = 30.0):
+        self.directory = Path(directory)
+        self.pre_s = float(pre_s)
+        self.post_s = float(post_s)
+        self.quota_bytes = int(float(quota_mb) * 1e6)
+        self.max_clip_s = float(max_clip_s)
+        self.rate = 0
+        self.store = None
+        self._chunks: deque = deque()
+        self._buf_start = 0  # absolute sample index of the first buffered sample
+        self._buf_len = 0
+        self._pending: list[dict] = []
+        self.written = 0
+        self.deleted = 0
+        self.failed = 0
+
+    def start(self, rate: int, store) -> None:
+        self.rate = int(rate)
+        self.store = store
+        self._keep = int((self.max_clip_s + self.pre_s + self.post_s + 5.0) * self.rate)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def push(self, chunk: np.ndarray) -> None:
+        self._chunks.append(chunk)
+        self._buf_len += len(chunk)
+        while self._chunks and self._buf_len - len(self._chunks[0]) >= self._keep:
+            old = self._chunks.popleft()
+            self._buf_len -= len(old)
+            self._buf_start += len(old)
+
+    def request(self, row: dict) -> None:
+        self._pending.append(row)
+
+    def poll(self, offset_s: float) -> None:
+        ready = [r for r in self._pending if r["end_s"] + self.post_s <= offset_s]
+        for row in ready:
+            self._pending.remove(row)
+            self._write(row)
+
+    def finish(self, offset_s: float) -> None:
+        for row in self._pending:
+            self._write(row)
+        self._pending.clear()
+
+    def _cut(self, start_s: float, end_s: float) -> np.ndarray:
+        a = max(int((start_s - self.pre_s) * self.rate), self._buf_start)
+        b = min(int((end_s + self.post_s) * self.rate), self._buf_start + self._buf_len)
+        b = min(b, a + int((self.max_clip_s + self.pre_s + self.post_s) * self.rate))
+        if b <= a:
+            return np.zeros(0, np.float32)
+        audio = np.concatenate(list(self._chunks)) if len(self._chunks) > 1 else self._chunks[0]
+        return audio[a - self._buf_start : b - self._buf_start]
+
+    def _usage(self) -> list[tuple[Path, int]]:
+        return sorted((p, p.stat().st_size) for p in self.directory.glob("*.wav"))
+
+    def _write(self, row: dict) -> None:
+        samples = self._cut(row["start_s"], row["end_s"])
+        if not len(samples):
+            return
+        size = 44 + 2 * len(samples)
+        if size > self.quota_bytes:
+            return
+        try:
+            files = self._usage()
+            total = sum(s for _, s in files)
+            while files and total + size > self.quota_bytes:
+                oldest, s = files.pop(0)
+                oldest.unlink(missing_ok=True)
+                total -= s
+                self.deleted += 1
+            stamp = re.sub(r"[^0-9T]", "", row["start_utc"])[:15]
+            label = re.sub(r"[^A-Za-z0-9_-]", "_", row["label"])
+            path = self.directory / f"{stamp}_{int(row['id']):08d}_{label}.wav"
+            write_wav(path, samples, self.rate)
+        except OSError as exc:
+            self.failed += 1
+            if self.failed == 1:
+                log.warning("cannot write event clips to %s: %s", self.directory, exc)
+            return
+        self.written += 1
+        rel = path.relative_to(self.store.path.parent) if self.directory.is_relative_to(self.store.path.parent) else path
+        self.store.set_clip_path(row["id"], str(rel))
