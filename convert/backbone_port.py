@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.audio import read_audio
 from runtime.errors import DatasetError, FieldearError
 from runtime.frontend import BACKBONE
 
@@ -47,29 +48,10 @@ EMBED_DIM = CHANNELS[-1]
 
 ESC10_CLASSES = ("chainsaw", "clock_tick", "crackling_fire", "crying_baby", "dog",
                  "helicopter", "rain", "rooster", "sea_waves", "sneezing")
-# Blocks stored for tests/test_backbone.py: (shared-relative path prefix, block index), chosen from
-# held-out clips so the test covers the distinct sources (see reference_blocks()).
-N_REFERENCE_BLOCKS = 12
 TIMING_REPEATS = 20
 
 
 # ---------------------------------------------------------------- data (both steps)
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM (or float) WAV to mono float32 in [-1, 1] and its rate (scipy only)."""
-    import scipy.io.wavfile
-
-    rate, data = scipy.io.wavfile.read(str(path))
-    if data.dtype.kind == "i":
-        x = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
-    elif data.dtype.kind == "u":
-        x = (data.astype(np.float32) - 128.0) / 128.0
-    else:
-        x = data.astype(np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    return x, int(rate)
 
 
 def _wavs(folder: Path) -> list[Path]:
@@ -80,7 +62,7 @@ def _wavs(folder: Path) -> list[Path]:
 
 
 def _rms(path: Path) -> float:
-    x, _ = read_wav(path)
+    x, _ = read_audio(path)
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
 
 
@@ -121,7 +103,7 @@ def cut_blocks(clips: list[dict], shared: Path) -> tuple[np.ndarray, list[dict]]
 
     feats, meta = [], []
     for clip_id, clip in enumerate(clips):
-        x, rate = read_wav(clip["path"])
+        x, rate = read_audio(clip["path"])
         for b in blocks_of(x, rate, BACKBONE):
             feats.append(b.features)
             meta.append({"clip": clip_id, "path": clip["path"].relative_to(shared).as_posix(),
@@ -236,27 +218,15 @@ def _stats(values: np.ndarray) -> dict:
 
 
 def reference_blocks(meta: list[dict]) -> list[int]:
-    """Indices of N_REFERENCE_BLOCKS held-out blocks for the test, spread over sources.
-
-    One middle block per held-out source, round-robin over sources until enough are taken
-    (ESC-10 classes, great tit, forest incl. a near-silent one).
-    """
-    held = [i for i, m in enumerate(meta) if m["role"] == "heldout"]
-    by_source: dict[str, list[int]] = {}
-    for i in held:
-        by_source.setdefault(meta[i]["source"], []).append(i)
-    # first clip of each source, its middle block first
-    queues = []
-    for source in sorted(by_source):
-        idx = by_source[source]
-        first_clip = [i for i in idx if meta[i]["clip"] == meta[idx[0]]["clip"]]
-        queues.append([first_clip[len(first_clip) // 2]] + [i for i in idx if i != first_clip[len(first_clip) // 2]])
-    chosen: list[int] = []
-    while len(chosen) < N_REFERENCE_BLOCKS and any(queues):
-        for q in queues:
-            if q and len(chosen) < N_REFERENCE_BLOCKS:
-                chosen.append(q.pop(0))
-    return sorted(chosen)
+    """Indices of the blocks stored for the test: the middle block of the first held-out clip of
+    each source (10 ESC-10 classes, great tit, forest, near-silent forest)."""
+    chosen = []
+    for source in sorted({m["source"] for m in meta}):
+        clips = [m["clip"] for m in meta if m["source"] == source and m["role"] == "heldout"]
+        if clips:
+            idx = [i for i, m in enumerate(meta) if m["clip"] == clips[0]]
+            chosen.append(idx[len(idx) // 2])
+    return chosen
 
 
 def step_tflite(work: Path, out: Path, reference: Path, max_float_diff: float, min_median_cosine: float) -> dict:
@@ -344,7 +314,7 @@ def step_tflite(work: Path, out: Path, reference: Path, max_float_diff: float, m
         "representative_set": {
             "n_blocks": int(rep.sum()),
             "sources": {k: {"clips": len(v["clips"]), "blocks": v["blocks"]} for k, v in sorted(rep_sources.items())},
-            "rule": select_clips.__doc__.split("\n\n")[1].split("\n")[0].strip() + " (see convert/backbone_port.py: select_clips)",
+            "rule": " ".join(select_clips.__doc__.split("\n\n")[1].split()),
         },
         "heldout_set": {"n_blocks": int(held.sum()), "n_clips": len(clip_ids)},
         "checkpoint_sha256": str(ref["checkpoint_sha256"]),
