@@ -165,15 +165,6 @@ def _open(path: Path) -> BinaryIO:
     return f
 
 
-def _kind(head: bytes, size: int) -> str:
-    """'wav' (parsed here), 'soundfile' (libsndfile), or raises for files that are not audio."""
-    if size == 0:
-        raise AudioError("empty file (0 bytes)")
-    if head[:4] in (b"RIFF", b"RF64", b"BW64"):
-        return "wav"
-    return "soundfile"
-
-
 def _looks_like_text(head: bytes) -> bool:
     if not head:
         return False
@@ -201,7 +192,10 @@ def _read_exact(f: BinaryIO, n: int) -> bytes | None:
 
 
 def _parse_fmt(body: bytes) -> tuple[int, int, int, int, int]:
-    """(format tag, channels, rate, block_align, bits) with WAVE_FORMAT_EXTENSIBLE resolved."""
+    """(format tag, channels, rate, block_align, bits) with WAVE_FORMAT_EXTENSIBLE resolved.
+
+    An extensible sub-format GUID that does not carry a format tag gives tag -1.
+    """
     if len(body) < 14:
         raise AudioError("corrupt WAV header (short fmt chunk)")
     tag, channels, rate, _byte_rate, block_align = struct.unpack_from("<HHIIH", body, 0)
@@ -289,8 +283,10 @@ def _parse_wav(f: BinaryIO, path: Path, file_size: int) -> _WavLayout:
     use_soundfile = encoding is None
     if use_soundfile and tag == WAVE_FORMAT_PCM:
         encoding = f"pcm{8 * width}"
+    elif use_soundfile and tag == -1:
+        encoding = "extensible-guid"
     elif use_soundfile:
-        encoding = _TAG_NAMES.get(tag, f"format 0x{tag & 0xFFFF:04x}").lower().replace(" ", "-")
+        encoding = _TAG_NAMES.get(tag, f"format 0x{tag:04x}").lower().replace(" ", "-")
     declared_frames = declared_size // block_align
     frames = available // block_align
     if frames == 0 and not use_soundfile:
@@ -321,7 +317,7 @@ def _soundfile(reason: str):
     try:
         import soundfile
     except (ImportError, OSError):
-        raise AudioError(f"{reason} needs soundfile (libsndfile), not installed", FORMATS_HINT) from None
+        raise AudioError(f"{reason}: soundfile not installed", FORMATS_HINT) from None
     return soundfile
 
 
@@ -392,8 +388,9 @@ def _inspect(path: Path) -> tuple[AudioInfo, _WavLayout | None, bytes]:
     try:
         size = os.fstat(f.fileno()).st_size
         head = f.read(16)
-        kind = _kind(head, size)
-        if kind == "wav":
+        if size == 0:
+            raise AudioError("empty file (0 bytes)")
+        if head[:4] in (b"RIFF", b"RF64", b"BW64"):
             f.seek(0)
             layout = _parse_wav(f, path, size)
             if not layout.soundfile:

@@ -350,6 +350,36 @@ def test_soundfile_containers(tmp_path, clip, fmt, suffix, encoding, min_corr):
         np.testing.assert_array_equal(chunked, x)
 
 
+@pytest.mark.parametrize("subtype, encoding", [("IMA_ADPCM", "ima-adpcm"), ("MS_ADPCM", "ms-adpcm"),
+                                                ("GSM610", "gsm610")])
+def test_other_wav_codecs_go_through_libsndfile(tmp_path, clip, subtype, encoding):
+    import soundfile
+
+    path = tmp_path / f"{encoding}.wav"
+    soundfile.write(path, clip, RATE, subtype=subtype)
+    info = audio.probe(path)
+    assert (info.encoding, info.container, info.sample_rate) == (encoding, "wav", RATE)
+    x, _ = audio.read_audio(path)
+    n = min(len(x), len(clip))
+    assert np.corrcoef(x[:n], clip[:n])[0, 1] > 0.95
+
+
+def test_files_are_dispatched_on_content_not_suffix(tmp_path, clip):
+    import soundfile
+
+    flac_named_wav = tmp_path / "really_flac.wav"
+    soundfile.write(flac_named_wav, clip, RATE, format="FLAC")
+    assert audio.probe(flac_named_wav).encoding == "flac"
+    assert np.max(np.abs(audio.read_audio(flac_named_wav)[0] - clip)) <= TOLERANCE["pcm16"]
+    wav_named_flac = write_wav(tmp_path / "really_wav.flac", clip, RATE, "pcm24")
+    assert audio.probe(wav_named_flac).encoding == "pcm24"
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError) as excinfo:
+        audio.read_audio(garbage)
+    one_line_error(excinfo)
+
+
 def test_mp3_inside_wav(tmp_path, clip):
     import soundfile
 
