@@ -1,0 +1,207 @@
+"""The durable outbox: the device's own SQLite log is the queue of messages to send.
+
+An event is written to the ``events`` table first (by the listener's store); this module only keeps
+a cursor per stream in a table of its own, ``outbox_state(stream, last_id)``, in the same database
+file. ``pending(conn, stream)`` returns the rows after the cursor in id order; ``mark_sent`` moves the
+cursor, and is only called once the broker acknowledged the message (MQTT QoS 1 PUBACK). A crash
+between the acknowledgement and ``mark_sent`` means the message is sent again: every message carries
+a stable id (``"<device_id>:<event_id>"``) so the collector stores it once.
+
+Streams: ``events`` (table ``events``) and ``health`` (table ``health``). Ids are the tables'
+``INTEGER PRIMARY KEY``; ``events`` uses AUTOINCREMENT, so ids are never reused even after retention
+deletes the oldest rows (rows deleted before they were sent are skipped, not waited for).
+
+``OutboxHook`` plugs the sender (``runtime.mqtt_sink.MqttSink``) into the ``Listener``: it only wakes
+the sender thread, so the audio loop never waits for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# stream name -> table holding its rows (both are written by runtime/store.py)
+STREAMS = {"events": "events", "health": "health"}
+
+STATE_DDL = "CREATE TABLE IF NOT EXISTS outbox_state (stream TEXT PRIMARY KEY, last_id INTEGER NOT NULL)"
+
+
+def connect(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:
+    """A connection of the sender's own to the device log (WAL; waits for the writer, never blocks it long)."""
+    conn = sqlite3.connect(str(db_path), timeout=timeout_s)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+    ensure_state(conn)
+    return conn
+
+
+def ensure_state(conn: sqlite3.Connection) -> None:
+    conn.execute(STATE_DDL)
+    conn.commit()
+
+
+def _table(stream: str) -> str:
+    try:
+        return STREAMS[stream]
+    except KeyError:
+        raise ValueError(f"unknown outbox stream {stream!r} (known: {', '.join(STREAMS)})") from None
+
+
+def _table_exists(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    return row is not None
+
+
+def cursor(conn: sqlite3.Connection, stream: str) -> int:
+    """The id of the last row of ``stream`` the broker acknowledged (0 if none)."""
+    _table(stream)
+    row = conn.execute("SELECT last_id FROM outbox_state WHERE stream = ?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pending(conn: sqlite3.Connection, stream: str, after: int | None = None, limit: int = 100) -> list[dict]:
+    """Rows of ``stream`` not yet acknowledged, in id order (after ``after`` if given, else after the cursor)."""
+    table = _table(stream)
+    if not _table_exists(conn, table):
+        return []
+    start = cursor(conn, stream) if after is None else max(after, cursor(conn, stream))
+    rows = conn.execute(f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (start, int(limit))).fetchall()
+    return [dict(r) for r in rows]
+
+
+def count_pending(conn: sqlite3.Connection, stream: str) -> int:
+    table = _table(stream)
+    if not _table_exists(conn, table):
+        return 0
+    row = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE id > ?", (cursor(conn, stream),)).fetchone()
+    return int(row[0])
+
+
+def mark_sent(conn: sqlite3.Connection, stream: str, row_id: int) -> None:
+    """Move the cursor of ``stream`` to ``row_id`` (never backwards). Call only after the broker's ack."""
+    _table(stream)
+    conn.execute(
+        "INSERT INTO outbox_state (stream, last_id) VALUES (?, ?) "
+        "ON CONFLICT(stream) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+        (stream, int(row_id)),
+    )
+    conn.commit()
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    cursors: dict[str, int]
+    pending: dict[str, int]
+
+    @property
+    def total_pending(self) -> int:
+        return sum(self.pending.values())
+
+
+def status(conn: sqlite3.Connection) -> OutboxStatus:
+    return OutboxStatus(
+        cursors={s: cursor(conn, s) for s in STREAMS},
+        pending={s: count_pending(conn, s) for s in STREAMS},
+    )
+
+
+def store_device_ids(conn: sqlite3.Connection) -> list[str]:
+    """Distinct non-empty device ids found in the log (to default ``--device-id`` for ``outbox send``)."""
+    ids: set[str] = set()
+    for table in STREAMS.values():
+        if _table_exists(conn, table):
+            ids.update(r[0] for r in conn.execute(f"SELECT DISTINCT device_id FROM {table}") if r[0])
+    return sorted(ids)
+
+
+# ---- message payloads: what goes on the wire ----
+
+
+def message_id(device_id: str, stream: str, row_id: int) -> str:
+    """The stable id of a message: ``"<device>:<event_id>"`` for events, ``"<device>:health:<id>"`` for health."""
+    return f"{device_id}:{row_id}" if stream == "events" else f"{device_id}:{stream}:{row_id}"
+
+
+def _maybe_json(text):
+    if not isinstance(text, str) or not text:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def event_payload(row: dict, device_id: str, sent_ts: float) -> dict:
+    """JSON-able message for one ``events`` row. ``sent_ts`` (unix seconds) is the time of this send attempt."""
+    return {
+        "id": message_id(device_id, "events", row["id"]),
+        "device_id": device_id,
+        "event_id": row["id"],
+        "label": row.get("label"),
+        "start_utc": row.get("start_utc"),
+        "end_utc": row.get("end_utc"),
+        "start_s": row.get("start_s"),
+        "end_s": row.get("end_s"),
+        "peak": row.get("peak"),
+        "mean": row.get("mean"),
+        "model_sha": row.get("model_sha"),
+        "source": row.get("source"),
+        "settings": _maybe_json(row.get("settings_json")),
+        "clip_path": row.get("clip_path"),
+        "sent_ts": sent_ts,
+    }
+
+
+def health_payload(row: dict, device_id: str, sent_ts: float) -> dict:
+    return {
+        "id": message_id(device_id, "health", row["id"]),
+        "device_id": device_id,
+        "health_id": row["id"],
+        "t_utc": row.get("t_utc"),
+        "health": _maybe_json(row.get("json")),
+        "sent_ts": sent_ts,
+    }
+
+
+PAYLOADS = {"events": event_payload, "health": health_payload}
+
+
+class OutboxHook:
+    """Listener hook: runs an ``MqttSink`` sender thread beside the audio loop.
+
+    ``on_event``/``on_tick`` only wake the sender; ``on_stop`` drains for at most ``drain_timeout_s``
+    (0: don't wait) and stops the thread. Nothing here touches the network in the caller's thread.
+    """
+
+    def __init__(self, sink, drain_timeout_s: float = 0.0):
+        self.sink = sink
+        self.drain_timeout_s = float(drain_timeout_s)
+        self.drained: bool | None = None
+
+    def on_start(self, listener) -> None:
+        self.sink.start()
+
+    def on_event(self, listener, event_row) -> None:
+        self.sink.notify()
+
+    def on_tick(self, listener, now) -> None:
+        self.sink.notify()  # health rows written by the field hooks
+
+    def on_stop(self, listener) -> None:
+        try:
+            if self.drain_timeout_s > 0:
+                self.drained = self.sink.drain(self.drain_timeout_s)
+                if not self.drained:
+                    st = self.sink.outbox_status()
+                    log.warning(
+                        "outbox not drained within %.1f s: %d events and %d health rows stay pending "
+                        "(sent later by `fieldear listen` or `fieldear outbox send`)",
+                        self.drain_timeout_s, st.pending["events"], st.pending["health"],
+                    )
+        finally:
+            self.sink.stop()
