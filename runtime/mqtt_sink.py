@@ -226,6 +226,8 @@ def connect_client(client, settings: MqttSettings, timeout_s: float | None = Non
     deadline = time.monotonic() + timeout_s
     while "rc" not in answer:
         rc = client.loop(0.05)
+        if "rc" in answer:
+            break
         if rc != mqtt.MQTT_ERR_SUCCESS:
             raise BrokerUnavailable(f"MQTT broker {settings.address} dropped the connection: {mqtt.error_string(rc)}")
         if time.monotonic() > deadline:

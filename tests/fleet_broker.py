@@ -28,7 +28,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True, exe: str | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True, exe: str | None = None,
+                 users: dict[str, str] | None = None):
         self.exe = exe or find_mosquitto()
         if self.exe is None:
             raise FileNotFoundError("mosquitto not found (install it: bash .ci/system-deps.sh)")
@@ -40,7 +41,7 @@ class Broker:
         self.log_path = self.workdir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if users else 'true'}",
             "max_queued_messages 100000",
             f"log_dest file {self.log_path}",
             "log_type error",
@@ -51,6 +52,13 @@ class Broker:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # as root mosquitto would switch to user "mosquitto", who cannot write into the test's directory
             lines.append("user root")
+        if users:
+            passwd = self.workdir / "passwd"
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            for i, (user, password) in enumerate(users.items()):
+                flags = ["-b", "-c"] if i == 0 else ["-b"]
+                subprocess.run([tool, *flags, str(passwd), user, password], check=True, capture_output=True, timeout=10)
+            lines.append(f"password_file {passwd}")
         if persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/", "persistence_file broker.db"]
         else:
@@ -133,3 +141,97 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY AUTOINCREMENT, t_utc TEXT NOT NULL, device_id TEXT, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+def make_device_db(path: Path):
+    import sqlite3
+
+    conn = sqlite3.connect(str(path), timeout=10)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(DEVICE_SCHEMA)
+    conn.commit()
+    return conn
+
+
+def add_event(conn, device_id: str, label: str, start_s: float, peak: float = 0.9, t_utc: str = "2026-05-01T04:12:07.250Z") -> int:
+    """Insert and commit one event row the way runtime/store.py does; returns its id."""
+    cur = conn.execute(
+        "INSERT INTO events (label, start_utc, end_utc, start_s, end_s, peak, mean, model_sha, device_id, source, "
+        "settings_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (label, t_utc, t_utc, start_s, start_s + 1.0, peak, peak - 0.1, "sha-test", device_id, "file:test.wav",
+         '{"smoothing": 3}'),
+    )
+    conn.commit()
+    return cur.lastrowid
+
+
+def add_health(conn, device_id: str, data: dict, t_utc: str = "2026-05-01T04:12:07.250Z") -> int:
+    import json
+
+    cur = conn.execute("INSERT INTO health (t_utc, device_id, json) VALUES (?, ?, ?)", (t_utc, device_id, json.dumps(data)))
+    conn.commit()
+    return cur.lastrowid
+
+
+class CollectorThread:
+    """A runtime.collector.Collector in a thread (``with`` starts it and waits for its subscription)."""
+
+    def __init__(self, db_path: Path, address: str, clock=time.time, timeout_s: float = 10.0):
+        import threading
+
+        from runtime.collector import Collector
+        from runtime.mqtt_sink import MqttSettings
+
+        self.collector = Collector(db_path, MqttSettings.from_config(None, address), clock=clock, backoff_s=(0.1, 1.0))
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.collector.run, args=(self.stop_event,), daemon=True)
+        self.timeout_s = timeout_s
+
+    @property
+    def stats(self):
+        return self.collector.stats
+
+    def __enter__(self) -> "CollectorThread":
+        self.thread.start()
+        if not self.collector.subscribed.wait(self.timeout_s):
+            self.stop()
+            raise RuntimeError("collector did not subscribe in time")
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(self.timeout_s)
+        assert not self.thread.is_alive(), "collector thread did not stop"
+
+    def __exit__(self, *exc) -> None:
+        if self.thread.is_alive():
+            self.stop()
+
+
+def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step_s)
+    return bool(predicate())
+
+
+def central_events(db_path: Path) -> list[tuple]:
+    import sqlite3
+
+    conn = sqlite3.connect(str(db_path), timeout=10)
+    try:
+        return conn.execute("SELECT device_id, event_id, label, start_s FROM events ORDER BY device_id, event_id").fetchall()
+    finally:
+        conn.close()
+
+
+def device_events(db_path: Path) -> list[tuple]:
+    import sqlite3
+
+    conn = sqlite3.connect(str(db_path), timeout=10)
+    try:
+        return conn.execute("SELECT device_id, id, label, start_s FROM events ORDER BY id").fetchall()
+    finally:
+        conn.close()

@@ -1,0 +1,218 @@
+"""The MQTT sink against a real Mosquitto: topics, payloads, QoS, status and last will, auth, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import ConfigError
+from runtime.mqtt_sink import MqttSettings, check_device_id, parse_hostport
+from tests.fleet_broker import (
+    Broker,
+    CollectorThread,
+    add_event,
+    add_health,
+    make_device_db,
+    require_mosquitto,
+    wait_until,
+)
+
+mqtt = pytest.importorskip("paho.mqtt.client")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def broker(tmp_path):
+    require_mosquitto()
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Recorder:
+    """A plain paho subscriber that records every message (topic, payload, qos, retain)."""
+
+    def __init__(self, address: str, topic: str):
+        host, port = parse_hostport(address)
+        self.messages: list[tuple[str, bytes, int, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"recorder-{os.getpid()}")
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "recorder did not subscribe"
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.append((msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+
+    def on(self, topic: str) -> list[tuple[str, bytes, int, bool]]:
+        with self.lock:
+            return [m for m in self.messages if m[0] == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_parse_hostport_and_device_ids():
+    assert parse_hostport("broker.local:1884") == ("broker.local", 1884)
+    assert parse_hostport("broker.local") == ("broker.local", 1883)
+    assert parse_hostport("broker.local", 8883) == ("broker.local", 8883)
+    assert parse_hostport("[::1]:1885") == ("::1", 1885)
+    for bad in ("", ":1883", "host:0", "host:x", "host:70000"):
+        with pytest.raises(ConfigError):
+            parse_hostport(bad)
+    assert check_device_id("field-03") == "field-03"
+    for bad in ("", "a/b", "a+b", "a#", "a b", "x" * 65, None):
+        with pytest.raises(ConfigError):
+            check_device_id(bad)
+
+
+def test_settings_from_the_config_file(tmp_path):
+    from runtime.config import load_config
+
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "fieldear.toml").write_text(
+        '[device]\nid = "field-03"\n[mqtt]\nhost = "broker.local"\nusername = "dev"\npassword_file = "secret"\n'
+        'topic_prefix = "farm/sound"\n'
+    )
+    cfg = load_config(tmp_path / "fieldear.toml")
+    s = MqttSettings.from_config(cfg.mqtt)
+    assert (s.host, s.port, s.username, s.password, s.topic_prefix) == ("broker.local", 1883, "dev", "s3cret", "farm/sound")
+    assert "s3cret" not in repr(s)
+    s2 = MqttSettings.from_config(cfg.mqtt, "10.0.0.5:1999")  # --mqtt overrides host and port only
+    assert (s2.host, s2.port, s2.username) == ("10.0.0.5", 1999, "dev")
+    with pytest.raises(ConfigError, match="no MQTT broker"):
+        MqttSettings.from_config(None)
+
+
+def test_messages_on_the_wire(tmp_path, broker):
+    """Events and health as JSON on <prefix>/<device>/events|health, QoS 1, in id order, stable ids;
+    status online (retained) while connected and offline (retained) after a clean stop; discovery retained."""
+    from runtime.mqtt_sink import MqttSink
+
+    rec = Recorder(broker.address, "#")
+    db = make_device_db(tmp_path / "dev.db")
+    ids = [add_event(db, "field-03", label, float(i)) for i, label in enumerate(["dog", "rain", "dog"] * 10)]
+    hid = add_health(db, "field-03", {"rss_mb": 40.0})
+    sink = MqttSink(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "field-03",
+                    clock=lambda: 1234.5, window=4, ha_discovery=True)
+    sink.start()
+    try:
+        assert sink.drain(10)
+        assert wait_until(lambda: len(rec.on("fieldear/field-03/events")) == 30, 5)
+    finally:
+        sink.stop()
+    assert wait_until(lambda: len(rec.on("fieldear/field-03/status")) == 2, 5)
+    rec.close()
+
+    events = [json.loads(m[1]) for m in rec.on("fieldear/field-03/events")]
+    assert [e["event_id"] for e in events] == ids  # in order
+    assert [e["id"] for e in events] == [f"field-03:{i}" for i in ids]
+    assert events[1]["label"] == "rain" and events[1]["sent_ts"] == 1234.5 and events[1]["model_sha"] == "sha-test"
+    assert {m[2] for m in rec.on("fieldear/field-03/events")} == {1}
+    health = [json.loads(m[1]) for m in rec.on("fieldear/field-03/health")]
+    assert health == [{"id": f"field-03:health:{hid}", "device_id": "field-03", "health_id": hid,
+                       "t_utc": "2026-05-01T04:12:07.250Z", "health": {"rss_mb": 40.0}, "sent_ts": 1234.5}]
+    assert [m[1] for m in rec.on("fieldear/field-03/status")] == [b"online", b"offline"]
+    disc = [m for m in rec.messages if m[0].startswith("homeassistant/sensor/")]
+    assert len(disc) == 1 and disc[0][0] == "homeassistant/sensor/fieldear_field_03_last_event/config"
+    config = json.loads(disc[0][1])
+    assert config["state_topic"] == "fieldear/field-03/events" and config["value_template"] == "{{ value_json.label }}"
+    assert config["availability_topic"] == "fieldear/field-03/status"
+
+    # retained: a late subscriber sees the last status and the discovery config
+    late = Recorder(broker.address, "#")
+    assert wait_until(lambda: len([m for m in late.messages if m[3]]) >= 2, 5)
+    retained = {m[0]: m[1] for m in late.messages if m[3]}
+    late.close()
+    assert retained["fieldear/field-03/status"] == b"offline"
+    assert "homeassistant/sensor/fieldear_field_03_last_event/config" in retained
+
+
+def test_no_discovery_without_the_flag(tmp_path, broker):
+    from runtime.mqtt_sink import MqttSink
+
+    rec = Recorder(broker.address, "homeassistant/#")
+    make_device_db(tmp_path / "dev.db")
+    sink = MqttSink(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "d2")
+    sink.start()
+    assert sink.connected.wait(10)
+    time.sleep(0.3)
+    sink.stop()
+    rec.close()
+    assert rec.messages == []
+
+
+DEVICE_SCRIPT = """
+import sys, time
+from runtime.mqtt_sink import MqttSettings, MqttSink
+sink = MqttSink(sys.argv[1], MqttSettings.from_config(None, sys.argv[2]), sys.argv[3], backoff_s=(0.1, 0.5))
+sink.start()
+sink.connected.wait(10)
+print("connected" if sink.connected.is_set() else "not connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_last_will_seen_by_the_collector_when_a_device_dies(tmp_path, broker):
+    make_device_db(tmp_path / "dev.db").close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with CollectorThread(tmp_path / "central.db", broker.address) as col:
+        proc = subprocess.Popen([sys.executable, "-c", DEVICE_SCRIPT, str(tmp_path / "dev.db"), broker.address, "dying-1"],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT)
+        try:
+            assert proc.stdout.readline().strip() == b"connected"
+            assert wait_until(lambda: _status(tmp_path / "central.db", "dying-1") == "online", 5)
+            proc.send_signal(signal.SIGKILL)  # no clean disconnect: the broker publishes the will
+            proc.wait(10)
+            assert wait_until(lambda: _status(tmp_path / "central.db", "dying-1") == "offline", 10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            proc.stdout.close()
+        assert col.stats.status >= 2
+
+
+def _status(db: Path, device: str):
+    import sqlite3
+
+    conn = sqlite3.connect(str(db), timeout=10)
+    try:
+        row = conn.execute("SELECT state FROM status WHERE device_id = ?", (device,)).fetchone()
+        return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def test_username_and_password(tmp_path):
+    require_mosquitto()
+    from runtime.mqtt_sink import BrokerUnavailable, send_pending
+
+    db = make_device_db(tmp_path / "dev.db")
+    add_event(db, "d-auth", "dog", 0.0)
+    with Broker(tmp_path / "broker", users={"dev": "right"}) as b:
+        host, port = parse_hostport(b.address)
+        wrong = MqttSettings(host=host, port=port, username="dev", password="wrong")
+        with pytest.raises(BrokerUnavailable, match="refused the connection"):
+            send_pending(tmp_path / "dev.db", wrong, "d-auth", timeout_s=5)
+        anonymous = MqttSettings(host=host, port=port)
+        with pytest.raises(BrokerUnavailable, match="refused the connection"):
+            send_pending(tmp_path / "dev.db", anonymous, "d-auth", timeout_s=5)
+        right = MqttSettings(host=host, port=port, username="dev", password="right")
+        result = send_pending(tmp_path / "dev.db", right, "d-auth", timeout_s=5)
+    assert result.acked["events"] == 1 and result.status.total_pending == 0
