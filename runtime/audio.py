@@ -123,10 +123,10 @@ def _decode(raw: bytes, encoding: str, channels: int) -> np.ndarray:
     if encoding == "pcm16":
         x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / np.float32(32768.0)
     elif encoding == "pcm24":
-        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
-        x = ints.astype(np.float32) / np.float32(1 << 23)
+        # Put each 3-byte sample in the top of an int32, then shift back: the shift keeps the sign.
+        wide = np.zeros((len(raw) // 3, 4), dtype=np.uint8)
+        wide[:, 1:] = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
+        x = (wide.view("<i4").reshape(-1) >> 8).astype(np.float32) / np.float32(1 << 23)
     elif encoding == "pcm32":
         x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
     elif encoding == "pcm8":
@@ -143,9 +143,15 @@ def _decode(raw: bytes, encoding: str, channels: int) -> np.ndarray:
 
 
 def _to_mono(frames: np.ndarray) -> np.ndarray:
+    """(n, channels) -> (n,) float32, the channels' mean (summed column by column: much faster than .mean)."""
+    mono = np.array(frames[:, 0], dtype=np.float32)
     if frames.shape[1] == 1:
-        return np.ascontiguousarray(frames[:, 0], dtype=np.float32)
-    return frames.mean(axis=1, dtype=np.float32)
+        return mono
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported by the caller
+        for c in range(1, frames.shape[1]):
+            mono += frames[:, c]
+        mono *= np.float32(1.0 / frames.shape[1])
+    return mono
 
 
 # ---------------------------------------------------------------- opening and dispatch
