@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MIN_SECONDS = 0.1  # shorter clips are rejected ("too_short")
 SILENCE_PEAK = 1e-4  # clips whose absolute peak is below this are rejected ("silent")
 IMBALANCE_RATIO = 3.0  # warn when the largest class has more than this times the clips of the smallest
-PROGRESS_EVERY = 200  # log progress every this many files
+PROGRESS_EVERY = 500  # log progress every this many files (imports of that size or more)
 MANIFEST_COLUMNS = ("path", "label", "fold", "group")
 PROBLEM_KINDS = ("empty", "unreadable", "not_audio", "too_short", "silent", "non_finite")
 
