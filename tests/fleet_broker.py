@@ -48,6 +48,7 @@ class Broker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            "log_type subscribe",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # as root mosquitto would switch to user "mosquitto", who cannot write into the test's directory
