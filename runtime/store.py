@@ -314,15 +314,17 @@ class Store:
                 target = float(self.max_db_mb) * 0.9
                 for table in ("windows", "health", "events"):
                     while self._used_mb() > target:
+                        count = self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                        batch = max(50, count // 20)  # 5 % steps: does not overshoot by much
                         with self.conn:
                             n = self.conn.execute(
-                                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT 2000)"
-                            ).rowcount
+                                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT ?)",
+                                (batch,)).rowcount
                         if n == 0:
                             break
                         deleted[table] += n
             if any(deleted.values()):
-                self.conn.execute("PRAGMA incremental_vacuum")
+                self.conn.executescript("PRAGMA incremental_vacuum;")  # (execute() frees only one page)
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 log.info("retention: deleted %s", deleted)
         except sqlite3.Error as exc:

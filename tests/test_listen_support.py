@@ -78,3 +78,102 @@ def embeddings(paths, backbone=None) -> np.ndarray:
         embs = [bb.run_one(b.features) for b in blocks_of(x, rate, PARAMS)]
         out.append(np.mean(embs, axis=0))
     return np.stack(out)
+
+
+class FakePortAudioError(Exception):
+    pass
+
+
+class FakeStream:
+    """Calls the callback from a thread with audio from ``signal`` (looped), like PortAudio would."""
+
+    def __init__(self, sd, device, samplerate, channels, dtype, blocksize, callback, finished_callback=None):
+        import threading
+
+        self.sd, self.rate, self.blocksize = sd, samplerate, blocksize
+        self.callback, self.finished_callback = callback, finished_callback
+        self.active = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        if self.sd.fail_open:
+            raise FakePortAudioError("Error opening InputStream: Device unavailable [PaErrorCode -9985]")
+        self.active = True
+        self.sd.streams.append(self)
+        self._thread.start()
+
+    def _run(self):
+        import time as _time
+
+        pos = 0
+        sig = self.sd.signal
+        while not self._stop.is_set():
+            if self.sd.unplug_after is not None and self.sd.delivered >= self.sd.unplug_after:
+                self.sd.unplug_after = None
+                self.active = False
+                if self.finished_callback:
+                    self.finished_callback()
+                return
+            idx = (np.arange(pos, pos + self.blocksize) % len(sig))
+            block = sig[idx].reshape(-1, 1).astype(np.float32)
+            pos += self.blocksize
+            status = type("Status", (), {"input_overflow": self.sd.overflow_every is not None
+                                         and self.sd.delivered % self.sd.overflow_every == 1})()
+            self.callback(block, self.blocksize, None, status)
+            self.sd.delivered += 1
+            _time.sleep(self.sd.block_sleep)
+
+    def abort(self):
+        self._stop.set()
+        self.active = False
+
+    def close(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+
+
+class FakeSoundDevice:
+    """Stands in for the ``sounddevice`` module: one input device that only accepts ``rates``."""
+
+    PortAudioError = FakePortAudioError
+
+    def __init__(self, rates=(44100, 48000), default_rate=48000, signal=None, block_sleep=0.0,
+                 unplug_after=None, overflow_every=None, no_device=False):
+        self.rates = tuple(rates)
+        self.default_rate = default_rate
+        self.signal = signal if signal is not None else np.zeros(4800, np.float32)
+        self.block_sleep = block_sleep
+        self.unplug_after = unplug_after
+        self.overflow_every = overflow_every
+        self.no_device = no_device
+        self.fail_open = False
+        self.delivered = 0
+        self.streams = []
+        self.default = type("Default", (), {"device": [0, 0]})()
+
+    def query_devices(self, device=None, kind=None):
+        dev = {"name": "Fake USB Mic", "hostapi": 0, "max_input_channels": 1, "max_output_channels": 0,
+               "default_samplerate": float(self.default_rate)}
+        if self.no_device:
+            if kind == "input":
+                raise FakePortAudioError("No input device matching ''")
+            return []
+        return dev if kind == "input" or device is not None else [dev]
+
+    def check_input_settings(self, device=None, channels=None, dtype=None, samplerate=None, **kw):
+        if self.no_device:
+            raise FakePortAudioError("no device")
+        if int(samplerate) not in self.rates:
+            raise FakePortAudioError(f"Invalid sample rate [PaErrorCode -9997] ({samplerate})")
+
+    def InputStream(self, **kw):
+        return FakeStream(self, **kw)
+
+    def rec(self, frames, samplerate, channels, dtype, device=None):
+        idx = np.arange(frames) % len(self.signal)
+        return self.signal[idx].reshape(-1, 1).astype(np.float32)
+
+    def wait(self):
+        pass
