@@ -17,7 +17,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Generator
 
 import numpy as np
 
@@ -372,7 +372,7 @@ def _soundfile_info(path: Path, head: bytes, layout: _WavLayout | None) -> Audio
     return AudioInfo(path, int(rate), int(channels), int(frames), frames / rate, encoding, container)
 
 
-def _soundfile_chunks(path: Path, reason: str, frames_per_chunk: int) -> Iterator[np.ndarray]:
+def _soundfile_chunks(path: Path, reason: str, frames_per_chunk: int) -> Generator[np.ndarray, None, None]:
     sf = _soundfile(reason)
     try:
         with sf.SoundFile(str(path)) as snd:
@@ -414,7 +414,7 @@ def probe(path: str | os.PathLike) -> AudioInfo:
 
 def iter_chunks(
     path: str | os.PathLike, target_rate: int | None = None, chunk_seconds: float = 5.0
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """Float32 mono chunks of about ``chunk_seconds`` (at the output rate), read incrementally.
 
     With ``target_rate`` the audio is resampled (``StreamResampler``); the concatenation of all
@@ -439,24 +439,28 @@ def iter_chunks(
 
 
 def _checked(
-    source: Iterator[np.ndarray], info: AudioInfo, resampler: StreamResampler | None
-) -> Iterator[np.ndarray]:
+    source: Generator[np.ndarray, None, None], info: AudioInfo, resampler: StreamResampler | None
+) -> Generator[np.ndarray, None, None]:
     frames_done = 0
-    for mono in source:
-        if not np.isfinite(mono).all():
-            at = (frames_done + int(np.argmin(np.isfinite(mono)))) / info.sample_rate
-            raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
-        frames_done += len(mono)
-        out = resampler.push(mono) if resampler is not None else mono
-        if len(out):
-            yield out
-    if resampler is not None:
-        tail = resampler.flush()
-        if len(tail):
-            yield tail
+    try:
+        for mono in source:
+            finite = np.isfinite(mono)
+            if not finite.all():
+                at = (frames_done + int(np.argmin(finite))) / info.sample_rate
+                raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
+            frames_done += len(mono)
+            out = resampler.push(mono) if resampler is not None else mono
+            if len(out):
+                yield out
+        if resampler is not None:
+            tail = resampler.flush()
+            if len(tail):
+                yield tail
+    finally:
+        source.close()  # closes the file now, also when the consumer stops early
 
 
-def _wav_chunks(path: Path, layout: _WavLayout, frames_per_chunk: int) -> Iterator[np.ndarray]:
+def _wav_chunks(path: Path, layout: _WavLayout, frames_per_chunk: int) -> Generator[np.ndarray, None, None]:
     info = layout.info
     if layout.unfinalised:
         log.info("%s: no length in the WAV header (streamed file); reading to the end", path)
@@ -493,11 +497,15 @@ def read_audio(
     limit = None if max_seconds is None else max(0, int(round(max_seconds * rate)))
     parts: list[np.ndarray] = []
     n = 0
-    for chunk in iter_chunks(path, target_rate=target_rate):
-        parts.append(chunk)
-        n += len(chunk)
-        if limit is not None and n >= limit:
-            break
+    chunks = iter_chunks(path, target_rate=target_rate)
+    try:
+        for chunk in chunks:
+            parts.append(chunk)
+            n += len(chunk)
+            if limit is not None and n >= limit:
+                break
+    finally:
+        chunks.close()
     x = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     if limit is not None:
         x = x[:limit]
