@@ -57,6 +57,15 @@ def register(sub) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--summary", action="store_true", help="at the end, print the events heard as a table")
     out.add_argument("--json", action="store_true", help="at the end, print the run summary as JSON")
+    # -- fleet area (runtime/mqtt_sink.py listen_hooks): report to an MQTT broker --
+    fl = p.add_argument_group("fleet (MQTT)")
+    fl.add_argument("--mqtt", default=None, metavar="HOST:PORT",
+                    help="send events and heartbeats to this MQTT broker (default: [mqtt] host of --config)")
+    fl.add_argument("--drain-timeout", type=float, default=None, metavar="S",
+                    help="at the end, wait at most S s for the outbox to empty (default 10 with --file, else 0)")
+    fl.add_argument("--ha-discovery", action="store_true",
+                    help="publish Home Assistant MQTT discovery config (retained)")
+    # -- end fleet area --
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("events", help="show logged events")
