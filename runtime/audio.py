@@ -59,7 +59,11 @@ _UNFINALISED = (0, 0x7FFFFFFF, 0xFFFFFFFF)  # data sizes streaming writers leave
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file holds, from its header only. ``frames`` counts the frames actually present."""
+    """What a file holds, from its header only.
+
+    For WAV decoded here ``frames`` counts the whole frames actually in the file (a truncated file
+    has ``truncated`` set); for files read by libsndfile it is libsndfile's count (an estimate for MP3).
+    """
 
     path: Path
     sample_rate: int
@@ -362,7 +366,9 @@ def _soundfile_info(path: Path, head: bytes, layout: _WavLayout | None) -> Audio
         log.debug("libsndfile cannot open %s: %s", path, exc)
         if layout is not None:
             raise AudioError(f"unsupported WAV encoding: {layout.info.encoding}") from None
-        raise _not_audio(path, head) from None
+        if _looks_like_text(head):
+            raise _not_audio(path, head) from None
+        raise AudioError(f"corrupt or unsupported {reason} file") from None
     if rate <= 0 or channels <= 0:
         raise AudioError("corrupt audio header (zero channels or rate)")
     if frames <= 0:
@@ -382,8 +388,8 @@ def _soundfile_chunks(path: Path, reason: str, frames_per_chunk: int) -> Generat
                     return
                 yield _to_mono(block)
     except (RuntimeError, ValueError) as exc:
-        log.debug("libsndfile failed on %s: %s", path, exc)
-        raise AudioError(f"cannot decode: {str(exc).splitlines()[0][:80]}") from None
+        log.warning("%s: libsndfile failed while decoding: %s", path, exc)
+        raise AudioError("decoding failed (libsndfile error)") from None
 
 
 # ---------------------------------------------------------------- public API
