@@ -377,7 +377,7 @@ def test_files_are_dispatched_on_content_not_suffix(tmp_path, clip):
     garbage.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     with pytest.raises(AudioError) as excinfo:
         audio.read_audio(garbage)
-    assert "corrupt or unsupported FLAC" in one_line_error(excinfo)
+    assert "corrupt or unsupported" in one_line_error(excinfo)
 
 
 def test_mp3_inside_wav(tmp_path, clip):
