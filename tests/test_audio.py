@@ -327,7 +327,7 @@ def test_two_hour_wav_is_streamed_in_bounded_memory(tmp_path, clip):
 
 @pytest.mark.parametrize("fmt, suffix, encoding, min_corr", [
     ("FLAC", ".flac", "flac", 0.99999), ("OGG", ".ogg", "vorbis", 0.98), ("MP3", ".mp3", "mp3", 0.99),
-    ("AIFF", ".aiff", "pcm16", 0.99999),
+    ("AIFF", ".aiff", "pcm16", 0.99999), ("AU", ".au", "pcm16", 0.99999),
 ])
 def test_soundfile_containers(tmp_path, clip, fmt, suffix, encoding, min_corr):
     import soundfile
@@ -378,6 +378,17 @@ def test_files_are_dispatched_on_content_not_suffix(tmp_path, clip):
     with pytest.raises(AudioError) as excinfo:
         audio.read_audio(garbage)
     assert "corrupt or unsupported" in one_line_error(excinfo)
+
+
+def test_big_endian_rifx_goes_through_libsndfile(tmp_path, clip):
+    import soundfile
+
+    path = tmp_path / "rifx.wav"
+    soundfile.write(path, clip, RATE, format="WAV", subtype="PCM_24", endian="BIG")
+    assert path.read_bytes()[:4] == b"RIFX"
+    info = audio.probe(path)
+    assert (info.encoding, info.frames) == ("pcm24", len(clip))
+    assert np.max(np.abs(audio.read_audio(path)[0] - clip)) <= TOLERANCE["pcm24"]
 
 
 def test_mp3_inside_wav(tmp_path, clip):
