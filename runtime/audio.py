@@ -353,6 +353,13 @@ def _soundfile_reason(path: Path, head: bytes, layout: _WavLayout | None) -> str
     return ""
 
 
+MP3_HINT = "MP3 needs libsndfile >= 1.1: pip install -U soundfile"
+
+
+def _sf_has_mp3(sf) -> bool:
+    return "MP3" in sf.available_formats()
+
+
 def _soundfile_info(path: Path, head: bytes, layout: _WavLayout | None) -> AudioInfo:
     reason = _soundfile_reason(path, head, layout)
     if not reason:
@@ -364,11 +371,12 @@ def _soundfile_info(path: Path, head: bytes, layout: _WavLayout | None) -> Audio
             fmt, subtype = snd.format, snd.subtype
     except (RuntimeError, ValueError, TypeError) as exc:  # LibsndfileError is a RuntimeError
         log.debug("libsndfile cannot open %s: %s", path, exc)
+        mp3_hint = MP3_HINT if "mp3" in reason.lower() and not _sf_has_mp3(sf) else None
         if layout is not None:
-            raise AudioError(f"unsupported WAV encoding: {layout.info.encoding}") from None
+            raise AudioError(f"unsupported WAV encoding: {layout.info.encoding}", mp3_hint) from None
         if _looks_like_text(head):
             raise _not_audio(path, head) from None
-        raise AudioError(f"corrupt or unsupported {reason} file") from None
+        raise AudioError(f"corrupt or unsupported {reason} file", mp3_hint) from None
     if rate <= 0 or channels <= 0:
         raise AudioError("corrupt audio header (zero channels or rate)")
     if frames <= 0:

@@ -407,6 +407,20 @@ def test_mp3_inside_wav(tmp_path, clip):
     assert np.corrcoef(x[:n], clip[:n])[0, 1] > 0.99
 
 
+def test_mp3_error_hints_at_libsndfile_version(tmp_path, monkeypatch):
+    import soundfile
+
+    path = tmp_path / "broken.mp3"
+    path.write_bytes(b"ID3" + bytes(300))
+    with pytest.raises(AudioError) as excinfo:
+        audio.probe(path)
+    assert "MP3" in one_line_error(excinfo) and excinfo.value.hint is None  # this libsndfile has MP3
+    monkeypatch.setattr(soundfile, "available_formats", lambda: {"WAV": "WAV (Microsoft)"})  # an old libsndfile
+    with pytest.raises(AudioError) as excinfo:
+        audio.probe(path)
+    assert excinfo.value.hint == audio.MP3_HINT
+
+
 @pytest.mark.runtime
 def test_without_soundfile_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile -> ImportError
