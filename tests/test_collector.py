@@ -176,3 +176,21 @@ def test_report_rejects_unknown_grouping(tmp_path):
         report_rows(tmp_path / "c.db", "week")
     with sqlite3.connect(tmp_path / "c.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.slow
+def test_fleet_bench_small(tmp_path, shared_data):
+    """The must-show, smaller: three devices replay recordings concurrently (simulated devices: real Store +
+    OutboxHook/MqttSink), one broker restarted in the middle, one collector: equal counts, no duplicates."""
+    require_mosquitto()
+    from tests.bench.bench_fleet import main as bench_main
+
+    r = bench_main(tmp_path, mode="simulated", devices=3, seconds=60.0, speed=6.0, down_s=1.0)
+    assert (tmp_path / "fleet.json").is_file()
+    assert r["events_on_devices_total"] >= 12 and all(n > 0 for n in r["events_on_devices"].values())
+    assert r["events_in_central"] == r["events_on_devices"] and r["equal"] is True
+    assert r["duplicates_in_central"] == 0
+    assert r["collector"]["connects"] == 2  # it really lost the broker in the middle
+    assert all(d["connects"] >= 2 and d["drained"] for d in r["device_runs"].values())
+    assert r["latency_ms"]["n"] == r["events_in_central_total"]
+    assert 0 <= r["latency_ms"]["median"] <= r["latency_ms"]["p99"]

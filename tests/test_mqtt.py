@@ -216,3 +216,74 @@ def test_username_and_password(tmp_path):
         right = MqttSettings(host=host, port=port, username="dev", password="right")
         result = send_pending(tmp_path / "dev.db", right, "d-auth", timeout_s=5)
     assert result.acked["events"] == 1 and result.status.total_pending == 0
+
+
+# ---- fieldear listen --mqtt: the real listener with the OutboxHook ----
+
+
+@pytest.fixture(scope="module")
+def listen_bundle(tmp_path_factory):
+    pytest.importorskip("tensorflow")  # the test head is made with TensorFlow
+    from tests.test_listen_support import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("fleet_bundle") / "b", ["a", "b", "c"], seed=3,
+                       thresholds={"a": 0.4, "b": 0.4, "c": 0.4})
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory):
+    from tests.field_support import forest_recording
+
+    return forest_recording(tmp_path_factory.mktemp("fleet_forest") / "forest.wav", n_files=6)
+
+
+def _listen(tmp_path, bundle, recording, address, *extra, timeout=180):
+    cmd = [sys.executable, "-m", "runtime.cli", "listen", "--model", str(bundle), "--file", str(recording),
+           "--db", str(tmp_path / "dev.db"), "--device-id", "pi-7", "--mqtt", address, "--no-windows", "--json", *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_listen_file_sends_its_events_and_drains_before_exit(tmp_path, broker, listen_bundle, forest):
+    from tests.fleet_broker import central_events, device_events
+
+    with CollectorThread(tmp_path / "central.db", broker.address) as col:
+        r = _listen(tmp_path, listen_bundle, forest, broker.address)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout[r.stdout.index("{"):])
+        assert summary["events"] >= 1 and summary["hook_errors"] == 0
+        # drained before exit: everything is already acknowledged by the broker
+        import sqlite3
+        conn = sqlite3.connect(tmp_path / "dev.db")
+        assert conn.execute("SELECT last_id FROM outbox_state WHERE stream = 'events'").fetchone()[0] == \
+            conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+        conn.close()
+        assert wait_until(lambda: col.stats.events == summary["events"], 10)
+        assert wait_until(lambda: _status(tmp_path / "central.db", "pi-7") == "offline", 10)
+    rows = device_events(tmp_path / "dev.db")
+    assert [r[0] for r in rows] == ["pi-7"] * len(rows)
+    assert central_events(tmp_path / "central.db") == rows
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_listen_keeps_classifying_with_the_broker_down(tmp_path, listen_bundle, forest, capsys):
+    require_mosquitto()
+    from runtime.cli import main as cli_main
+    from tests.fleet_broker import central_events, device_events
+
+    b = Broker(tmp_path / "broker")  # not started
+    t0 = time.monotonic()
+    r = _listen(tmp_path, listen_bundle, forest, b.address, "--drain-timeout", "2")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 120
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["events"] >= 1 and summary["blocks"] > 0
+    assert "outbox not drained within 2.0 s" in r.stderr
+    with b, CollectorThread(tmp_path / "central.db", b.address) as col:
+        assert cli_main(["outbox", "send", "--db", str(tmp_path / "dev.db"), "--mqtt", b.address]) == 0
+        assert f"sent {summary['events']} events" in capsys.readouterr().out
+        assert wait_until(lambda: col.stats.events == summary["events"], 10)
+    assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
