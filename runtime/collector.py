@@ -46,11 +46,11 @@ EVENT_COLUMNS = (
 )
 
 
-def open_central(db_path: str | Path) -> sqlite3.Connection:
+def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:
     path = Path(db_path)
     if path.parent and not path.parent.exists():
         raise FieldearError(f"directory {path.parent} does not exist", hint="create it or give another --db")
-    conn = sqlite3.connect(str(path), timeout=10.0)
+    conn = sqlite3.connect(str(path), timeout=timeout_s)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(SCHEMA)
@@ -66,6 +66,7 @@ class CollectorStats:
     duplicates: int = 0  # redelivered messages ignored
     conflicts: int = 0  # same (device, event_id) but different content: a device log was recreated?
     rejected: int = 0  # unparseable messages
+    db_errors: int = 0  # central DB write failures (message not acknowledged, redelivered later)
     connects: int = 0
     by_device: dict[str, int] = field(default_factory=dict)
 
@@ -82,9 +83,11 @@ class Collector:
         clock=time.time,
         rng: random.Random | None = None,
         backoff_s: tuple[float, float] = (0.5, 30.0),
+        db_timeout_s: float = 10.0,
     ):
         import_paho()
         self.db_path = Path(db_path)
+        self.db_timeout_s = db_timeout_s
         self.settings = settings
         self.client_id = client_id
         self.clock = clock
@@ -96,13 +99,21 @@ class Collector:
         open_central(self.db_path).close()  # errors (bad path) in the caller's thread
 
     def run(self, stop: threading.Event) -> CollectorStats:
-        conn = open_central(self.db_path)
+        conn = open_central(self.db_path, self.db_timeout_s)
         low, high = self.backoff_s
         delay, failures = low, 0
         try:
             while not stop.is_set():
+                client = new_client(self.settings, self.client_id, clean_session=False)
                 try:
-                    client = self._open(conn)
+                    self._open(client, conn)
+                except sqlite3.Error as exc:  # a queued message arrived while subscribing
+                    self.stats.db_errors += 1
+                    log.error("cannot write the central database %s: %s; reconnecting", self.db_path, exc)
+                    drop_client(client)
+                    stop.wait(delay * self.rng.uniform(0.8, 1.2))
+                    delay = min(delay * 2, high)
+                    continue
                 except BrokerUnavailable as exc:
                     failures += 1
                     (log.warning if failures == 1 else log.debug)("%s; retrying (attempt %d)", exc, failures)
@@ -126,10 +137,16 @@ class Collector:
             conn.close()
         return self.stats
 
-    def _open(self, conn):
+    def _open(self, client, conn) -> None:
         mqtt = import_paho()
-        client = new_client(self.settings, self.client_id, clean_session=False)
-        client.on_message = lambda _c, _u, msg: self.handle(conn, msg.topic, msg.payload, bool(msg.retain))
+        def on_message(_client, _userdata, msg):
+            try:
+                self.handle(conn, msg.topic, msg.payload, bool(msg.retain))
+            except sqlite3.Error:
+                conn.rollback()
+                raise  # out of client.loop(), before paho acknowledges the message
+
+        client.on_message = on_message
         connect_client(client, self.settings)
         subs = [(f"{self.prefix}/+/{kind}", 1) for kind in ("events", "health", "status")]
         granted = {}
@@ -148,12 +165,20 @@ class Collector:
             )
         self.subscribed.set()
         log.info("collecting %s/+/{events,health,status} from %s", self.prefix, self.settings.address)
-        return client
 
     def _serve(self, client, stop: threading.Event) -> str | None:
+        """Process messages until ``stop``; returns why the connection ended (None: asked to stop).
+
+        If the central database cannot be written (disk full, locked), the message is not acknowledged: the
+        connection is dropped and the broker redelivers it to the persistent session after the reconnect."""
         mqtt = import_paho()
         while not stop.is_set():
-            rc = client.loop(0.1)
+            try:
+                rc = client.loop(0.1)
+            except sqlite3.Error as exc:
+                self.stats.db_errors += 1
+                log.error("cannot write the central database %s: %s", self.db_path, exc)
+                return f"central database error: {exc}"
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return mqtt.error_string(rc)
         return None

@@ -194,3 +194,36 @@ def test_fleet_bench_small(tmp_path, shared_data):
     assert all(d["connects"] >= 2 and d["drained"] for d in r["device_runs"].values())
     assert r["latency_ms"]["n"] == r["events_in_central_total"]
     assert 0 <= r["latency_ms"]["median"] <= r["latency_ms"]["p99"]
+
+
+def test_a_message_the_central_db_cannot_take_is_not_acknowledged(tmp_path, broker):
+    """Central DB locked (or full): the collector drops the connection without PUBACK; the broker redelivers
+    to its persistent session once it reconnects, and every event is stored once when the DB is back."""
+    import threading
+
+    from runtime.collector import Collector, open_central
+    from runtime.mqtt_sink import MqttSettings, send_pending
+
+    db = make_device_db(tmp_path / "dev.db")
+    for i in range(5):
+        add_event(db, "lock-1", "dog", float(i))
+    col = Collector(tmp_path / "central.db", MqttSettings.from_config(None, broker.address), backoff_s=(0.1, 0.3),
+                    db_timeout_s=0.2)
+    stop = threading.Event()
+    th = threading.Thread(target=col.run, args=(stop,), daemon=True)
+    th.start()
+    try:
+        assert col.subscribed.wait(10)
+        blocker = open_central(tmp_path / "central.db")
+        blocker.execute("BEGIN EXCLUSIVE")
+        send_pending(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "lock-1", timeout_s=10)
+        assert wait_until(lambda: col.stats.db_errors >= 2, 10)  # failed to store, reconnected, again...
+        assert col.stats.events == 0
+        blocker.rollback()
+        blocker.close()
+        assert wait_until(lambda: col.stats.events == 5, 15)
+    finally:
+        stop.set()
+        th.join(10)
+    assert not th.is_alive()
+    assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
