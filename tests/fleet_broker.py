@@ -29,7 +29,7 @@ def free_port() -> int:
 
 class Broker:
     def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True, exe: str | None = None,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None):
         self.exe = exe or find_mosquitto()
         if self.exe is None:
             raise FileNotFoundError("mosquitto not found (install it: bash .ci/system-deps.sh)")
@@ -41,6 +41,7 @@ class Broker:
         self.log_path = self.workdir / "mosquitto.log"
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *([f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"] if tls else []),
             f"allow_anonymous {'false' if users else 'true'}",
             "max_queued_messages 100000",
             f"log_dest file {self.log_path}",
@@ -142,6 +143,27 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY AUTOINCREMENT, t_utc TEXT NOT NULL, device_id TEXT, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+def make_test_certs(out: Path) -> tuple[Path, Path, Path] | None:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI); None if openssl is missing."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert, ext = (out / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt",
+                                                         "san.ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=fieldear test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
 
 
 def make_device_db(path: Path):

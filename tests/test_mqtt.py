@@ -287,3 +287,24 @@ def test_listen_keeps_classifying_with_the_broker_down(tmp_path, listen_bundle, 
         assert f"sent {summary['events']} events" in capsys.readouterr().out
         assert wait_until(lambda: col.stats.events == summary["events"], 10)
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+
+
+def test_tls_with_the_configured_ca(tmp_path):
+    require_mosquitto()
+    from runtime.mqtt_sink import BrokerUnavailable, send_pending
+    from tests.fleet_broker import make_test_certs
+
+    certs = make_test_certs(tmp_path / "certs")
+    if certs is None:
+        pytest.skip("openssl is not installed")
+    db = make_device_db(tmp_path / "dev.db")
+    add_event(db, "d-tls", "dog", 0.0)
+    with Broker(tmp_path / "broker", tls=certs) as b:
+        host, port = parse_hostport(b.address)
+        with pytest.raises(BrokerUnavailable):  # the system CAs do not know the test CA
+            send_pending(tmp_path / "dev.db", MqttSettings(host=host, port=port, tls=True), "d-tls", timeout_s=5)
+        with pytest.raises(BrokerUnavailable):  # plain MQTT to a TLS listener
+            send_pending(tmp_path / "dev.db", MqttSettings(host=host, port=port), "d-tls", timeout_s=3)
+        ok = MqttSettings(host=host, port=port, tls=True, ca_file=str(certs[0]))
+        result = send_pending(tmp_path / "dev.db", ok, "d-tls", timeout_s=10)
+    assert result.acked["events"] == 1 and result.status.total_pending == 0
