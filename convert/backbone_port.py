@@ -300,6 +300,8 @@ def step_tflite(work: Path, out: Path, reference: Path, max_float_diff: float, m
         "input": runner.input_spec,
         "output": runner.output_spec,
         "frontend": "runtime.frontend.BACKBONE (no per-file peak normalisation, unlike aisfx)",
+        "input_float_range": [round((-128 - runner.input_spec["zero_point"]) * runner.input_spec["scale"], 4),
+                              round((127 - runner.input_spec["zero_point"]) * runner.input_spec["scale"], 4)],
         "float_keras_vs_torch": {"max_abs_diff": float_diff, "min_cosine": round(float(np.min(float_cos)), 7),
                                  "embedding_abs_max": float(np.max(np.abs(torch_emb))), "n_blocks": len(blocks)},
         "int8_vs_torch_heldout_blocks": _stats(block_cos),
@@ -338,13 +340,15 @@ ATTRIBUTION = """\
 # aisfx embedding model (ported)
 
 `backbone_int8.tflite` is a port of the pretrained audio-embedding CNN of **aisfx**
-(PyPI `aisfx` 0.1.2, https://github.com/aimalilab/aisfx):
+(PyPI `aisfx` 0.1.2, https://github.com/alisonbma/aisfx), model "X-Sequential-CE" of:
 
-* Brandon (Xiaoyu) Ma and Alexander Lerch, "Representation Learning for the Automatic Indexing
-  of Sound Effects Libraries", Proc. ISMIR 2022 (model "X-Sequential-CE").
-* Model weights: CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/). aisfx code: MIT.
-  The network definition (`EmbeddingNet`) comes from the DCASE 2018 cross-task baseline
-  (Kong et al., arXiv:1808.00773).
+* Alison Bernice Ma and Alexander Lerch, "Representation Learning for the Automatic Indexing of
+  Sound Effects Libraries", Proc. 23rd International Society for Music Information Retrieval
+  Conference (ISMIR), 2022. https://zenodo.org/record/7316800
+* Pre-trained model (and paper): Copyright (c) 2022 A.B. Ma and A. Lerch, Creative Commons
+  Attribution 4.0 International (CC BY 4.0, https://creativecommons.org/licenses/by/4.0/).
+  The aisfx package code is declared MIT on PyPI. Its network definition (`EmbeddingNet`) comes
+  from the DCASE 2018 cross-task baseline (Kong et al., arXiv:1808.00773).
 
 What we changed:
 
