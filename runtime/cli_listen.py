@@ -43,6 +43,8 @@ def register(sub) -> None:
     det.add_argument("--hysteresis", type=float, default=None, help="off threshold = threshold - this (default 0.1)")
     det.add_argument("--min-event", type=float, default=None, dest="min_event_s", help="minimum event seconds")
     det.add_argument("--merge-gap", type=float, default=None, dest="merge_gap_s", help="merge events of a label closer than this (s)")
+    det.add_argument("--ignore", action="append", default=[], metavar="LABEL",
+                     help="never report this label as an event (e.g. background; repeatable)")
     det.add_argument("--block-hop", type=int, default=None, help="frames between blocks (default: the bundle's)")
     st = p.add_argument_group("log")
     st.add_argument("--db", default=None, help="log database (default: $FIELDEAR_DATA_DIR or ~/.local/share/fieldear, fieldear.db)")
@@ -188,7 +190,14 @@ def cmd_listen(args) -> int:
     config = build_config(args)
     model = Model.load(config.model.path, threads=config.model.threads)
     check_labels(config, model.labels)
-    settings = PostSettings.for_bundle(model.bundle, dict(config.detect.thresholds), **config.detect.post_kwargs())
+    post = config.detect.post_kwargs()
+    post["ignore"] = tuple(dict.fromkeys([*post.get("ignore", ()), *args.ignore]))
+    unknown = sorted(set(post["ignore"]) - set(model.labels))
+    if unknown:
+        from runtime.errors import ConfigError
+
+        raise ConfigError(f"--ignore: unknown label(s) {', '.join(unknown)}", f"the model's labels are: {', '.join(model.labels)}")
+    settings = PostSettings.for_bundle(model.bundle, dict(config.detect.thresholds), **post)
     settings = settings.resolved(model.labels)
     block_hop = config.audio.block_hop
     params = model.params if block_hop is None else model.params.with_block_hop(block_hop)

@@ -36,6 +36,11 @@ from runtime.store import utc_iso
 
 log = logging.getLogger(__name__)
 
+CLIP_LEVEL = 0.999
+SILENCE_LEVEL = 1e-6  # peak below this: digital silence (muted input, wrong device)
+SILENCE_WARN_S = 60.0
+WARN_EVERY_S = 3600.0  # clipping / silence warnings at most this often
+
 HOOK_METHODS = ("on_start", "on_audio", "on_block", "on_event", "on_tick", "on_stop")
 
 
@@ -53,6 +58,8 @@ class ListenStats:
     wall_s: float = 0.0  # monotonic seconds spent in run()
     hook_errors: int = 0
     model_swaps: int = 0
+    clipped_samples: int = 0  # |x| >= CLIP_LEVEL
+    silent_s: float = 0.0  # current run of digital silence, seconds
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +86,7 @@ class Listener:
         self._next_model = None
         self._failed_hooks: set = set()
         self._anchor = None  # (wall time, stream offset) of the last live chunk
+        self._warned: dict = {}
         self._setup_model(model, offset_s=0.0)
 
     # ------------------------------------------------------------ model
@@ -230,6 +238,7 @@ class Listener:
         self.stats.chunks += 1
         self.stats.samples += len(chunk)
         self.stats.last_audio = now
+        self._check_level(chunk, now)
         if self.clips is not None:
             self.clips.push(chunk)
         for block in self._stream.push(chunk):
@@ -240,6 +249,26 @@ class Listener:
         self._call("on_audio", len(chunk))
         if self.clips is not None:
             self.clips.poll(self.stats.audio_s)
+
+    def _check_level(self, chunk: np.ndarray, now: float) -> None:
+        """Warn (at most hourly) about clipping and long digital silence; classification goes on."""
+        peak = float(np.max(np.abs(chunk)))
+        rate = self.source.sample_rate
+        if peak >= CLIP_LEVEL:
+            n = int(np.count_nonzero(np.abs(chunk) >= CLIP_LEVEL))
+            self.stats.clipped_samples += n
+            if n > 0.001 * len(chunk) and now - self._warned.get("clip", -1e18) >= WARN_EVERY_S:
+                self._warned["clip"] = now
+                log.warning("input is clipping (%d samples at full scale in %.1f s): lower the input gain",
+                            n, len(chunk) / rate)
+        if peak < SILENCE_LEVEL:
+            self.stats.silent_s += len(chunk) / rate
+            if self.stats.silent_s >= SILENCE_WARN_S and now - self._warned.get("silence", -1e18) >= WARN_EVERY_S:
+                self._warned["silence"] = now
+                log.warning("input has been digitally silent for %.0f s: muted, or the wrong input device?",
+                            self.stats.silent_s)
+        else:
+            self.stats.silent_s = 0.0
 
     def _tick(self) -> None:
         now = self.clock()
@@ -256,6 +285,6 @@ class Listener:
             "blocks": s.blocks, "events": s.events, "events_by_label": dict(sorted(s.events_by_label.items())),
             "overruns": src.overruns, "dropped_blocks": src.dropped_blocks, "reconnects": src.reconnects,
             "dropped_rows": self.store.dropped_rows, "write_errors": self.store.write_errors,
-            "hook_errors": s.hook_errors, "stopped": self.stopped_by_request, "run": self.store.run_key,
+            "hook_errors": s.hook_errors, "clipped_samples": s.clipped_samples, "stopped": self.stopped_by_request, "run": self.store.run_key,
             "db": str(self.store.path), "model_sha": self.store.model_sha,
         }

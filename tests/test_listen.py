@@ -243,3 +243,18 @@ def test_model_swap_between_chunks_keeps_audio(model, bundle, shared_data, tmp_p
     summary, listener = listen_file(model, forest, tmp_path / "s.db", 0.5, [SwapOnce()])
     assert listener.stats.model_swaps == 1 and listener.model is other
     assert summary["blocks"] == 7 and summary["audio_s"] == 10.0
+
+
+def test_clipping_and_digital_silence_are_reported_not_fatal(model, tmp_path, caplog):
+    from runtime.clips import write_wav
+
+    rate = 16000
+    x = np.zeros(rate * 70, np.float32)  # 70 s of digital silence ...
+    x[-rate * 5:] = np.sign(np.sin(np.arange(rate * 5) * 0.05)).astype(np.float32)  # ... then 5 s clipped square
+    wav = tmp_path / "faults.wav"
+    write_wav(wav, x, rate)
+    summary, listener = listen_file(model, wav, tmp_path / "f.db", 1.0)
+    assert summary["audio_s"] == 70.0 and summary["blocks"] == 59
+    assert summary["clipped_samples"] > rate * 4
+    text = caplog.text
+    assert "digitally silent for 60 s" in text and "input is clipping" in text
