@@ -52,11 +52,19 @@ lint: setup
 bench: setup sysdeps
 	$(PY) -m tests.bench.run --out bench/results
 
-backbone: setup
-	$(PY) -m convert.backbone_port
+# PyTorch is needed for this one step only (torch 2.13.0 CPU; aisfx pins numpy 1.23 there, hence its own venv).
+TORCH_VENV ?= .venv-torch
+$(TORCH_VENV)/.stamp:
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q --upgrade pip
+	$(TORCH_VENV)/bin/pip install -q torch==2.13.0 aisfx==0.1.2 numpy scipy
+	touch $@
+
+backbone: setup $(TORCH_VENV)/.stamp
+	$(PY) -m convert.backbone_port --torch-python $(TORCH_VENV)/bin/python --shared $(SHARED)
 
 default-model: setup
 	$(FIELDEAR) train --default-model --shared $(SHARED) --out runtime/models/default --force
 
 clean:
-	rm -rf $(VENV) $(TFLRT_VENV) out bench/results
+	rm -rf $(VENV) $(TFLRT_VENV) $(TORCH_VENV) out bench/results
