@@ -83,6 +83,7 @@ class Deployer:
         self.dry_run = dry_run
         self.bundle = None
         self.result: DeployResult | None = None
+        self._shown: dict[str, str] = {}  # command line -> readable form for --dry-run
 
     # ------------------------------------------------------------ command building
 
@@ -92,7 +93,17 @@ class Deployer:
     def device_shell(self, script: str, sudo: bool) -> list[str]:
         """Run a shell script on the device (as root with sudo -n: fails at once if sudo wants a password)."""
         prefix = "sudo -n " if sudo and self.o.sudo else ""
-        return self.ssh_argv(f"{prefix}sh -c {shlex.quote(script)}")
+        argv = self.ssh_argv(f"{prefix}sh -c {shlex.quote(script)}")
+        self._shown[shlex.join(argv)] = self.shown(script, sudo)
+        return argv
+
+    def shown(self, script: str, sudo: bool) -> str:
+        """How --dry-run shows a device-side script: the ssh call, then the script itself, indented."""
+        prefix = "sudo -n " if sudo and self.o.sudo else ""
+        head = f"{shlex.join(self.ssh_argv('')[:-1])} {prefix}sh"
+        if "\n" not in script:
+            return f"{head} -c {shlex.quote(script)}"
+        return head + " -s <<'SCRIPT'\n" + "\n".join("    " + ln for ln in script.splitlines()) + "\nSCRIPT"
 
     def rsync_argv(self, src: str, dest: str, delete: bool = False) -> list[str]:
         argv = [*shlex.split(self.o.rsync_command), "-a"]
@@ -177,7 +188,7 @@ class Deployer:
         text = shlex.join(argv)
         self.result.commands.append(text)
         if self.dry_run:
-            print(f"+ {text}")
+            print(f"+ {self._shown.get(text, text)}")
             return subprocess.CompletedProcess(argv, 0, "", "")
         log.info("deploy: %s", what)
         log.debug("+ %s", text)

@@ -104,8 +104,9 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path_factory, capsys):
     assert calls == [] and res.deployed
     printed = capsys.readouterr().out
     for needle in ("rsync -a --delete -e ssh", "pi@field-03.local:/tmp/fieldear-deploy/test-listen-",
-                   "sudo -n sh -c", "config check /etc/fieldear/fieldear.toml --model", "ln -sfn test-listen-",
-                   'mv -T "$M/.current.new" "$M/current"', "sudo -n sh -c 'systemctl restart fieldear'",
+                   "ssh pi@field-03.local sudo -n sh -s <<'SCRIPT'", "config check /etc/fieldear/fieldear.toml --model",
+                   "ln -sfn test-listen-", 'mv -T "$M/.current.new" "$M/current"',
+                   "ssh pi@field-03.local sudo -n sh -c 'systemctl restart fieldear'",
                    "/opt/fieldear/venv/bin/fieldear status --json --config /etc/fieldear/fieldear.toml",
                    "# if the health check fails:", "ln -sfn '$PREVIOUS_MODEL'"):
         assert needle in printed, needle
