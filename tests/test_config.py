@@ -201,3 +201,29 @@ def test_detect_section_maps_onto_post_settings(tmp_path):
     assert settings.on_threshold("dog") == 0.4 and settings.off_threshold("dog") == pytest.approx(0.2)
     assert settings.ignore == ("rain",)
     assert "default_threshold" not in load_config(write(tmp_path, ""), device_id="d").detect.post_kwargs()
+
+
+def _cli(*args: str, cwd: Path = ROOT):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_cli_config_check(tmp_path):
+    ok = _cli("config", "check", str(EXAMPLE), "--no-model", "--print")
+    assert ok.returncode == 0, ok.stderr
+    assert f"{EXAMPLE}: OK" in ok.stdout and "device   field-03 (Beech stand, plot 7)" in ok.stdout
+    assert '"smoothing": 1' in ok.stdout
+    bad = write(tmp_path, '[detect]\nsmoothing = "x"\n')
+    out = _cli("config", "check", "fieldear.toml", cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        'fieldear config: error: fieldear.toml: [detect] smoothing: expected an integer >= 1, got "x"']
+    assert bad.exists()
+    missing_model = write(tmp_path, '[model]\npath = "nowhere"\n', name="m.toml")
+    out = _cli("config", "check", str(missing_model))
+    assert out.returncode == 2 and "model directory not found" in out.stderr
+

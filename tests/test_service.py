@@ -148,3 +148,10 @@ def test_cli_render_and_dry_run(tmp_path):
     assert dry.returncode == 0, dry.stderr
     assert "write /etc/systemd/system/fieldear.service (Type=notify, WatchdogSec=30s, User=fieldear)" in dry.stdout
     assert not root.exists()  # dry run: nothing written
+
+
+def test_provision_script_parses_and_rejects_unknown_options():
+    script = ROOT / "firmware_tools" / "provision.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    out = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "unknown option --bogus" in out.stderr
