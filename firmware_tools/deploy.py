@@ -65,6 +65,7 @@ class DeployResult:
     healthy_after_rollback: bool | None = None
     check_output: str = ""
     commands: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)  # --dry-run: the commands in readable form, with comments
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -188,7 +189,7 @@ class Deployer:
         text = shlex.join(argv)
         self.result.commands.append(text)
         if self.dry_run:
-            print(f"+ {self._shown.get(text, text)}")
+            self.result.plan.append(f"+ {self._shown.get(text, text)}")
             return subprocess.CompletedProcess(argv, 0, "", "")
         log.info("deploy: %s", what)
         log.debug("+ %s", text)
@@ -274,9 +275,9 @@ class Deployer:
             output = str(exc)
         res.check_output = output
         if self.dry_run:
-            print("# if the health check fails:")
+            res.plan.append("# if the health check fails:")
             self._rollback(res, previous_config)
-            print("# if it passes:")
+            res.plan.append("# if it passes:")
             self._run(self.device_shell(self.cleanup_script(stage, version, res.previous_model), sudo=True), "clean up")
             res.deployed = True
             return res
@@ -328,7 +329,7 @@ def cmd_deploy(args) -> int:
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
     elif args.dry_run:
-        pass
+        print("\n".join(res.plan))
     elif res.deployed:
         print(f"deployed {res.version} to {res.host}: healthy" +
               (f" (previous: {res.previous_model})" if res.previous_model else ""))

@@ -94,7 +94,7 @@ def broken_bundle(src: Path, out: Path) -> Path:
 
 
 @pytest.mark.train
-def test_dry_run_prints_every_command_and_runs_none(tmp_path_factory, capsys):
+def test_dry_run_prints_every_command_and_runs_none(tmp_path_factory):
     from tests.field_support import field_bundles
 
     bundles = field_bundles(tmp_path_factory.getbasetemp() / "field-bundles")
@@ -102,7 +102,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path_factory, capsys):
     opts = DeployOptions(host="pi@field-03.local", model=bundles["A"])
     res = Deployer(opts, run=lambda *a, **k: calls.append(a), dry_run=True).deploy()
     assert calls == [] and res.deployed
-    printed = capsys.readouterr().out
+    printed = "\n".join(res.plan)
     for needle in ("rsync -a --delete -e ssh", "pi@field-03.local:/tmp/fieldear-deploy/test-listen-",
                    "ssh pi@field-03.local sudo -n sh -s <<'SCRIPT'", "config check /etc/fieldear/fieldear.toml --model",
                    "ln -sfn test-listen-", 'mv -T "$M/.current.new" "$M/current"',

@@ -209,3 +209,49 @@ def test_build_field_hooks(tmp_path):
     assert [type(h).__name__ for h in hooks] == ["NotifyHook", "HeartbeatHook", "Reloader"]
     assert hooks[0].stall_s == cfg.health.watchdog_stall_s and hooks[1].every_s == cfg.health.every_s
     assert len(build_field_hooks(cfg, environ={})) == 2
+
+
+def test_reload_failure_keeps_running_and_tells_systemd(tmp_path, systemd):
+    from runtime.config import load_config
+    from runtime.health import Reloader
+
+    cfg = tmp_path / "fieldear.toml"
+    cfg.write_text('[model]\npath = "gone"\n')
+    config = load_config(cfg, device_id="d")
+    swapped = []
+    lst = fake_listener()
+    lst.swap_model = swapped.append
+    reloader = Reloader(config, lambda: load_config(cfg, device_id="d"), notifier=Notifier(systemd.env()),
+                        install_signal=False)
+    reloader.on_start(lst)
+    reloader.on_tick(lst, 0)
+    assert reloader.thread is None  # nothing requested, nothing done
+    reloader.request()
+    reloader.on_tick(lst, 0)
+    reloader.thread.join(10)
+    assert reloader.failures == 1 and swapped == [] and "model directory not found" in reloader.last_error
+    cfg.write_text('[detect]\nsmoothing = "x"\n')  # a broken config on reload: same, the old one stays
+    assert reloader.reload(lst) is False and "[detect] smoothing" in reloader.last_error
+    assert reloader.config is config
+    systemd.poll(0.3)
+    kinds = [next(k for k in f if k != "STATUS") for _, f in systemd.messages]
+    assert kinds == ["RELOADING", "READY", "RELOADING", "READY"]  # systemd leaves "reloading" either way
+    assert systemd.messages[1][1]["STATUS"].startswith("reload failed: ")
+
+
+def test_sighup_handler_only_sets_a_flag(tmp_path):
+    import os
+    import signal
+
+    from runtime.config import default_config
+    from runtime.health import Reloader
+
+    reloader = Reloader(default_config("d"), lambda: default_config("d"))
+    before = signal.getsignal(signal.SIGHUP)
+    reloader.on_start(fake_listener())
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reloader.requested.wait(2)
+    finally:
+        reloader.on_stop(fake_listener())
+    assert signal.getsignal(signal.SIGHUP) == before
