@@ -87,6 +87,10 @@ if [ "$SERVICE" = 1 ]; then
     args+=(--model "$("$VENV/bin/python" -c 'from runtime.bundle import DEFAULT_BUNDLE; print(DEFAULT_BUNDLE)')")
   fi
   "$VENV/bin/fieldear" service install "${args[@]}"
+  # the log is readable by group fieldear only: let the admin user run `fieldear status` without sudo
+  if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && getent group fieldear >/dev/null; then
+    usermod -aG fieldear "$SUDO_USER" && echo "added $SUDO_USER to group fieldear (log in again for \`fieldear status\`)"
+  fi
   sleep 5
   systemctl --no-pager status fieldear | head -n 12 || true
   "$VENV/bin/fieldear" status --config /etc/fieldear/fieldear.toml || true
