@@ -104,10 +104,29 @@ def test_broker_restart_in_the_middle_of_sending_exactly_once(tmp_path, broker):
                 broker.start()
             time.sleep(0.01)
         assert sink.drain(20), outbox.status(outbox.connect(tmp_path / "dev.db"))
+        # a backlog: the broker goes away while the sender is half-way through it (messages in flight)
+        backlog = 3000
+        db.executemany(
+            "INSERT INTO events (label, start_utc, end_utc, start_s, end_s, peak, mean, device_id) "
+            "VALUES ('dog', '2026-05-01T04:12:07.250Z', '2026-05-01T04:12:08.250Z', ?, ?, 0.9, 0.8, 'dev-a')",
+            [(float(i), i + 1.0) for i in range(backlog)],
+        )
+        db.commit()
+        last = db.execute("SELECT MAX(id) FROM events").fetchone()[0]
+        sink.notify()
+        state = outbox.connect(tmp_path / "dev.db")
+        assert wait_until(lambda: outbox.cursor(state, "events") > n + 100, 10, step_s=0.002)
+        broker.stop()
+        cursor_at_stop = outbox.cursor(state, "events")
+        assert cursor_at_stop < last  # stopped in the middle of the backlog
+        time.sleep(0.5)
+        broker.start()
+        n += backlog
+        assert sink.drain(30), outbox.status(state)
         assert wait_until(lambda: col.stats.events >= n, 10)
         time.sleep(0.3)  # anything still on its way would show up as an extra row
         sink.stop()
-    assert broker.starts == 2 and sink.connects >= 2
+    assert broker.starts == 3 and sink.connects >= 3
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
     assert len(central_events(tmp_path / "central.db")) == n
 
