@@ -219,7 +219,8 @@ class Deployer:
             out = (proc.stdout or "").strip()
             last = out or (proc.stderr or "").strip()
             if proc.returncode != 0:
-                log.info("deploy: check %d: exit %d", i + 1, proc.returncode)
+                last = f"exit {proc.returncode}: {_check_reason(out, proc.stderr or '')}"
+                log.info("deploy: check %d: %s", i + 1, last)
                 continue
             running_sha = _reported_model(out)
             if expect_sha and running_sha and running_sha != expect_sha:
@@ -287,7 +288,7 @@ class Deployer:
                       "clean up", check=False)
             log.info("deploy: %s is running %s and healthy", o.host, version)
             return res
-        log.error("deploy: health check failed (%s); rolling back to %s", output.splitlines()[-1] if output else "?",
+        log.error("deploy: health check failed (%s); rolling back to %s", _check_reason(output, ""),
                   res.previous_model or "no model")
         self._rollback(res, previous_config)
         return res
@@ -303,6 +304,18 @@ class Deployer:
             log.error("%s", exc)
             ok = False
         res.healthy_after_rollback = ok
+
+
+def _check_reason(stdout: str, stderr: str) -> str:
+    """One line saying why a check failed: `fieldear status --json`'s problems, else the last output line."""
+    try:
+        data = json.loads(stdout)
+        if isinstance(data, dict) and data.get("problems"):
+            return "; ".join(str(p) for p in data["problems"])
+    except (json.JSONDecodeError, ValueError):
+        pass
+    lines = [ln for ln in (stderr.strip() + "\n" + stdout.strip()).splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
 
 
 def _reported_model(output: str) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.deploy import DeployOptions, Deployer, _reported_model
+from firmware_tools.deploy import DeployOptions, Deployer, _check_reason, _reported_model
 from runtime.errors import FieldearError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +121,10 @@ def test_reported_model():
     assert _reported_model(json.dumps({"run": {"model_sha": "abc"}})) == "abc"
     assert _reported_model(json.dumps({"run": None, "heartbeat": {"model_sha": "def"}})) == "def"
     assert _reported_model("not json") is None
+    assert _check_reason(json.dumps({"problems": ["service fieldear is failed", "x"]}), "") == \
+        "service fieldear is failed; x"
+    assert _check_reason("", "ssh: connect to host h port 22: No route to host\n") == \
+        "ssh: connect to host h port 22: No route to host"
 
 
 @pytest.mark.train
