@@ -157,7 +157,7 @@ def test_deploy_then_failed_deploy_rolls_back(tmp_path, tmp_path_factory, capsys
 
         # 3. deploy a bundle the interpreter cannot load: the service fails, the check fails -> roll back to B
         bad = broken_bundle(bundles["B"], tmp_path / "broken")
-        third = Deployer(options(dev, model=bad, check_tries=4)).deploy()
+        third = Deployer(options(dev, model=bad, check_tries=8)).deploy()
         assert not third.deployed and third.rolled_back and third.healthy_after_rollback, third
         assert third.previous_model == second.version
         assert os.readlink(models / "current") == second.version
