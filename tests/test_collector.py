@@ -194,6 +194,7 @@ def test_fleet_bench_small(tmp_path, shared_data):
     assert all(d["connects"] >= 2 and d["drained"] for d in r["device_runs"].values())
     assert r["latency_ms"]["n"] == r["events_in_central_total"]
     assert 0 <= r["latency_ms"]["median"] <= r["latency_ms"]["p99"]
+    assert r["health_in_central_total"] == r["health_on_devices_total"] > 0
 
 
 def test_a_message_the_central_db_cannot_take_is_not_acknowledged(tmp_path, broker):
