@@ -1,0 +1,135 @@
+"""CLI: `fieldear train` and `fieldear convert`. Imports nothing heavy at import time."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def _candidates(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    known = ("backbone", "cnn")
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown candidate {', '.join(bad) or text!r}; choose from {','.join(known)}")
+    return names
+
+
+def register(subparsers) -> None:
+    t = subparsers.add_parser(
+        "train", help="train a model bundle from labelled recordings",
+        description="DATA is a folder with one sub-folder per label, or a CSV manifest (path,label[,fold][,group]). "
+        "Candidate models are compared by cross-validation within --time-budget; the best (macro-F1) is "
+        "retrained on all data, quantized to int8 and written with report.md/report.json/confusion.png "
+        "into the --out bundle directory.")
+    t.add_argument("data", nargs="?", metavar="DATA", help="folder per label, or CSV manifest")
+    t.add_argument("--out", metavar="DIR", help="bundle directory to create")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--time-budget", type=_positive_float, default=120.0, metavar="SECONDS",
+                   help="time for evaluating candidates; a candidate that would not fit is skipped (default 120)")
+    t.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    t.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
+    t.add_argument("--candidates", type=_candidates, default=("backbone", "cnn"), metavar="LIST",
+                   help="candidate families to try, comma-separated: backbone,cnn (default both)")
+    t.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="cross-validation folds (default 5; "
+                   "a manifest's fold column takes precedence)")
+    t.add_argument("--cache", metavar="DIR", default=None,
+                   help="embedding cache directory (default ~/.cache/fieldear)")
+    t.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="TFLite interpreter threads")
+    t.add_argument("--cnn-epochs", type=_positive_int, default=None, metavar="N",
+                   help="maximum epochs for the CNN candidate (default 40)")
+    t.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
+    t.add_argument("--default-model", action="store_true",
+                   help="train the default model from --shared (ESC-10 + great-tit songs) instead of DATA")
+    t.add_argument("--shared", metavar="DIR", default=None, help="the shared data folder for --default-model")
+    t.set_defaults(func=cmd_train)
+
+    c = subparsers.add_parser(
+        "convert", help="turn your own Keras model into a fieldear bundle",
+        description="The Keras model's input must be one fieldear log-mel block: (block_frames, n_mels) or "
+        "(block_frames, n_mels, 1) of the chosen --frontend; its output: one probability per label. "
+        "It is quantized to full int8 with blocks from --data, checked (float vs int8) on --data, and written "
+        "as a bundle with a report.")
+    c.add_argument("model", metavar="MODEL.keras", help="a Keras model file (.keras or .h5)")
+    c.add_argument("--data", required=True, metavar="DATA", help="labelled data (folder per label or CSV) for "
+                   "calibration and checks")
+    c.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
+    c.add_argument("--frontend", choices=("small", "backbone"), default="small",
+                   help="the log-mel the model expects: small (16 kHz, 62x64, default) or backbone (44.1 kHz, 100x96)")
+    c.add_argument("--labels", default=None, metavar="A,B,...",
+                   help="label of each model output, in order (default: the data's labels sorted)")
+    c.add_argument("--pooling", choices=("mean", "max"), default="mean", help="clip score from block scores (default mean)")
+    c.add_argument("--seed", type=int, default=0, help="random seed for the calibration sample (default 0)")
+    c.add_argument("--force", action="store_true", help="replace an existing --out directory")
+    c.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
+    c.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
+    c.set_defaults(func=cmd_convert)
+
+
+def cmd_train(args) -> int:
+    from runtime.errors import FieldearError
+
+    from convert.train import TrainOptions, train, train_default
+
+    if args.default_model:
+        if args.data:
+            raise FieldearError("give either DATA or --default-model, not both")
+        if not args.shared:
+            raise FieldearError("--default-model needs --shared DIR", "e.g. --shared ../shared/data (see `make default-model`)")
+        if not args.out:
+            raise FieldearError("--out is required", "for the default model: --out runtime/models/default")
+    else:
+        if not args.data:
+            raise FieldearError("no training data given", "fieldear train DATA --out DIR (DATA: a folder per label or a CSV)")
+        if not args.out:
+            raise FieldearError("--out is required", "fieldear train DATA --out models/mine")
+    options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
+                           force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
+                           cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs)
+    if args.default_model:
+        if "cnn" in options.candidates and args.candidates == ("backbone", "cnn"):
+            options.candidates = ("backbone",)  # the default model is backbone + head unless asked otherwise
+        done = train_default(args.shared, options)
+    else:
+        done = train(options)
+    meta = done["meta"]
+    m = meta["metrics"]
+    print(f"{done['bundle']}: {m['candidate']}, {len(meta['labels'])} labels, CV accuracy {m['cv_accuracy']:.3f}, "
+          f"macro-F1 {m['cv_macro_f1']:.3f} (int8), report: {done['bundle']}/report.md")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from convert.keras_convert import ConvertOptions, convert_keras
+
+    labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
+    done = convert_keras(ConvertOptions(model=args.model, data=args.data, out=args.out, frontend=args.frontend,
+                                        labels=labels, pooling=args.pooling, seed=args.seed, force=args.force,
+                                        strict=args.strict, name=args.name))
+    meta = done["meta"]
+    q = meta["metrics"]["quantization"]
+    print(f"{done['bundle']}: {len(meta['labels'])} labels, int8 accuracy {q['int8_accuracy']:.3f} "
+          f"(float {q['float_accuracy']:.3f}) on the given data, report: {done['bundle']}/report.md")
+    return 0

@@ -1,0 +1,131 @@
+"""Small classifier heads on backbone embeddings, and their export to Keras.
+
+A head is fitted on per-block embeddings, every block carrying its clip's label (scikit-learn, fast
+enough to cross-validate in seconds). The fitted head is exported as a Keras model whose first
+Dense layer has the standardization folded into its weights and whose last layer is a softmax, so
+that the exported model computes exactly what the scikit-learn pipeline computes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """``kind`` "logreg" (multinomial logistic regression) or "mlp" (one ReLU hidden layer)."""
+
+    kind: str = "logreg"
+    c: float = 1.0  # inverse L2 strength for logreg
+    hidden: int = 128  # mlp hidden units
+    alpha: float = 1e-2  # mlp L2 strength
+    max_iter: int = 300
+
+    @property
+    def name(self) -> str:
+        if self.kind == "logreg":
+            return f"logreg(C={self.c:g})"
+        return f"mlp({self.hidden}, alpha={self.alpha:g})"
+
+
+@dataclass
+class FittedHead:
+    spec: HeadSpec
+    n_labels: int
+    mean: np.ndarray  # (dim,)
+    scale: np.ndarray  # (dim,)
+    estimator: object  # fitted sklearn classifier on standardized inputs
+    classes: np.ndarray  # label indices the estimator knows (a fold may miss a label)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Block probabilities (n, n_labels); labels unseen in training get 0."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        p = self.estimator.predict_proba(z)
+        out = np.zeros((len(x), self.n_labels), dtype=np.float32)
+        out[:, self.classes] = p
+        return out
+
+    def dense_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(W, b), ...] on raw (unstandardized) inputs; ReLU between layers, softmax after the last.
+
+        Output columns follow label indices 0..n_labels-1; a label unseen in training gets a very
+        negative bias (probability ~0).
+        """
+        est = self.estimator
+        if self.spec.kind == "logreg":
+            coefs, intercepts = [est.coef_.T], [est.intercept_]
+            if coefs[0].shape[1] == 1:  # binary: sklearn keeps one logit column; softmax needs two
+                w = coefs[0][:, 0]
+                coefs = [np.stack([-w / 2, w / 2], axis=1)]
+                intercepts = [np.array([-intercepts[0][0] / 2, intercepts[0][0] / 2])]
+        else:
+            coefs, intercepts = list(est.coefs_), list(est.intercepts_)
+            if coefs[-1].shape[1] == 1:  # binary MLP: logistic output -> two softmax logits
+                w, b = coefs[-1][:, 0], intercepts[-1][0]
+                coefs[-1] = np.stack([-w / 2, w / 2], axis=1)
+                intercepts[-1] = np.array([-b / 2, b / 2])
+        # fold the standardization into the first layer: (x - m)/s @ W + b = x @ (W/s) + (b - (m/s) @ W)
+        w0, b0 = coefs[0], intercepts[0]
+        coefs[0] = w0 / self.scale[:, None]
+        intercepts[0] = b0 - (self.mean / self.scale) @ w0
+        # place the output columns at their label indices
+        w_last, b_last = coefs[-1], intercepts[-1]
+        full_w = np.zeros((w_last.shape[0], self.n_labels))
+        full_b = np.full(self.n_labels, -30.0)
+        full_w[:, self.classes] = w_last
+        full_b[self.classes] = b_last
+        coefs[-1], intercepts[-1] = full_w, full_b
+        return [(w.astype(np.float32), b.astype(np.float32)) for w, b in zip(coefs, intercepts)]
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(w.size + b.size for w, b in self.dense_layers()))
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: int,
+             sample_weight: np.ndarray | None = None) -> FittedHead:
+    """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 1e-6, scale, 1.0)
+    z = (x - mean) / scale
+    if spec.kind == "logreg":
+        est = LogisticRegression(C=spec.c, max_iter=spec.max_iter, random_state=seed)
+        est.fit(z, y, sample_weight=sample_weight)
+    elif spec.kind == "mlp":
+        est = MLPClassifier(hidden_layer_sizes=(spec.hidden,), alpha=spec.alpha, max_iter=spec.max_iter,
+                            random_state=seed, early_stopping=False)
+        est.fit(z, y)
+    else:
+        raise ValueError(f"unknown head kind {spec.kind!r}")
+    return FittedHead(spec=spec, n_labels=n_labels, mean=mean, scale=scale, estimator=est,
+                      classes=np.asarray(est.classes_, dtype=np.int64))
+
+
+def head_to_keras(head: FittedHead):
+    """The head as a float Keras model: (dim,) embedding -> (n_labels,) softmax probabilities."""
+    import keras
+
+    layers = head.dense_layers()
+    inputs = keras.Input(shape=(head.dim,), name="embedding")
+    x = inputs
+    for i, (w, b) in enumerate(layers):
+        last = i == len(layers) - 1
+        dense = keras.layers.Dense(w.shape[1], activation="softmax" if last else "relu", name=f"dense_{i}")
+        x = dense(x)
+        dense.set_weights([w, b])
+    return keras.Model(inputs, x, name=f"head_{head.spec.kind}")
