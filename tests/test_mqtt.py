@@ -308,3 +308,23 @@ def test_tls_with_the_configured_ca(tmp_path):
         ok = MqttSettings(host=host, port=port, tls=True, ca_file=str(certs[0]))
         result = send_pending(tmp_path / "dev.db", ok, "d-tls", timeout_s=10)
     assert result.acked["events"] == 1 and result.status.total_pending == 0
+
+
+def test_listen_hooks_from_the_config_or_the_command_line(tmp_path):
+    import argparse
+
+    from runtime.config import load_config
+    from runtime.mqtt_sink import listen_hooks
+    from runtime.outbox import OutboxHook
+
+    (tmp_path / "with.toml").write_text(f'[device]\nid = "pi-9"\n[store]\ndb = "{tmp_path / "d.db"}"\n'
+                                        '[mqtt]\nhost = "broker.lan"\nport = 1999\n')
+    (tmp_path / "without.toml").write_text('[device]\nid = "pi-9"\n')
+    args = argparse.Namespace(mqtt=None, file="rec.wav", drain_timeout=None, ha_discovery=False)
+    [hook] = listen_hooks(load_config(tmp_path / "with.toml"), args)
+    assert isinstance(hook, OutboxHook) and hook.drain_timeout_s == 10.0  # --file: drain 10 s by default
+    assert (hook.sink.settings.address, hook.sink.topics.events) == ("broker.lan:1999", "fieldear/pi-9/events")
+    assert listen_hooks(load_config(tmp_path / "without.toml"), args) == []  # no broker: no hook
+    mic = argparse.Namespace(mqtt="10.0.0.2:1883", file=None, drain_timeout=None, ha_discovery=True)
+    [hook] = listen_hooks(load_config(tmp_path / "without.toml"), mic)
+    assert hook.drain_timeout_s == 0.0 and hook.sink.settings.address == "10.0.0.2:1883" and hook.sink.ha_discovery
