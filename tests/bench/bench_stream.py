@@ -39,7 +39,9 @@ log = logging.getLogger("bench_stream")
 
 TEST_FOLD = 5
 N_EVENTS = 40
-LISTEN_OPTS = ["--merge-gap", "1.0"]
+# 2.32 s blocks every 0.58 s (half the bundle's hop: finer onsets), moving average over 3 blocks
+LISTEN_OPTS = ["--block-hop", "25", "--smoothing", "3", "--merge-gap", "1.0"]
+QUEUE_CHUNKS = 400  # 40 s of audio = 5 s of wall time at 8x: the slack a microphone's 10 s queue gives at 1x
 
 
 # ---------------------------------------------------------------- data
@@ -75,16 +77,50 @@ def write_background_clips(files: list[Path], out: Path) -> list[Path]:
     return clips
 
 
-def write_manifest(shared: Path, work: Path) -> Path:
+def write_augmented(rows: list[dict], beds: list[Path], out: Path, seed: int = 1) -> list[dict]:
+    """Each training clip once more, over a random 5 s of a training soundscape at SNR U(6, 18) dB
+    (the same mixing as the test stream, with recordings the test stream never uses)."""
+    from runtime.clips import write_wav
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    bed_audio = {}
+    made = []
+    for r in rows:
+        x = load(r["path"])
+        x = x - x.mean()
+        a, b = active_region(x)
+        bed_path = beds[int(rng.integers(len(beds)))]
+        if bed_path not in bed_audio:
+            y = load(bed_path)
+            bed_audio[bed_path] = y - y.mean()
+        bed = bed_audio[bed_path]
+        i = int(rng.integers(0, len(bed) - len(x) + 1))
+        seg = bed[i : i + len(x)]
+        snr = float(rng.uniform(6.0, 18.0))
+        gain = np.sqrt(np.mean(seg[a:b] ** 2)) * 10 ** (snr / 20) / max(np.sqrt(np.mean(x[a:b] ** 2)), 1e-9)
+        mix = x * gain + seg
+        mix *= min(1.0, 0.98 / max(np.max(np.abs(mix)), 1e-9))
+        p = out / f"{r['path'].stem}_mix.wav"
+        write_wav(p, mix.astype(np.float32), RATE)
+        made.append({**r, "path": p})
+    return made
+
+
+def write_manifest(shared: Path, work: Path, augment: bool = True) -> Path:
+    """ESC-10 folds 1-4 (+ each mixed over a training soundscape when ``augment``) and ``background``
+    clips cut from the training half of the soundscapes."""
     train_forest, _ = forest_files(shared)
     bg = write_background_clips(train_forest, work / "background")
+    train_rows = [r for r in esc10_rows(shared) if r["fold"] != TEST_FOLD]
+    if augment:
+        train_rows += write_augmented(train_rows, train_forest, work / "augmented")
     manifest = work / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "fold"])
-        for r in esc10_rows(shared):
-            if r["fold"] != TEST_FOLD:
-                w.writerow([str(r["path"]), r["label"], r["fold"]])
+        for r in train_rows:
+            w.writerow([str(r["path"]), r["label"], r["fold"]])
         for i, p in enumerate(bg):
             w.writerow([str(p), "background", 1 + i % 4])
     return manifest
@@ -173,6 +209,25 @@ def train(manifest: Path, out: Path) -> dict:
     return {"ok": True, "bundle": str(out), "train_s": round(time.perf_counter() - t, 1)}
 
 
+def fallback_head(manifest: Path, out: Path) -> dict:
+    """When `fieldear train` is missing: a logistic-regression head on the backbone's mean clip embeddings
+    (scikit-learn), quantized with the backbone into a bundle by tests/test_listen_support.make_bundle."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.test_listen_support import embeddings, make_bundle
+
+    t = time.perf_counter()
+    with open(manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    labels = sorted({r["label"] for r in rows})
+    y = np.array([labels.index(r["label"]) for r in rows])
+    x = embeddings([r["path"] for r in rows])
+    clf = LogisticRegression(C=0.5, max_iter=2000).fit(x, y)
+    make_bundle(out, labels, weights=clf.coef_.T, bias=clf.intercept_, thresholds={l: 0.5 for l in labels})
+    return {"bundle": str(out), "fallback": "logistic regression (C=0.5) on mean aisfx embeddings, thresholds 0.5",
+            "train_s": round(time.perf_counter() - t, 1)}
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -195,10 +250,10 @@ def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
     if model is None:
         manifest = write_manifest(shared, work)
         trained = train(manifest, work / "model")
-        result["training"] = trained
         if not trained["ok"]:
-            log.warning("stream accuracy skipped: %s", trained["why"])
-            return {**result, "skipped": trained["why"]}
+            log.warning("%s: using the bench's fallback head instead", trained["why"])
+            trained.update(fallback_head(manifest, work / "model_fallback"))
+        result["training"] = trained
         model = Path(trained["bundle"])
     stream = build_stream(shared, work)
     result["stream"] = {k: v for k, v in stream.items() if k != "clips"}
@@ -214,13 +269,17 @@ def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
     args = argparse.Namespace(db=db, annotations=Path(stream["truth"]), tolerance=None, out=out_json)
     stream_eval.main(args)
     ev = json.loads(out_json.read_text())
+    pred, duration, rec = stream_eval.load_run(db)
+    loose = stream_eval.evaluate_stream(stream_eval.load_annotations(stream["truth"]), pred, duration, 1.0)
     result.update({
         "model": str(model), "labels": labels, "listen_options": argv[8:],
         "listen_summary": {k: summary[k] for k in ("audio_s", "blocks", "events", "x_realtime")},
         "criteria": ev["criteria"],
         "event_f1_overlap": {l: v["event_overlap"]["f1"] for l, v in ev["per_label"].items()},
         "event_f1_onset": {l: v["event_onset"]["f1"] for l, v in ev["per_label"].items()},
+        "event_f1_onset_1s": {l: v["event_onset"]["f1"] for l, v in loose["per_label"].items()},
         "segment_f1": {l: v["segment"]["f1"] for l, v in ev["per_label"].items()},
+        "macro_f1_onset_1s": loose["macro_f1"]["event_onset"],
         "macro_f1": ev["macro_f1"], "micro": ev["micro"],
         "false_alarms_per_hour": ev["false_alarms_per_hour"],
         "false_alarms_per_hour_by_label": {l: v["false_alarms_per_hour"] for l, v in ev["per_label"].items()},
@@ -234,17 +293,22 @@ def replay_speed(shared: Path, work: Path, model: Path, repeats: int = 2) -> dic
     if not wav.exists():
         forest_audio(shared, 600.0, wav)
     runs = []
-    for i in range(repeats):
+    for i in range(repeats * 2):
+        hop = [] if i % 2 == 0 else ["--block-hop", "25"]
         db = work / f"speed_{i}.db"
         db.unlink(missing_ok=True)
         load_before = os.getloadavg()[0]
-        summary, wall = run_listen(["--model", str(model), "--file", str(wav), "--db", str(db), "--threads", "1"], pin=True)
-        runs.append({"wall_s": round(wall, 2), "x_realtime_process": round(summary["audio_s"] / wall, 1),
+        summary, wall = run_listen(["--model", str(model), "--file", str(wav), "--db", str(db), "--threads", "1", *hop],
+                                   pin=True)
+        runs.append({"block_hop": "bundle" if not hop else 25, "wall_s": round(wall, 2),
+                     "x_realtime_process": round(summary["audio_s"] / wall, 1),
                      "x_realtime_loop": summary["x_realtime"], "blocks": summary["blocks"],
                      "loadavg_1m_before": round(load_before, 2)})
-    best = max(runs, key=lambda r: r["x_realtime_process"])
+    best = max((r for r in runs if r["block_hop"] == "bundle"), key=lambda r: r["x_realtime_process"])
+    best25 = max((r for r in runs if r["block_hop"] == 25), key=lambda r: r["x_realtime_process"])
     return {"audio_s": 600.0, "model": str(model), "pinned": "taskset -c 0" if shutil.which("taskset") else "no taskset",
-            "runs": runs, "x_realtime_best": best["x_realtime_process"], "target": ">= 200x",
+            "runs": runs, "x_realtime_best": best["x_realtime_process"],
+            "x_realtime_best_block_hop_25": best25["x_realtime_process"], "target": ">= 200x",
             "cpu_count": os.cpu_count()}
 
 
@@ -304,7 +368,7 @@ def memory(shared: Path, work: Path, model: Path, pace: float, hours: float = 1.
             if not src.exists():
                 forest_audio(shared, 600.0, src)
         cmd = [sys.executable, "-m", "tests.bench.bench_stream", "--rss-run", "--model", str(model), "--file", str(src),
-               "--db", str(db), "--pace", str(pace), "--queue", "200", "--slow-ms", str(slow_ms)]
+               "--db", str(db), "--pace", str(pace), "--queue", str(QUEUE_CHUNKS), "--slow-ms", str(slow_ms)]
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -313,7 +377,7 @@ def memory(shared: Path, work: Path, model: Path, pace: float, hours: float = 1.
         s = r.pop("summary")
         r.update({"audio_s": s["audio_s"], "blocks": s["blocks"], "dropped_blocks": s["dropped_blocks"],
                   "overruns": s["overruns"], "wall_s": round(time.perf_counter() - t, 1), "pace_x": pace,
-                  "queue_chunks": 200, "chunk_s": 0.1, "slow_ms_per_block": slow_ms})
+                  "queue_chunks": QUEUE_CHUNKS, "chunk_s": 0.1, "slow_ms_per_block": slow_ms})
         r["rss_kb_samples"] = r["rss_kb_samples"][:: max(1, len(r["rss_kb_samples"]) // 40)]
         out[name] = r
     out["target"] = "RSS growth < 5 MB over 1 h; 0 dropped blocks when keeping up; counted drops when slowed"
@@ -330,7 +394,7 @@ def pick_model(explicit: str | None) -> Path | None:
 
 
 def main(out_dir="bench/results", only=("accuracy", "speed", "memory"), model: str | None = None,
-         pace: float = 10.0) -> dict:
+         pace: float = 8.0) -> dict:
     out = Path(out_dir)
     work = out / "stream_work"
     work.mkdir(parents=True, exist_ok=True)
@@ -360,7 +424,7 @@ def _cli(argv=None) -> int:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--only", default="accuracy,speed,memory")
     ap.add_argument("--model", default=None, help="bundle for all parts (default: train one for accuracy, the default model for speed/memory)")
-    ap.add_argument("--pace", type=float, default=10.0, help="device-queue replay pace for the memory run (x real time)")
+    ap.add_argument("--pace", type=float, default=8.0, help="device-queue replay pace for the memory run (x real time)")
     ap.add_argument("--rss-run", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
