@@ -101,3 +101,44 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+# ---------------------------------------------------------------- journald log levels
+
+# syslog priorities journald reads from a "<N>" line prefix on a service's stderr (SyslogLevelPrefix=yes).
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes each line with ``<N>`` so journald files it at the record's level (``journalctl -p warning``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in _PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        prefix = f"<{_PRIORITY[level]}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines() or [""])
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None, stderr_fd: int = 2) -> bool:
+    """True when stderr is systemd's journal stream ($JOURNAL_STREAM = "device:inode" of our stderr)."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        dev, ino = (int(x) for x in value.split(":"))
+        st = os.fstat(stderr_fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def use_journal_levels(logger: logging.Logger | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Under systemd, give the stderr handlers of ``logger`` (root) level prefixes journald understands."""
+    if not stderr_is_journal(environ):
+        return False
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is not None:
+            fmt = handler.formatter._fmt if handler.formatter is not None else "%(levelname)s %(name)s: %(message)s"
+            handler.setFormatter(JournalFormatter(fmt))
+    return True

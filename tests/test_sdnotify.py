@@ -72,3 +72,40 @@ def test_watchdog_interval():
     assert watchdog_interval({"WATCHDOG_USEC": "5000000", "WATCHDOG_PID": str(os.getpid())}) == 5.0
     assert watchdog_interval({"WATCHDOG_USEC": "5000000", "WATCHDOG_PID": "1"}, pid=2) is None
     assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "2000000"}).watchdog_s == 2.0
+
+
+def test_journal_level_prefixes(tmp_path):
+    import io
+    import logging
+
+    from runtime.sdnotify import JournalFormatter, stderr_is_journal, use_journal_levels
+
+    f = JournalFormatter("%(levelname)s %(name)s: %(message)s")
+    rec = logging.LogRecord("fieldear.x", logging.ERROR, __file__, 1, "no audio\nfor 30 s", None, None)
+    assert f.format(rec) == "<3>ERROR fieldear.x: no audio\n<3>for 30 s"
+    rec.levelno, rec.levelname = logging.WARNING, "WARNING"
+    assert f.format(rec).startswith("<4>WARNING")
+    rec.levelno, rec.levelname = logging.INFO, "INFO"
+    assert f.format(rec).startswith("<6>INFO")
+
+    log_file = tmp_path / "stderr"
+    with open(log_file, "w") as fh:
+        st = os.fstat(fh.fileno())
+        env = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert stderr_is_journal(env, stderr_fd=fh.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": "1:2"}, stderr_fd=fh.fileno())
+        assert not stderr_is_journal({}, stderr_fd=fh.fileno())
+    logger = logging.getLogger("fieldear-test-journal")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    assert not use_journal_levels(logger, environ={})
+    logger.warning("plain")
+    assert stream.getvalue() == "WARNING fieldear-test-journal: plain\n"
+    st2 = os.fstat(2)  # pretend our stderr is the journal stream: handlers get the prefixes
+    assert use_journal_levels(logger, environ={"JOURNAL_STREAM": f"{st2.st_dev}:{st2.st_ino}"})
+    logger.error("stalled")
+    assert stream.getvalue().splitlines()[-1] == "<3>ERROR fieldear-test-journal: stalled"
+    logger.removeHandler(handler)
