@@ -332,7 +332,10 @@ class Store:
         return deleted
 
     def close(self) -> None:
-        self.flush(force=True)
+        if not self.flush(force=True):
+            lost = self.pending
+            self.dropped_rows += lost
+            log.error("closing the log database with %d row(s) that could not be written", lost)
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
