@@ -156,8 +156,10 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
 
         with tempfile.TemporaryDirectory() as tmp:
             rc, output = systemd_analyze_verify(unit_text, Path(tmp))
-        if rc != 0 or output:
+        if rc != 0:
             raise FieldearError(f"the rendered unit does not pass systemd-analyze verify: {output}")
+        if output:
+            log.warning("systemd-analyze verify: %s", output)
 
     plan = Plan()
     if not dynamic_user and not _user_exists(user):
