@@ -155,3 +155,18 @@ def test_provision_script_parses_and_rejects_unknown_options():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     out = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "unknown option --bogus" in out.stderr
+
+
+def test_install_verifies_the_unit_first(tmp_path):
+    from tests.test_unit import systemd_analyze
+
+    systemd_analyze()  # skips (or fails under CI) without it
+    exe = tmp_path / "fieldear"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o644)  # exists but is not executable: systemd could not start it
+    cfg = config_file(tmp_path, Path("/var/lib/fieldear"))
+    with pytest.raises(FieldearError, match="does not pass systemd-analyze verify.*not executable"):
+        install_plan(cfg, None, exe, root=tmp_path / "root", run=Recorder())
+    exe.chmod(0o755)
+    plan = install_plan(cfg, None, exe, root=tmp_path / "root", run=Recorder())
+    assert any(line.startswith("write /etc/systemd/system/fieldear.service") for line in plan.lines())
