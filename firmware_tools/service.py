@@ -173,7 +173,7 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
     def make_data_dir() -> None:
         (data_on_disk / "models").mkdir(parents=True, exist_ok=True)
         data_on_disk.chmod(0o750)
-        if not dynamic_user:
+        if not dynamic_user and root == Path("/"):  # in an image root the host's user table does not apply
             _chown(data_on_disk, user, recursive=True)
 
     plan.add(f"install -d -m 0750 -o {user} -g {user} {data_dir} {models}", make_data_dir)
@@ -207,7 +207,7 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
             tmp = installed_config.with_name(installed_config.name + ".new")
             shutil.copyfile(source_config, tmp)
             tmp.chmod(0o640)
-            if not dynamic_user and _user_exists(user):
+            if not dynamic_user and root == Path("/") and _user_exists(user):
                 shutil.chown(tmp, "root", user)
             os.replace(tmp, installed_config)
 
