@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `fieldear COMMAND --help` for the options of each command.",
     )
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug and tracebacks)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging, including tracebacks of errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
-    if not quiet and verbose == 0:
-        level = logging.INFO
+    from runtime.sdnotify import use_journal_levels
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    use_journal_levels()  # under systemd, journald keeps the levels
     if verbose < 2:
         for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -97,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(result or 0)
     except FieldearError as exc:
         log.debug("error detail", exc_info=True)
-        print(f"fieldear {args.command}: error: {exc}", file=sys.stderr)
+        from runtime.sdnotify import stderr_is_journal
+
+        prefix = "<3>" if stderr_is_journal() else ""
+        print(f"{prefix}fieldear {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"fieldear {args.command}: interrupted", file=sys.stderr)
