@@ -9,6 +9,7 @@ that the exported model computes exactly what the scikit-learn pipeline computes
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,11 @@ class FittedHead:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Block probabilities (n, n_labels); labels unseen in training get 0."""
+        from threadpoolctl import threadpool_limits
+
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
-        p = self.estimator.predict_proba(z)
+        with threadpool_limits(1):
+            p = self.estimator.predict_proba(z)
         out = np.zeros((len(x), self.n_labels), dtype=np.float32)
         out[:, self.classes] = p
         return out
@@ -94,8 +98,10 @@ class FittedHead:
 def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: int,
              sample_weight: np.ndarray | None = None) -> FittedHead:
     """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -105,13 +111,18 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
     z = (x - mean) / scale
     if spec.kind == "logreg":
         est = LogisticRegression(C=spec.c, max_iter=spec.max_iter, random_state=seed)
-        est.fit(z, y, sample_weight=sample_weight)
     elif spec.kind == "mlp":
         est = MLPClassifier(hidden_layer_sizes=(spec.hidden,), alpha=spec.alpha, max_iter=spec.max_iter,
                             random_state=seed, early_stopping=False)
-        est.fit(z, y)
     else:
         raise ValueError(f"unknown head kind {spec.kind!r}")
+    # one BLAS thread: these problems are small, and threads oversubscribe a busy 2-core machine (5x slower)
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if spec.kind == "logreg":
+            est.fit(z, y, sample_weight=sample_weight)
+        else:
+            est.fit(z, y)
     return FittedHead(spec=spec, n_labels=n_labels, mean=mean, scale=scale, estimator=est,
                       classes=np.asarray(est.classes_, dtype=np.int64))
 
