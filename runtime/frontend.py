@@ -156,13 +156,27 @@ def frame_signal(padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.
 
 def power_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
     """|rfft(window * frame)|^2 per frame, float32, shape (n_frames, n_fft//2 + 1)."""
-    spec = scipy.fft.rfft(frames * window, axis=-1)
-    return (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32, copy=False)
+    spec = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)
+    if spec.dtype != np.complex64:
+        spec = spec.astype(np.complex64)
+    # re*re + im*im, squaring the (re, im) float pairs in place instead of making four temporaries
+    pairs = spec.view(np.float32).reshape(spec.shape + (2,))
+    np.multiply(pairs, pairs, out=pairs)
+    return np.add(pairs[..., 0], pairs[..., 1])
 
 
 def mel_power(power: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
     """Power spectrum (frames, bins) to mel power (frames, n_mels)."""
     return power @ filterbank
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank_band(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> tuple[int, int, np.ndarray]:
+    """(lo, hi, rows lo:hi of mel_filterbank): the FFT bins any mel band uses, so the product skips the rest."""
+    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    used = np.flatnonzero(fb.any(axis=1))
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 0)
+    return lo, hi, np.ascontiguousarray(fb[lo:hi])
 
 
 def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray:
@@ -176,9 +190,15 @@ def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
     """Raw sample frames (n, n_fft) to log-mel frames (n, n_mels)."""
     if len(frames) == 0:
         return np.zeros((0, params.n_mels), dtype=np.float32)
-    fb = mel_filterbank(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    lo, hi, band = mel_filterbank_band(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
     power = power_spectrum(frames, hann_window(params.n_fft))
-    return log_compress(mel_power(power, fb), params.log_mult, params.log_div)
+    mel = mel_power(power[:, lo:hi], band)
+    # log_compress's arithmetic, in place on our own temporary (same float32 operations, same results)
+    np.multiply(mel, np.float32(params.log_mult), out=mel)
+    np.add(mel, np.float32(1.0), out=mel)
+    np.log10(mel, out=mel)
+    np.divide(mel, np.float32(params.log_div), out=mel)
+    return mel
 
 
 def n_frames_for(n_samples: int, params: FrontendParams) -> int:

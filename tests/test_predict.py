@@ -137,7 +137,11 @@ def test_chunk_size_does_not_change_scores(model, esc10):
     path = real_clip(esc10, "helicopter", 1)
     a = predict_file(model, path, keep_blocks=True, chunk_seconds=10.0)
     b = predict_file(model, path, keep_blocks=True, chunk_seconds=0.173)
-    np.testing.assert_array_equal(a.block_scores, b.block_scores)
+    # features agree to ~1e-7 (float32 sums in another order); that can move an int8 input by one step now
+    # and then, which moves a score by at most a few output quantization steps
+    step = model.runners[-1].output_spec["scale"] or 1e-6
+    assert a.block_scores.shape == b.block_scores.shape
+    assert np.abs(a.block_scores - b.block_scores).max() <= 3 * step
 
 
 def test_default_model_recognises_real_clips(esc10):
