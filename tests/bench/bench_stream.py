@@ -284,8 +284,34 @@ def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
         "false_alarms_per_hour": ev["false_alarms_per_hour"],
         "false_alarms_per_hour_by_label": {l: v["false_alarms_per_hour"] for l, v in ev["per_label"].items()},
         "target": "event F1 >= 0.85",
+        "sensitivity": sensitivity(db, stream, labels, load_bundle(model).thresholds),
     })
     return result
+
+
+def sensitivity(db: Path, stream: dict, labels: list[str], bundle_thresholds: dict) -> list[dict]:
+    """Post-hoc: the same logged block scores (windows table) re-detected with other settings. Not used to
+    pick the headline settings (those are LISTEN_OPTS, fixed beforehand); shows how much they matter."""
+    import sqlite3
+
+    from runtime.postprocess import PostSettings, detect
+    from runtime.stream_eval import evaluate_stream, load_annotations
+
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT start_s, end_s, scores_json FROM windows ORDER BY id").fetchall()
+    conn.close()
+    blocks = [(a, b, [json.loads(j)[l] for l in labels]) for a, b, j in rows]
+    hop = blocks[1][0] - blocks[0][0] if len(blocks) > 1 else 1.0
+    truth = load_annotations(stream["truth"])
+    out = []
+    for smoothing in (1, 3, 5):
+        for name, th in (("bundle", dict(bundle_thresholds)), ("flat 0.5", {l: 0.5 for l in labels})):
+            st = PostSettings(thresholds=th, smoothing=smoothing, merge_gap_s=1.0,
+                              ignore=("background",) if "background" in labels else ())
+            r = evaluate_stream(truth, detect(labels, st, hop, blocks), stream["duration_s"])
+            out.append({"smoothing": smoothing, "thresholds": name, "macro_f1": r["macro_f1"],
+                        "false_alarms_per_hour": r["false_alarms_per_hour"], "n_pred": r["n_pred"]})
+    return out
 
 
 def replay_speed(shared: Path, work: Path, model: Path, repeats: int = 2) -> dict:
