@@ -151,7 +151,7 @@ def convert_keras(options: ConvertOptions) -> dict:
         "name": name,
         "fieldear_version": _fieldear_version(),
         "labels": labels,
-        "dataset": _dataset_summary(dataset, None),
+        "dataset": _dataset_summary(dataset),
         "cv": {"scheme": "no cross-validation: the converted model scored on every clip of --data (optimistic if it "
                          "was trained on them); scores of the int8 model",
                "y_true": [labels[i] for i in y], "y_pred": [labels[i] for i in int8_scores.argmax(axis=1)],

@@ -50,7 +50,7 @@ class TrainOptions:
     name: str | None = None
     threads: int | None = None
     cnn_epochs: int | None = None
-    path_alias: tuple[str, str] | None = None  # (prefix, replacement) for paths written to the report
+    path_alias: tuple[tuple[str, str], ...] = ()  # (prefix, replacement) pairs for paths written to the report
 
 
 @dataclass
@@ -540,15 +540,16 @@ def train(options: TrainOptions) -> dict:
     return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}
 
 
-def _dataset_summary(dataset, alias: tuple[str, str] | None) -> dict:
+def _dataset_summary(dataset, alias: tuple[tuple[str, str], ...] = ()) -> dict:
     summary = dataset.summary()
     if not alias:
         return summary
-    prefix, repl = alias
 
     def fix(v):
         if isinstance(v, str):
-            return v.replace(prefix, repl)
+            for prefix, repl in alias:
+                v = v.replace(prefix, repl)
+            return v
         if isinstance(v, list):
             return [fix(x) for x in v]
         if isinstance(v, dict):
@@ -602,5 +603,5 @@ def train_default(shared: str | Path, options: TrainOptions) -> dict:
     with tempfile.TemporaryDirectory(prefix="fieldear-default-") as tmp:
         manifest = default_manifest(shared, Path(tmp) / "default.csv")
         opts = replace(options, data=manifest, name=options.name or "default",
-                       path_alias=(str(shared), "../shared/data"))
+                       path_alias=((str(manifest), "(default set: ESC-10 + great tit)"), (str(shared), "../shared/data")))
         return train(opts)
