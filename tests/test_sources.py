@@ -138,3 +138,27 @@ def test_sounddevice_imported_only_for_the_microphone(forest):
             "assert 'sounddevice' not in sys.modules, 'sounddevice imported'\n"
             "assert 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_devices_command_lists_and_tests_with_fake_sounddevice(monkeypatch, capsys):
+    from runtime.cli import main
+
+    sig = (0.5 * np.sin(np.arange(48000) / 5)).astype(np.float32)
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(rates=(44100, 48000), signal=sig))
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "*   0  Fake USB Mic  (1 ch, default 48000 Hz; accepts 44100, 48000)" in out
+    assert main(["devices", "--test", "--seconds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "recorded 1.0 s at 48000 Hz: level -9.0 dBFS RMS, peak -6.0 dBFS" in out
+
+
+def test_devices_command_without_portaudio_device(monkeypatch, capsys):
+    from runtime.cli import main
+
+    monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(no_device=True))
+    assert main(["devices"]) == 1
+    assert "no audio input devices found" in capsys.readouterr().out
+    assert main(["devices", "--test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no usable input device" in err[0]
