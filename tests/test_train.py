@@ -1,0 +1,166 @@
+"""`fieldear train` end to end on a small real ESC-10 subset, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+
+pytestmark = pytest.mark.train
+
+CLASSES = ("dog", "rooster", "chainsaw")
+
+
+def _subset(esc10: Path, root: Path, classes=CLASSES, per_class: int = 8) -> Path:
+    """per_class clips of each class, spread over the official folds, copied into root/<label>/."""
+    for label in classes:
+        files = sorted((esc10 / label).glob("*.wav"))
+        by_fold: dict[str, list[Path]] = {}
+        for f in files:
+            by_fold.setdefault(f.name.split("_")[1][0], []).append(f)
+        picked = []
+        while len(picked) < per_class:
+            for fold in sorted(by_fold):
+                if by_fold[fold] and len(picked) < per_class:
+                    picked.append(by_fold[fold].pop(0))
+        (root / label).mkdir(parents=True)
+        for f in picked:
+            shutil.copyfile(f, root / label / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_data(esc10, tmp_path_factory) -> Path:
+    return _subset(esc10, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained(small_data, cache_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "mine"
+    code = main(["train", str(small_data), "--out", str(out), "--cache", str(cache_dir),
+                 "--candidates", "backbone", "--folds", "4", "--seed", "1"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_bundle_the_runtime_loads_and_that_predicts_its_classes(trained, small_data):
+    from convert.embed import clip_blocks
+    from runtime.model import Model
+
+    model = Model.load(trained)
+    assert model.labels == sorted(CLASSES)
+    assert [s.role for s in model.bundle.stages] == ["embedding", "classifier"]
+    assert all(r.input_spec["dtype"] == "int8" and r.output_spec["dtype"] == "int8" for r in model.runners)
+    correct = total = 0
+    for label in CLASSES:
+        for wav in sorted((small_data / label).glob("*.wav"))[:4]:
+            scores = model.pool(model.score_blocks(clip_blocks(wav, model.params)))
+            assert scores.shape == (3,)
+            if model.bundle.clip_pooling == "mean":
+                assert np.isclose(scores.sum(), 1.0, atol=0.05)
+            correct += model.labels[int(np.argmax(scores))] == label
+            total += 1
+    assert correct / total >= 0.8  # chance is 1/3
+
+
+def test_bundle_metadata_and_report(trained):
+    meta = json.loads((trained / "model.json").read_text())
+    assert set(meta["thresholds"]) == set(CLASSES)
+    assert all(0.0 <= t <= 1.0 for t in meta["thresholds"].values())
+    m = meta["metrics"]
+    assert m["cv_accuracy"] > 0.6  # out-of-fold, int8 models; chance 0.33
+    q = m["quantization"]
+    assert q["n_clips"] == 24 and 0.0 <= q["top1_agreement"] <= 1.0
+    assert meta["dataset"]["n_clips"] == 24 and meta["dataset"]["classes"] == {c: 8 for c in sorted(CLASSES)}
+    for name in ("report.md", "report.json", "confusion.png"):
+        assert (trained / name).is_file(), name
+    report = json.loads((trained / "report.json").read_text())
+    assert len(report["cv"]["y_true"]) == 24
+    names = [c["name"] for c in report["candidates"]]
+    assert any(n.startswith("backbone+logreg") for n in names)
+    assert report["choice"]["name"] == m["candidate"]
+
+
+def test_existing_out_is_refused_without_force(trained, small_data, cache_dir, capsys):
+    before = (trained / "model.json").read_bytes()
+    code = main(["train", str(small_data), "--out", str(trained), "--cache", str(cache_dir)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "exists" in err and "--force" in err and "Traceback" not in err
+    assert (trained / "model.json").read_bytes() == before
+
+
+def test_second_run_uses_the_embedding_cache(small_data, cache_dir, trained, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="convert.embed")
+    out = tmp_path / "again"
+    assert main(["train", str(small_data), "--out", str(out), "--cache", str(cache_dir), "--candidates", "backbone",
+                 "--folds", "4", "--seed", "1"]) == 0
+    assert any("24 from cache" in r.getMessage() for r in caplog.records)
+    # same data, same seed -> same head weights and thresholds
+    a = json.loads((trained / "model.json").read_text())
+    b = json.loads((out / "model.json").read_text())
+    assert a["thresholds"] == b["thresholds"]
+    assert (trained / "head.tflite").read_bytes() == (out / "head.tflite").read_bytes()
+
+
+def _one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = [x for x in err.splitlines() if x.startswith("fieldear train: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(esc10, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no audio" in _one_line_error(capsys, ["train", str(empty), "--out", out])
+
+    one = tmp_path / "one"
+    _subset(esc10, one, classes=("dog",), per_class=3)
+    assert "one label" in _one_line_error(capsys, ["train", str(one), "--out", out])
+
+    single = tmp_path / "single"
+    _subset(esc10, single, classes=("dog", "rain"), per_class=3)
+    for extra in sorted((single / "rain").glob("*.wav"))[1:]:
+        extra.unlink()
+    assert "'rain' has 1" in _one_line_error(capsys, ["train", str(single), "--out", out])
+
+    fake = tmp_path / "fake"
+    _subset(esc10, fake, classes=("dog", "rain"), per_class=3)
+    for wav in sorted((fake / "rain").glob("*.wav"))[:2]:
+        wav.write_text("this is not audio\n")
+    msg = _one_line_error(capsys, ["train", str(fake), "--out", out])
+    assert "rain" in msg
+
+    csv_cols = tmp_path / "cols.csv"
+    csv_cols.write_text("file_name,class\nx.wav,dog\n")
+    assert "column" in _one_line_error(capsys, ["train", str(csv_cols), "--out", out])
+
+    csv_paths = tmp_path / "paths.csv"
+    csv_paths.write_text("path,label\nnowhere/a.wav,dog\nnowhere/b.wav,rain\n")
+    assert "do not exist" in _one_line_error(capsys, ["train", str(csv_paths), "--out", out])
+
+    assert not Path(out).exists()
+
+
+def test_unknown_candidate_and_missing_out(small_data, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", str(small_data), "--out", "x", "--candidates", "forest"])
+    assert "unknown candidate" in capsys.readouterr().err
+    assert "--out is required" in _one_line_error(capsys, ["train", str(small_data)])
