@@ -237,9 +237,14 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 12
                 watcher.start()
                 procs = {n: _listen_device(n, dbs[n], broker.address, recs[i], speed, model, drain_s)
                          for i, n in enumerate(names)}
-            # broker restart in the middle of the replay
-            time.sleep(max(0.0, t0 + restart_at * replay_s - time.time()))
+            # broker restart in the middle: once the devices have logged half of the clips they will hear (the
+            # replay may run slower than its nominal pace when the CPU is short), at most 10x the nominal time
+            planned = sum(len(r.clips) for r in recs)
+            deadline = t0 + 10 * replay_s
+            while sum(_count(dbs[n]) for n in names) < restart_at * planned and time.time() < deadline:
+                time.sleep(0.05)
             t_stop = time.time() - t0
+            events_before_stop = sum(_count(dbs[n]) for n in names)
             broker.stop()
             time.sleep(down_s)
             broker.start()
@@ -293,7 +298,8 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 12
         "devices": devices,
         "recording_s_per_device": seconds,
         "replay_speed": speed,
-        "broker_restart": {"stopped_at_s": round(t_stop, 2), "started_at_s": round(t_start, 2), "down_s": down_s},
+        "broker_restart": {"stopped_at_s": round(t_stop, 2), "started_at_s": round(t_start, 2), "down_s": down_s,
+                           "device_events_before_stop": events_before_stop, "clips_planned": planned},
         "wall_s": round(wall, 2),
         "events_on_devices": {n: len(dev_rows[n]) for n in names},
         "events_in_central": {n: len(cen_rows[n]) for n in names},
@@ -328,9 +334,11 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 12
 def _count(db: Path, table: str = "events") -> int:
     if not db.exists():
         return 0
-    conn = sqlite3.connect(str(db))
+    conn = sqlite3.connect(str(db), timeout=5)
     try:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    except sqlite3.OperationalError:  # the listener has not created its tables yet
+        return 0
     finally:
         conn.close()
 
