@@ -201,6 +201,8 @@ class Listener:
             self._call("on_start")
             last_tick = self.monotonic()
             self.store.prune(every_s=0.0)
+            if hasattr(self.source, "set_stop"):
+                self.source.set_stop(stop_event)
             for chunk in self.source.blocks():
                 if stop_event.is_set():
                     self.stopped_by_request = True

@@ -2,7 +2,8 @@
 
 A ``Source`` has ``.sample_rate``, ``.name`` (``file:x.wav``, ``mic:hw:1``), ``.live`` (audio arrives in
 wall-clock time), ``.stats`` (``overruns``, ``dropped_blocks``, ``reconnects``, ``chunks``, ``samples``) and is a
-context manager; ``.blocks()`` yields float32 mono numpy chunks at ``.sample_rate``. A live source may yield
+context manager; ``.blocks()`` yields float32 mono numpy chunks at ``.sample_rate``. ``.set_stop(event)`` hands
+it the consumer's stop event: once set, waits such as a reconnect backoff end at once. A live source may yield
 an *empty* chunk when no audio arrived for a short while, so the caller can tick (health, stop checks)
 without feeding its watchdog.
 
@@ -88,12 +89,16 @@ class Source:
 
     def __init__(self) -> None:
         self.stats = SourceStats()
+        self.stop_event: threading.Event | None = None
 
     def open(self) -> None:
         pass
 
     def close(self) -> None:
         pass
+
+    def set_stop(self, event: threading.Event) -> None:
+        self.stop_event = event
 
     def blocks(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
@@ -281,7 +286,7 @@ class MicSource(Source):
     def __init__(self, device=None, model_rate: int | None = None, chunk_seconds: float = 0.1,
                  queue_seconds: float = 10.0, poll_s: float = 0.5, stall_s: float = 5.0,
                  backoff: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0), max_reconnects: int | None = None,
-                 sd=None, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 sd=None, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None):
         super().__init__()
         self.device = device
         self.model_rate = model_rate
@@ -299,6 +304,7 @@ class MicSource(Source):
         self._queue: ChunkQueue | None = None
         self._failed = threading.Event()
         self._closed = False
+        self._stop = threading.Event()  # set by close() or the consumer's stop event: ends backoff waits
         self.device_name = None
 
     @property
@@ -355,6 +361,19 @@ class MicSource(Source):
         except Exception as exc:  # a dead device may refuse even this
             log.debug("closing the input stream: %s", exc)
 
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or (self.stop_event is not None and self.stop_event.is_set())
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True as soon as the source is closed or the consumer asks to stop."""
+        end = time.monotonic() + seconds
+        while not self._stopping():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            self._stop.wait(min(left, 0.1))
+        return True
+
     def _reconnect(self) -> bool:
         """Re-open the device with backoff; False when closed or out of attempts."""
         self._close_stream()
@@ -364,7 +383,10 @@ class MicSource(Source):
                 return False
             delay = self.backoff[min(attempt, len(self.backoff) - 1)]
             attempt += 1
-            self.sleep(delay)
+            if self.sleep is not None:
+                self.sleep(delay)
+            elif self._wait(delay):
+                return False
             try:
                 self._open_stream()
             except AudioError as exc:
@@ -379,7 +401,7 @@ class MicSource(Source):
         if self._stream is None and not self._closed:
             self.open()
         last_audio = self.clock()
-        while not self._closed:
+        while not self._closed and not self._stopping():
             chunk = self._queue.get(timeout=self.poll_s)
             if chunk is not None:
                 last_audio = self.clock()
@@ -395,7 +417,7 @@ class MicSource(Source):
                 log.warning("input device %s: %s; reconnecting", self.device_name or self.name,
                             "stream stopped (unplugged?)" if dead else f"no audio for {self.stall_s:.0f} s")
                 if not self._reconnect():
-                    if self._closed:
+                    if self._closed or self._stopping():
                         return
                     raise AudioError(f"input device {self.device_name or self.name} is gone and did not come back",
                                      "check the microphone; the service will be restarted")
@@ -403,6 +425,7 @@ class MicSource(Source):
 
     def close(self) -> None:
         self._closed = True
+        self._stop.set()
         self._close_stream()
 
 

@@ -162,3 +162,21 @@ def test_devices_command_without_portaudio_device(monkeypatch, capsys):
     assert main(["devices", "--test"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no usable input device" in err[0]
+
+
+def test_stop_event_ends_a_reconnect_backoff_at_once():
+    import threading
+
+    sd = FakeSoundDevice(rates=(48000,), block_sleep=0.001, unplug_after=3)
+    stop = threading.Event()
+    mic = MicSource(sd=sd, chunk_seconds=0.01, poll_s=0.02, backoff=(30.0,))
+    t = None
+    with mic:
+        mic.set_stop(stop)
+        for chunk in mic.blocks():
+            if sd.unplug_after is None and t is None:  # unplugged: the next poll starts a 30 s backoff
+                sd.no_device = True
+                t = time.monotonic()
+                threading.Timer(0.3, stop.set).start()
+    assert t is not None and time.monotonic() - t < 3.0
+    assert mic.stats.reconnects == 0
