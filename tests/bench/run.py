@@ -88,6 +88,8 @@ def bench_cold(model: Path, repeats: int) -> dict:
         log.info("cold start %d/%d: %.2f s, %.0f MB", i + 1, repeats, m["wall_s"], m["peak_rss_mb"])
     bare = [measure([sys.executable, "-c", "pass"]) for _ in range(repeats)]
     numpy_only = [measure([sys.executable, "-c", "import numpy"]) for _ in range(repeats)]
+    imports = {mod: statistics.median(measure([sys.executable, "-c", f"import {mod}"])["wall_s"] for _ in range(repeats))
+               for mod in ("scipy.fft", "scipy.signal", "ai_edge_litert.interpreter", "runtime.cli", "runtime.predict")}
     tf = measure([sys.executable, "-c", "import tensorflow"])
     log.info("import tensorflow: %.2f s (rc %d)", tf["wall_s"], tf["rc"])
     wall = statistics.median(r["wall_s"] for r in runs)
@@ -108,6 +110,7 @@ def bench_cold(model: Path, repeats: int) -> dict:
         out["import_tensorflow_s"] = None
         out["import_tensorflow_note"] = "tensorflow not importable here: " + tf["stderr"].strip()[-120:]
     out["predict_over_import_numpy"] = round(wall / out["python_import_numpy_s"], 2)
+    out["import_s"] = {k: round(v, 3) for k, v in imports.items()}
     return out
 
 
@@ -206,9 +209,17 @@ from runtime.audio import read_audio
 from runtime.model import Model
 from runtime.pipeline import blocks_of, stack
 model = Model.load(sys.argv[1], threads=1)
-x, rate = read_audio(sys.argv[2])
-blocks = stack(blocks_of(x, rate, model.params), model.params)
+if sys.argv[4] == "reference-kernels":
+    # bench-only: the same interpreter without its default delegate (XNNPACK), i.e. TFLite's builtin kernels
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    for stage, runner in zip(model.bundle.stages, model.runners):
+        runner._interp = Interpreter(model_path=str(model.bundle.stage_path(stage)), num_threads=1,
+                                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        runner._interp.allocate_tensors()
+blocks = np.concatenate([stack(blocks_of(*read_audio(path), model.params), model.params) for path in sys.argv[2].split(",")])
 scores = model.score_blocks(blocks)
+first = np.stack([model.runners[0].run_one(b) for b in blocks])
+step = model.runners[0].output_spec["scale"] or 1.0
 times = {}
 for stage, runner in zip(model.bundle.stages, model.runners):
     inp = blocks[0] if not times else out
@@ -218,7 +229,7 @@ for stage, runner in zip(model.bundle.stages, model.runners):
         t = time.perf_counter(); runner.run_one(inp); best = min(best, time.perf_counter() - t)
     times[stage.file] = best * 1e6
 print(json.dumps({"backend": model.backend_name, "numpy": np.__version__, "stage_us": times,
-                  "scores": scores.tolist()}))
+                  "scores": scores.tolist(), "first_stage_steps": np.round(first / step).astype(int).tolist()}))
 """
 
 
@@ -243,17 +254,20 @@ def tflite_runtime_python() -> tuple[Path | None, str]:
 
 def bench_backends(model: Path, repeats: int) -> dict:
     """The same blocks through ai-edge-litert and tflite-runtime, each in its own process: scores and speed."""
-    clip = str(esc10_clip())
+    clips = [sorted(d.glob("*.wav"))[0] for d in sorted((SHARED / "esc10").iterdir()) if d.is_dir()]
+    clip = ",".join(map(str, clips))
     results, notes = {}, {}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    interpreters = {"ai-edge-litert": Path(sys.executable)}
+    # name -> (python, FIELDEAR_TFLITE_BACKEND, mode)
+    interpreters = {"ai-edge-litert": (Path(sys.executable), "ai-edge-litert", "default"),
+                    "ai-edge-litert reference kernels": (Path(sys.executable), "ai-edge-litert", "reference-kernels")}
     tflrt, how = tflite_runtime_python()
     notes["tflite-runtime venv"] = how
     if tflrt is not None:
-        interpreters["tflite-runtime"] = tflrt
-    for name, py in interpreters.items():
-        r = subprocess.run([str(py), "-c", BACKEND_CHILD, str(model), clip, str(repeats * 10)], capture_output=True,
-                           text=True, env=dict(env, FIELDEAR_TFLITE_BACKEND=name), cwd=ROOT, timeout=600)
+        interpreters["tflite-runtime"] = (tflrt, "tflite-runtime", "default")
+    for name, (py, backend, mode) in interpreters.items():
+        r = subprocess.run([str(py), "-c", BACKEND_CHILD, str(model), clip, str(repeats * 10), mode], capture_output=True,
+                           text=True, env=dict(env, FIELDEAR_TFLITE_BACKEND=backend), cwd=ROOT, timeout=600)
         if r.returncode != 0:
             notes[name] = "failed: " + r.stderr.strip()[-300:]
             continue
@@ -261,15 +275,25 @@ def bench_backends(model: Path, repeats: int) -> dict:
     out = {"notes": notes}
     for name, res in results.items():
         out[name] = {"numpy": res["numpy"], "stage_us": {k: round(v, 1) for k, v in res["stage_us"].items()}}
-    if len(results) == 2:
-        a, b = (np.array(results[k]["scores"]) for k in ("ai-edge-litert", "tflite-runtime"))
-        out["scores_max_abs_diff"] = float(np.abs(a - b).max())
-        out["scores_identical"] = bool(np.array_equal(a, b))
-        ta = sum(results["ai-edge-litert"]["stage_us"].values())
+    if "tflite-runtime" in results:
+        b = np.array(results["tflite-runtime"]["scores"])
         tb = sum(results["tflite-runtime"]["stage_us"].values())
-        out["tflite_runtime_over_litert_time"] = round(tb / ta, 2)
+        out["vs_tflite_runtime"] = {}
+        for name in ("ai-edge-litert", "ai-edge-litert reference kernels"):
+            if name not in results:
+                continue
+            a = np.array(results[name]["scores"])
+            ea = np.array(results[name]["first_stage_steps"])
+            eb = np.array(results["tflite-runtime"]["first_stage_steps"])
+            out["vs_tflite_runtime"][name] = {
+                "blocks": int(len(a)), "first_stage_identical": bool(np.array_equal(ea, eb)),
+                "first_stage_values_differing": round(float((ea != eb).mean()), 4),
+                "first_stage_max_diff_steps": int(np.abs(ea - eb).max()),
+                "scores_identical": bool(np.array_equal(a, b)), "scores_max_abs_diff": float(np.abs(a - b).max()),
+                "same_top_label_per_block": bool((a.argmax(1) == b.argmax(1)).all()),
+                "tflite_runtime_time_ratio": round(tb / sum(results[name]["stage_us"].values()), 2)}
     else:
-        out["skipped"] = "only " + ", ".join(results) + " available"
+        out["skipped"] = "tflite-runtime not available: " + notes.get("tflite-runtime", how)
     return out
 
 
@@ -306,7 +330,8 @@ def markdown(res: dict) -> str:
                   f"- wall {c['predict_wall_s']:.2f} s (median of {len(c['predict_wall_runs_s'])}; target <= 1.0 s); "
                   f"`python -c 'import tensorflow'` {tf if tf is None else f'{tf:.2f} s'}"
                   + (f" -> ratio {c['predict_over_import_tensorflow']:.2f}" if tf else ""),
-                  f"- bare `python -c pass` {c['python_bare_s']:.2f} s, `import numpy` {c['python_import_numpy_s']:.2f} s",
+                  f"- bare `python -c pass` {c['python_bare_s']:.2f} s, `import numpy` {c['python_import_numpy_s']:.2f} s; "
+                  + ", ".join(f"`import {k}` {v:.2f} s" for k, v in c.get("import_s", {}).items()),
                   f"- peak RSS {c['predict_peak_rss_mb']:.0f} MB (target <= 150 MB)", ""]
     b = res.get("batch", {})
     if "x_realtime" in b:
@@ -329,12 +354,15 @@ def markdown(res: dict) -> str:
     be = res.get("backends", {})
     if be:
         lines += ["## ai-edge-litert vs tflite-runtime (same blocks, separate processes)", ""]
-        for name in ("ai-edge-litert", "tflite-runtime"):
+        for name in ("ai-edge-litert", "ai-edge-litert reference kernels", "tflite-runtime"):
             if name in be:
                 lines.append(f"- {name} (numpy {be[name]['numpy']}): " + ", ".join(f"{s} {v:.0f} us" for s, v in be[name]['stage_us'].items()))
-        if "scores_identical" in be:
-            lines.append(f"- scores identical: {be['scores_identical']} (max abs diff {be['scores_max_abs_diff']:.2g}); "
-                         f"tflite-runtime takes {be['tflite_runtime_over_litert_time']:.2f}x the time")
+        for name, cmp in be.get("vs_tflite_runtime", {}).items():
+            lines.append(f"- {name} vs tflite-runtime over {cmp['blocks']} blocks of 10 clips: first stage (embedding) identical "
+                         f"{cmp['first_stage_identical']} ({100 * cmp['first_stage_values_differing']:.1f}% of values differ, "
+                         f"by <= {cmp['first_stage_max_diff_steps']} int8 steps); scores identical {cmp['scores_identical']} (max abs diff "
+                         f"{cmp['scores_max_abs_diff']:.2g}, same top label per block {cmp['same_top_label_per_block']}); "
+                         f"tflite-runtime takes {cmp['tflite_runtime_time_ratio']:.2f}x its time")
         for key, note in be.get("notes", {}).items():
             lines.append(f"- {key}: {note}")
         lines.append("")
