@@ -421,7 +421,7 @@ def pick_model(explicit: str | None) -> Path | None:
 
 def main(out_dir="bench/results", only=("accuracy", "speed", "memory"), model: str | None = None,
          pace: float = 8.0) -> dict:
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     work = out / "stream_work"
     work.mkdir(parents=True, exist_ok=True)
     shared = SHARED
