@@ -12,8 +12,10 @@ Two ways to drive the devices:
   ``runtime.store.Store`` at the replay pace, with the real ``OutboxHook``/``MqttSink`` sender, exactly as the
   listener calls it. Event time = the commit time of the row.
 
-Latency = central ``received_ts`` (collector clock, same host) - event time; includes the outbox wait during
-the broker outage. Run: ``python -m tests.bench.bench_fleet [--mode listen|simulated|auto] [--out bench/results]``.
+The broker (persistence on, as Debian ships it) is stopped with SIGTERM once the devices have logged half of
+the clips they will hear, and started again ``down_s`` later. Latency = central ``received_ts`` (collector
+clock, same host) - event time; it includes the outbox wait during the outage and the senders' reconnect
+backoff (reported separately for events logged while the broker was up). Run: ``python -m tests.bench.bench_fleet [--mode listen|simulated|auto] [--out bench/results]``.
 """
 
 from __future__ import annotations
@@ -192,8 +194,8 @@ def _percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 120.0, speed: float = 6.0,
-        restart_at: float = 0.5, down_s: float = 2.0, model: Path | None = None, seed: int = 7) -> dict:
+def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 600.0, speed: float = 20.0,
+        restart_at: float = 0.5, down_s: float = 3.0, model: Path | None = None, seed: int = 7) -> dict:
     from tests.fleet_broker import Broker, CollectorThread
 
     out_dir = Path(out_dir)
@@ -295,6 +297,7 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 12
         "driver": ("fieldear listen --file --realtime subprocesses" if mode == "listen"
                    else "simulated devices: runtime.store.Store + OutboxHook/MqttSink threads"),
         "model": str(model) if mode == "listen" else None,
+        "model_json_sha256": json.loads((model / "model.json").read_text()).get("json_sha256") if mode == "listen" else None,
         "devices": devices,
         "recording_s_per_device": seconds,
         "replay_speed": speed,
@@ -351,8 +354,12 @@ def _device_rows(db: Path) -> list[tuple]:
         conn.close()
 
 
-def main(out_dir="bench/results", **kwargs) -> dict:
+def main(out_dir="bench/results", keep_work: bool = False, **kwargs) -> dict:
     results = run(Path(out_dir), **kwargs)
+    if not keep_work:  # recordings and logs (tens of MB)
+        import shutil
+
+        shutil.rmtree(Path(out_dir) / "fleet_work", ignore_errors=True)
     out = Path(out_dir) / "fleet.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -365,12 +372,13 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--mode", choices=("auto", "listen", "simulated"), default="auto")
     ap.add_argument("--model", default=None, help="bundle for listen mode (default runtime/models/default)")
-    ap.add_argument("--seconds", type=float, default=120.0, help="recording length per device")
-    ap.add_argument("--speed", type=float, default=6.0, help="replay pace (x real time)")
-    ap.add_argument("--down", type=float, default=2.0, help="broker outage seconds")
+    ap.add_argument("--seconds", type=float, default=600.0, help="recording length per device")
+    ap.add_argument("--speed", type=float, default=20.0, help="replay pace (x real time)")
+    ap.add_argument("--down", type=float, default=3.0, help="broker outage seconds")
+    ap.add_argument("--keep-work", action="store_true", help="keep recordings, device logs and central DB")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    r = main(a.out, mode=a.mode, model=a.model, seconds=a.seconds, speed=a.speed, down_s=a.down)
+    r = main(a.out, keep_work=a.keep_work, mode=a.mode, model=a.model, seconds=a.seconds, speed=a.speed, down_s=a.down)
     print(json.dumps({k: r[k] for k in ("mode", "events_on_devices_total", "events_in_central_total", "equal",
                                         "duplicates_in_central", "latency_ms", "latency_ms_events_logged_while_broker_up",
                                         "health_on_devices_total", "health_in_central_total")}, indent=2))
