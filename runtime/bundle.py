@@ -176,6 +176,7 @@ def write_bundle(out_dir: str | os.PathLike, files: dict[str, bytes | Path], met
         raise BundleError(f"output directory exists: {out}", "choose another --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
     try:
         for name, content in files.items():
             dest = tmp / name
@@ -195,7 +196,6 @@ def write_bundle(out_dir: str | os.PathLike, files: dict[str, bytes | Path], met
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         load_bundle(tmp)  # never publish a bundle the runtime would refuse
-        old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.rename(out, old)
@@ -204,6 +204,8 @@ def write_bundle(out_dir: str | os.PathLike, files: dict[str, bytes | Path], met
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not out.exists():
+            os.rename(old, out)  # put the previous bundle back
         raise
     log.info("wrote bundle %s", out)
     return out
