@@ -60,6 +60,8 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="TFLite interpreter threads")
     t.add_argument("--cnn-epochs", type=_positive_int, default=None, metavar="N",
                    help="maximum epochs for the CNN candidate (default 40)")
+    t.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="backbone heads: do not add level-shifted (-12/+6 dB) copies of the training audio")
     t.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
     t.add_argument("--default-model", action="store_true",
                    help="train the default model from --shared (ESC-10 + great-tit songs) instead of DATA")
@@ -107,7 +109,8 @@ def cmd_train(args) -> int:
             raise FieldearError("--out is required", "fieldear train DATA --out models/mine")
     options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
                            force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
-                           cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs)
+                           cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
+                           augment=args.augment)
     if args.default_model:
         if "cnn" in options.candidates and args.candidates == ("backbone", "cnn"):
             options.candidates = ("backbone",)  # the default model is backbone + head unless asked otherwise

@@ -35,23 +35,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "fieldear"
 
 
-def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams):
-    """Yield the model blocks (block_frames, n_mels) of one recording, reading it chunk by chunk."""
+def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0):
+    """Yield the model blocks (block_frames, n_mels) of one recording, reading it chunk by chunk.
+
+    ``gain`` != 1 scales the samples (clipped to [-1, 1]) first: level augmentation for training.
+    """
     from runtime.audio import iter_chunks, probe
 
     info = probe(path)
     rate = int(info.sample_rate)
     stream = BlockStream(params, rate)
     for chunk in iter_chunks(path, None, CHUNK_SECONDS):
+        if gain != 1.0:
+            chunk = np.clip(chunk * np.float32(gain), -1.0, 1.0)
         for block in stream.push(chunk):
             yield block.features
     for block in stream.flush():
         yield block.features
 
 
-def clip_blocks(path: str | os.PathLike, params: FrontendParams) -> np.ndarray:
+def clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0) -> np.ndarray:
     """All blocks of one recording, (n_blocks, block_frames, n_mels) float32."""
-    blocks = list(iter_clip_blocks(path, params))
+    blocks = list(iter_clip_blocks(path, params, gain))
     if not blocks:
         return np.zeros((0, params.block_frames, params.n_mels), dtype=np.float32)
     return np.stack(blocks).astype(np.float32, copy=False)
@@ -74,14 +79,15 @@ def dataset_blocks(clips, params: FrontendParams, progress_every: float = 10.0) 
 class EmbeddingCache:
     """Embeddings of one clip as a .npy file under ``root/embeddings``, written atomically."""
 
-    def __init__(self, root: str | os.PathLike | None, params: FrontendParams, backbone_sha: str):
+    def __init__(self, root: str | os.PathLike | None, params: FrontendParams, backbone_sha: str, gain: float = 1.0):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.dir = self.root / "embeddings"
         self.params_key = json.dumps(params.to_dict(), sort_keys=True)
         self.backbone_sha = backbone_sha
+        self.gain_key = "" if gain == 1.0 else f"|gain={gain!r}"
 
     def key(self, clip_sha: str) -> str:
-        text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}"
+        text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}{self.gain_key}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def path(self, clip_sha: str) -> Path:
@@ -112,20 +118,22 @@ class EmbeddingCache:
 
 def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, params: FrontendParams | None = None,
                        cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                       progress_every: float = 10.0) -> list[np.ndarray]:
+                       progress_every: float = 10.0, gain: float = 1.0) -> list[np.ndarray]:
     """Backbone embeddings (n_blocks, dim) for every clip (each has ``path`` and ``sha``).
 
     Computed with ``runtime.interpreter.Runner`` on the int8 TFLite backbone, cached on disk.
+    ``gain`` scales the audio first (level augmentation; cached separately).
     """
     from runtime.frontend import BACKBONE
     from runtime.interpreter import Runner
 
     params = params or BACKBONE
     backbone_path = Path(backbone_path)
-    cache = EmbeddingCache(cache_dir, params, sha256_file(backbone_path))
+    cache = EmbeddingCache(cache_dir, params, sha256_file(backbone_path), gain)
     runner = None
     out: list[np.ndarray] = []
     hits = 0
+    what = "" if gain == 1.0 else f" (gain {20 * np.log10(gain):+.0f} dB)"
     t0 = last = time.monotonic()
     for i, clip in enumerate(clips):
         emb = cache.get(clip.sha)
@@ -134,14 +142,14 @@ def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, 
         else:
             if runner is None:
                 runner = Runner(backbone_path, threads=threads)
-            blocks = clip_blocks(clip.path, params)
+            blocks = clip_blocks(clip.path, params, gain)
             emb = runner.run(blocks).astype(np.float32)
             cache.put(clip.sha, emb)
         out.append(emb)
         now = time.monotonic()
         if now - last >= progress_every:
-            log.info("embeddings: %d/%d clips (%.0f s)", i + 1, len(clips), now - t0)
+            log.info("embeddings%s: %d/%d clips (%.0f s)", what, i + 1, len(clips), now - t0)
             last = now
-    log.info("embeddings: %d clips, %d blocks, %d from cache %s (%.1f s)", len(clips), sum(len(e) for e in out),
-             hits, cache.dir, time.monotonic() - t0)
+    log.info("embeddings%s: %d clips, %d blocks, %d from cache %s (%.1f s)", what, len(clips),
+             sum(len(e) for e in out), hits, cache.dir, time.monotonic() - t0)
     return out
