@@ -177,13 +177,28 @@ def mel_power(power: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
     return power @ filterbank
 
 
+MEL_GROUP = 8  # mel bands per partial product in frames_to_logmel
+
+
 @functools.lru_cache(maxsize=8)
-def mel_filterbank_band(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> tuple[int, int, np.ndarray]:
-    """(lo, hi, rows lo:hi of mel_filterbank): the FFT bins any mel band uses, so the product skips the rest."""
+def mel_filterbank_groups(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
+                          fmax: float) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """The filterbank cut into groups of MEL_GROUP adjacent bands, each with only the FFT bins it uses:
+    ``(bin_lo, bin_hi, band_lo, band_hi, weights[bin_lo:bin_hi, band_lo:band_hi])``.
+
+    Each triangle spans few bins, so the grouped products do about a tenth of the dense product's work
+    (same sums; only the float32 summation order can differ, by ~1e-7 relative).
+    """
     fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
-    used = np.flatnonzero(fb.any(axis=1))
-    lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 0)
-    return lo, hi, np.ascontiguousarray(fb[lo:hi])
+    groups = []
+    for b0 in range(0, n_mels, MEL_GROUP):
+        b1 = min(n_mels, b0 + MEL_GROUP)
+        used = np.flatnonzero(fb[:, b0:b1].any(axis=1))
+        if len(used) == 0:
+            continue  # empty bands (more mels than bins can resolve) stay zero
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        groups.append((lo, hi, b0, b1, np.ascontiguousarray(fb[lo:hi, b0:b1])))
+    return tuple(groups)
 
 
 def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray:
@@ -197,9 +212,11 @@ def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
     """Raw sample frames (n, n_fft) to log-mel frames (n, n_mels)."""
     if len(frames) == 0:
         return np.zeros((0, params.n_mels), dtype=np.float32)
-    lo, hi, band = mel_filterbank_band(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    groups = mel_filterbank_groups(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
     power = power_spectrum(frames, hann_window(params.n_fft))
-    mel = mel_power(power[:, lo:hi], band)
+    mel = np.zeros((len(power), params.n_mels), dtype=np.float32)
+    for lo, hi, b0, b1, weights in groups:  # = mel_power(power, mel_filterbank(...)), band group by band group
+        mel[:, b0:b1] = power[:, lo:hi] @ weights
     # log_compress's arithmetic, in place on our own temporary (same float32 operations, same results)
     np.multiply(mel, np.float32(params.log_mult), out=mel)
     np.add(mel, np.float32(1.0), out=mel)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # Audio read per chunk. Larger chunks amortise per-call overhead; memory stays a few MB at 192 kHz.
 CHUNK_SECONDS = 10.0
+# A progress line (INFO) this often while one long file is being scored.
+PROGRESS_EVERY_S = 30.0
 
 
 @dataclass
@@ -65,7 +68,7 @@ class ClipPrediction:
 
 
 def predict_file(model, path: str | os.PathLike, keep_blocks: bool = False,
-                 chunk_seconds: float = CHUNK_SECONDS) -> ClipPrediction:
+                 chunk_seconds: float = CHUNK_SECONDS, clock=time.monotonic) -> ClipPrediction:
     """Score one audio file with a loaded ``runtime.model.Model``.
 
     Raises AudioError (a FieldearError) for files that cannot be read; the message is short and does
@@ -76,9 +79,13 @@ def predict_file(model, path: str | os.PathLike, keep_blocks: bool = False,
     info = probe(path)
     stream = BlockStream(model.params, info.sample_rate)
     scores: list[np.ndarray] = []
+    next_report = clock() + PROGRESS_EVERY_S
     for chunk in iter_chunks(path, chunk_seconds=chunk_seconds):
         for block in stream.push(chunk):
             scores.append(model.score_block(block.features))
+        if clock() >= next_report:  # a long recording: say how far it got
+            log.info("%s: %.0f of %.0f s done", path, stream.seconds_in, info.duration_s)
+            next_report = clock() + PROGRESS_EVERY_S
     for block in stream.flush():
         scores.append(model.score_block(block.features))
     if stream.samples_in == 0:

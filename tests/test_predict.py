@@ -208,7 +208,7 @@ def test_odd_sample_rates_get_predictions(model, esc10, tmp_path, rate):
     assert pred.sample_rate == rate
     assert pred.duration_s == pytest.approx(3.0, abs=2 / rate + 1e-6)
     assert pred.n_blocks == expected_blocks(3.0, model.params)
-    assert np.isfinite(pred.scores).all() and pred.scores.sum() == pytest.approx(1.0, abs=0.02)
+    assert np.isfinite(pred.scores).all() and (pred.scores >= 0).all() and (pred.scores <= 1).all()
 
 
 @pytest.mark.parametrize("kind", ["stereo", "pcm24", "float32", "alaw"])
@@ -345,3 +345,22 @@ def test_hand_edited_model_json(esc10, tmp_path):
     meta["clip_pooling"] = "max" if meta.get("clip_pooling") != "max" else "mean"
     (b / MODEL_JSON).write_text(json.dumps(meta, indent=2))
     _assert_one_line_error(_cli("predict", "--model", str(b), str(real_clip(esc10))), "model.json", "edited")
+
+
+def test_backend_choice_from_the_environment(esc10):
+    """FIELDEAR_TFLITE_BACKEND forces an interpreter; an unknown one is one clear error line."""
+    import runtime.interpreter as interp
+
+    env = dict(os.environ, FIELDEAR_TFLITE_BACKEND="no-such-backend")
+    r = _run_env(["predict", "--model", str(model_dir()), str(real_clip(esc10))], env)
+    _assert_one_line_error(r, "no TFLite interpreter", "no-such-backend")
+    name, _ = interp.find_backend()
+    env["FIELDEAR_TFLITE_BACKEND"] = name
+    r = _run_env(["predict", "--model", str(model_dir()), "--json", str(real_clip(esc10))], env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["label"]
+
+
+def _run_env(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)

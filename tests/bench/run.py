@@ -24,7 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from runtime.cli_predict import limit_blas_threads
+
+limit_blas_threads()  # as `fieldear predict/batch` do; before numpy is imported (this is a script)
+
+import numpy as np  # noqa: E402
 
 log = logging.getLogger("bench")
 
