@@ -112,7 +112,11 @@ def bench_four(work: Path) -> dict:
 def main(out_dir: str | os.PathLike = "bench/results", only: tuple[str, ...] = ("esc10", "four")) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+    path = out_dir / "train.json"
+    results = {}
+    if set(only) != {"esc10", "four"} and path.is_file():  # a partial run updates the other section's file
+        results = json.loads(path.read_text(encoding="utf-8"))
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     with tempfile.TemporaryDirectory(prefix="fieldear-bench-train-") as tmp:
         work = Path(tmp)
         if "four" in only:  # first: its wall time should not profit from anything warmed up before
@@ -121,7 +125,6 @@ def main(out_dir: str | os.PathLike = "bench/results", only: tuple[str, ...] = (
         if "esc10" in only:
             log.info("bench: ESC-10 official folds ...")
             results["esc10_official_folds"] = bench_esc10(work)
-    path = out_dir / "train.json"
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s", path)
     return results
