@@ -164,3 +164,25 @@ def test_unknown_candidate_and_missing_out(small_data, capsys):
         main(["train", str(small_data), "--out", "x", "--candidates", "forest"])
     assert "unknown candidate" in capsys.readouterr().err
     assert "--out is required" in _one_line_error(capsys, ["train", str(small_data)])
+
+
+def test_strict_fails_when_int8_loses_accuracy(small_data, cache_dir, tmp_path, monkeypatch, capsys):
+    import convert.train as train_module
+
+    real = train_module.int8_cv
+
+    def degraded(family, trial, splits, y, n_labels, seed):
+        oof, sizes = real(family, trial, splits, y, n_labels, seed)
+        worse = oof.copy()
+        worse[:3] = np.roll(worse[:3], 1, axis=1)  # three clips now get another clip's top label
+        return worse, sizes
+
+    monkeypatch.setattr(train_module, "int8_cv", degraded)
+    argv = ["train", str(small_data), "--cache", str(cache_dir), "--candidates", "backbone", "--folds", "4"]
+    out = tmp_path / "strict"
+    line = _one_line_error(capsys, argv + ["--out", str(out), "--strict"])
+    assert "int8 quantization loses" in line and "--strict" in line
+    assert not out.exists()
+    assert main(argv + ["--out", str(out)]) == 0  # without --strict the loss is reported, not fatal
+    q = json.loads((out / "model.json").read_text())["metrics"]["quantization"]
+    assert q["int8_loss_points"] > 1.0
