@@ -172,7 +172,7 @@ class BackboneFamily:
     def device_cost(self) -> float:
         return BACKBONE_MACS_PER_BLOCK / self.params.block_hop_seconds
 
-    def cross_validate(self, y, splits, n_labels, seed, budget: Budget, labels) -> list[Trial]:
+    def cross_validate(self, y, splits, n_labels, seed, budget: Budget | None, labels) -> list[Trial]:
         from convert.heads import fit_head
 
         trials = []
@@ -280,7 +280,7 @@ class CnnFamily:
     def device_cost(self, model=None) -> float:
         return 12e6 / self.params.block_hop_seconds
 
-    def cross_validate(self, y, splits, n_labels, seed, budget: Budget, labels) -> list[Trial]:
+    def cross_validate(self, y, splits, n_labels, seed, budget: Budget | None, labels) -> list[Trial]:
         from convert.cnn import fit_cnn
         from convert.quantize import keras_predict
 
@@ -296,7 +296,7 @@ class CnnFamily:
             if info["epochs"] and info["train_blocks"]:
                 self.seconds_per_block_epoch = info["seconds"] / (info["epochs"] * info["train_blocks"])
             left = len(splits) - k - 1
-            if left:
+            if left and budget is not None:
                 need = left * (time.monotonic() - t0) / (k + 1)
                 if need > budget.remaining:
                     raise _OverBudget(f"stopped after fold {k + 1} of {len(splits)}: {need:.0f} s more needed, "
@@ -456,7 +456,8 @@ def train(options: TrainOptions) -> dict:
         log.info("candidate %s: about %.0f s (%.0f s of the budget left)", name, estimate, budget.remaining)
         family.prepare(dataset)
         try:
-            trials.extend(family.cross_validate(y, splits, n_labels, options.seed, budget, labels))
+            # the first candidate always finishes (there must be a model); later ones stop when over budget
+            trials.extend(family.cross_validate(y, splits, n_labels, options.seed, budget if trials else None, labels))
         except _OverBudget as exc:
             log.warning("candidate %s %s", name, exc)
             notes.append({"name": name, "note": str(exc)})
