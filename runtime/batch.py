@@ -206,7 +206,7 @@ def read_done(out: Path, fmt: str, columns: list[str], model_sha: str) -> set[st
                                     "resume with the same --model, or write to a new --out")
             rows = (dict(zip(header, r)) for r in reader)
         else:
-            rows = (json.loads(line) for line in f if line.strip())
+            rows = (_json_row(out, n, line) for n, line in enumerate(f, 1) if line.strip())
         for row in rows:
             sha = row.get("model_sha") or ""
             if sha and sha != model_sha:
@@ -215,6 +215,16 @@ def read_done(out: Path, fmt: str, columns: list[str], model_sha: str) -> set[st
             if row.get("path"):
                 done.add(_norm(row["path"]))
     return done
+
+
+def _json_row(out: Path, n: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        row = None
+    if not isinstance(row, dict):
+        raise FieldearError(f"{out}: line {n} is not a JSON row", "repair or remove that line, or write to a new --out")
+    return row
 
 
 class RowWriter:

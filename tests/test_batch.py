@@ -126,6 +126,9 @@ def test_resume_refuses_another_models_output(mixed_folder, tmp_path):
     out.write_text(text)
     with pytest.raises(FieldearError, match="another model"):
         run_batch([str(mixed_folder)], out, model_dir=str(model_dir()), resume=True)
+    out.write_text('{"path": "a.wav"}\nnot json\n')
+    with pytest.raises(FieldearError, match="line 2 is not a JSON row"):
+        run_batch([str(mixed_folder)], out, model_dir=str(model_dir()), resume=True)
 
 
 def test_cli_batch_exit_code_progress_and_summary(mixed_folder, tmp_path):
