@@ -41,6 +41,7 @@ TEST_FOLD = 5
 N_EVENTS = 40
 # 2.32 s blocks every 0.58 s (half the bundle's hop: finer onsets), moving average over 3 blocks
 LISTEN_OPTS = ["--block-hop", "25", "--smoothing", "3", "--merge-gap", "1.0"]
+BACKGROUND_STEP_S = 1.0  # background training clips: 5 s windows every 1 s (6 per soundscape)
 QUEUE_CHUNKS = 400  # 40 s of audio = 5 s of wall time at 8x: the slack a microphone's 10 s queue gives at 1x
 
 
@@ -61,8 +62,8 @@ def esc10_rows(shared: Path) -> list[dict]:
     return rows
 
 
-def write_background_clips(files: list[Path], out: Path) -> list[Path]:
-    """Each 10 s training soundscape cut into two 5 s clips (DC removed), as WAV files."""
+def write_background_clips(files: list[Path], out: Path, step_s: float = BACKGROUND_STEP_S) -> list[Path]:
+    """5 s windows every ``step_s`` seconds of each 10 s training soundscape (DC removed), as WAV files."""
     from runtime.clips import write_wav
 
     out.mkdir(parents=True, exist_ok=True)
@@ -70,9 +71,10 @@ def write_background_clips(files: list[Path], out: Path) -> list[Path]:
     for f in files:
         x = load(f)
         x = x - x.mean()
-        for k in range(2):
+        for k in range(int((len(x) / RATE - 5.0) // step_s) + 1):
+            a = int(k * step_s * RATE)
             p = out / f"{f.stem}_{k}.wav"
-            write_wav(p, x[k * 5 * RATE : (k + 1) * 5 * RATE].astype(np.float32), RATE)
+            write_wav(p, x[a : a + 5 * RATE].astype(np.float32), RATE)
             clips.append(p)
     return clips
 
@@ -121,8 +123,9 @@ def write_manifest(shared: Path, work: Path, augment: bool = True) -> Path:
         w.writerow(["path", "label", "fold"])
         for r in train_rows:
             w.writerow([str(r["path"]), r["label"], r["fold"]])
-        for i, p in enumerate(bg):
-            w.writerow([str(p), "background", 1 + i % 4])
+        per_file = len(bg) // len(train_forest)
+        for i, p in enumerate(bg):  # windows of one soundscape share a fold (they overlap)
+            w.writerow([str(p), "background", 1 + (i // per_file) % 4])
     return manifest
 
 
