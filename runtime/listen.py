@@ -199,35 +199,44 @@ class Listener:
             if self.clips is not None:
                 self.clips.start(self.source.sample_rate, self.store)
             self._call("on_start")
-            last_tick = self.monotonic()
             self.store.prune(every_s=0.0)
             if hasattr(self.source, "set_stop"):
                 self.source.set_stop(stop_event)
-            for chunk in self.source.blocks():
-                if stop_event.is_set():
-                    self.stopped_by_request = True
-                    break
-                if self._next_model is not None:
-                    self._apply_swap()
-                if len(chunk):
-                    self._feed(chunk)
-                now_m = self.monotonic()
-                if now_m - last_tick >= self.tick_s:
-                    last_tick = now_m
-                    self._tick()
-                if stop_event.is_set():
-                    self.stopped_by_request = True
-                    break
-            for block in self._stream.flush():
-                self._on_block(block)
-            self._close_events()
-            if self.clips is not None:
-                self.clips.finish(self._offset_base + self._stream.seconds_in)
-            self.stats.wall_s = self.monotonic() - t0
-            self._call("on_stop")
-            summary = self.summary()
-            self.store.end_run({k: summary[k] for k in ("audio_s", "blocks", "events", "stopped")})
-            self.store.flush(force=True)
+            try:
+                self._loop(stop_event)
+            finally:  # also when the source fails for good: open events are closed and logged
+                summary = self._finish(t0)
+        return summary
+
+    def _loop(self, stop_event: threading.Event) -> None:
+        last_tick = self.monotonic()
+        for chunk in self.source.blocks():
+            if stop_event.is_set():
+                self.stopped_by_request = True
+                break
+            if self._next_model is not None:
+                self._apply_swap()
+            if len(chunk):
+                self._feed(chunk)
+            now_m = self.monotonic()
+            if now_m - last_tick >= self.tick_s:
+                last_tick = now_m
+                self._tick()
+            if stop_event.is_set():
+                self.stopped_by_request = True
+                break
+
+    def _finish(self, t0: float) -> dict:
+        for block in self._stream.flush():
+            self._on_block(block)
+        self._close_events()
+        if self.clips is not None:
+            self.clips.finish(self._offset_base + self._stream.seconds_in)
+        self.stats.wall_s = self.monotonic() - t0
+        self._call("on_stop")
+        summary = self.summary()
+        self.store.end_run({k: summary[k] for k in ("audio_s", "blocks", "events", "stopped")})
+        self.store.flush(force=True)
         return summary
 
     def _feed(self, chunk: np.ndarray) -> None:
@@ -243,11 +252,11 @@ class Listener:
         self._check_level(chunk, now)
         if self.clips is not None:
             self.clips.push(chunk)
+        if self.source.live:  # the chunk's last sample arrived about now
+            self._anchor = (now, self._offset_base + self._stream.seconds_in + len(chunk) / self.source.sample_rate)
         for block in self._stream.push(chunk):
             self._on_block(block)
         self.stats.audio_s = self._offset_base + self._stream.seconds_in
-        if self.source.live:
-            self._anchor = (now, self.stats.audio_s)
         self._call("on_audio", len(chunk))
         if self.clips is not None:
             self.clips.poll(self.stats.audio_s)

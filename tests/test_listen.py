@@ -258,3 +258,26 @@ def test_clipping_and_digital_silence_are_reported_not_fatal(model, tmp_path, ca
     assert summary["clipped_samples"] > rate * 4
     text = caplog.text
     assert "digitally silent for 60 s" in text and "input is clipping" in text
+
+
+def test_source_failing_for_good_still_closes_and_logs_open_events(model, shared_data, tmp_path):
+    from runtime.errors import AudioError
+
+    class DiesAfter(FileSource):
+        def blocks(self):
+            for i, chunk in enumerate(super().blocks()):
+                if i == 12:
+                    raise AudioError("input device mic:x is gone and did not come back")
+                yield chunk
+
+    forest = shared_data / "soundscapes" / "forest_24h" / "S4A03895_20190522_000000.wav"
+    src = DiesAfter(forest, chunk_seconds=0.5)
+    store = Store(tmp_path / "die.db", device_id="t", source=src.name, model_sha="m", settings={})
+    rec = Recorder()
+    listener = Listener(model, src, store, PostSettings(), hooks=[rec])
+    with pytest.raises(AudioError, match="is gone"):
+        listener.run()
+    store.close()
+    assert rec.calls["on_stop"] == 1 and listener.stats.audio_s == 6.0
+    rows = sqlite3.connect(tmp_path / "die.db").execute("SELECT label, end_s FROM events").fetchall()
+    assert rows and max(r[1] for r in rows) > 4.0  # the event open when the device died was logged
