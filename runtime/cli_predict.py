@@ -10,22 +10,6 @@ log = logging.getLogger(__name__)
 
 
 # BLAS libraries numpy may be built with, and the variable each reads (once, when numpy is first imported)
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def limit_blas_threads() -> None:
-    """One BLAS thread for numpy, unless the user set it: the frontend's matrix products are small, and
-    BLAS helper threads only compete with the TFLite interpreter and the --jobs workers (on a busy 2-core
-    machine the mel product was 7x slower with them). Must run before numpy is imported to take effect."""
-    import os
-
-    if "numpy" in sys.modules:
-        log.debug("numpy already imported: BLAS thread count left as it is")
-        return
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-
-
 def _positive_int(text: str) -> int:
     import argparse
 
@@ -89,7 +73,6 @@ def register(subparsers) -> None:
 
 
 def cmd_predict(args) -> int:
-    limit_blas_threads()
     from runtime.model import Model
     from runtime.predict import format_prediction, predict_file, short_error
 
@@ -115,7 +98,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    limit_blas_threads()  # inherited by the worker processes too
     from runtime.batch import Progress, run_batch
 
     progress = None if args.quiet else Progress(sys.stderr)

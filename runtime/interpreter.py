@@ -1,7 +1,8 @@
 """TFLite interpreter chosen at run time: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
 
 ``Runner`` wraps one model file: float32 in, float32 out, int8/uint8 (de)quantization done here
-from the model's own quantization parameters.
+from the model's own quantization parameters. ``FIELDEAR_TFLITE_XNNPACK=0`` (or ``xnnpack=False``) selects
+the reference kernels, whose outputs are identical across backends.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def backend_version(name: str) -> str:
         return "?"
 
 
+def _op_resolver_type(interpreter_cls):
+    """The backend's OpResolverType enum (it lives beside its Interpreter class), or None."""
+    module = importlib.import_module(interpreter_cls.__module__)
+    return getattr(module, "OpResolverType", None)
+
+
 def _tensor_spec(detail: dict) -> dict:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return {
@@ -71,9 +78,19 @@ def _tensor_spec(detail: dict) -> dict:
 class Runner:
     """One TFLite model, run one example at a time (the models have batch size 1)."""
 
-    def __init__(self, model: str | Path | bytes, threads: int | None = None, backend: str | None = None):
+    def __init__(self, model: str | Path | bytes, threads: int | None = None, backend: str | None = None,
+                 xnnpack: bool | None = None):
         self.backend_name, cls = find_backend(backend)
         kwargs = {"num_threads": int(threads)} if threads else {}
+        if xnnpack is None:
+            xnnpack = os.environ.get("FIELDEAR_TFLITE_XNNPACK", "1") != "0"
+        if not xnnpack:
+            # The reference int8 kernels: bit-identical across backends (tflite-runtime 2.14 runs int8 on them
+            # anyway), about 3x slower than XNNPACK, whose int8 results differ by a step here and there.
+            resolver = _op_resolver_type(cls)
+            if resolver is not None:
+                kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.xnnpack = xnnpack
         try:
             if isinstance(model, (bytes, bytearray)):
                 self._interp = cls(model_content=bytes(model), **kwargs)

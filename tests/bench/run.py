@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.cli_predict import limit_blas_threads
+from runtime.cli import limit_blas_threads
 
 limit_blas_threads()  # as `fieldear predict/batch` do; before numpy is imported (this is a script)
 
