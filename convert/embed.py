@@ -21,7 +21,7 @@ import numpy as np
 
 from runtime.bundle import sha256_file
 from runtime.frontend import FrontendParams
-from runtime.pipeline import BlockStream
+from runtime.pipeline import FileBlocks
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,7 @@ def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: floa
 
     ``gain`` != 1 scales the samples (clipped to [-1, 1]) first: level augmentation for training.
     """
-    from runtime.audio import iter_chunks, probe
-
-    info = probe(path)
-    rate = int(info.sample_rate)
-    stream = BlockStream(params, rate)
-    for chunk in iter_chunks(path, None, CHUNK_SECONDS):
-        if gain != 1.0:
-            chunk = np.clip(chunk * np.float32(gain), -1.0, 1.0)
-        for block in stream.push(chunk):
-            yield block.features
-    for block in stream.flush():
+    for block in FileBlocks(path, params, CHUNK_SECONDS):
         yield block.features
 
 

@@ -56,6 +56,28 @@ class BlockStream:
         return self.samples_in / self.in_rate
 
 
+class FileBlocks:
+    """Iterate over the blocks of an audio file read from disk in chunks (bounded memory, any length).
+
+    After (or during) iteration, ``stream.samples_in`` / ``stream.seconds_in`` say how much audio was read.
+    """
+
+    def __init__(self, path, params: FrontendParams, chunk_seconds: float = 10.0):
+        from runtime.audio import probe
+
+        self.path = path
+        self.info = probe(path)
+        self.stream = BlockStream(params, self.info.sample_rate)
+        self.chunk_seconds = chunk_seconds
+
+    def __iter__(self):
+        from runtime.audio import iter_chunks
+
+        for chunk in iter_chunks(self.path, chunk_seconds=self.chunk_seconds):
+            yield from self.stream.push(chunk)
+        yield from self.stream.flush()
+
+
 def blocks_of(samples: np.ndarray, in_rate: int, params: FrontendParams) -> list[Block]:
     """All blocks of an in-memory clip (same result as streaming it in any chunk sizes)."""
     stream = BlockStream(params, in_rate)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.errors import AudioError
-from runtime.pipeline import BlockStream
+from runtime.pipeline import FileBlocks
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,15 @@ def predict_file(model, path: str | os.PathLike, keep_blocks: bool = False,
     Raises AudioError (a FieldearError) for files that cannot be read; the message is short and does
     not repeat the path (callers print ``path: message``).
     """
-    from runtime.audio import iter_chunks, probe
-
-    info = probe(path)
-    stream = BlockStream(model.params, info.sample_rate)
+    blocks = FileBlocks(path, model.params, chunk_seconds)
+    info, stream = blocks.info, blocks.stream
     scores: list[np.ndarray] = []
     next_report = clock() + PROGRESS_EVERY_S
-    for chunk in iter_chunks(path, chunk_seconds=chunk_seconds):
-        for block in stream.push(chunk):
-            scores.append(model.score_block(block.features))
+    for block in blocks:
+        scores.append(model.score_block(block.features))
         if clock() >= next_report:  # a long recording: say how far it got
             log.info("%s: %.0f of %.0f s done", path, stream.seconds_in, info.duration_s)
             next_report = clock() + PROGRESS_EVERY_S
-    for block in stream.flush():
-        scores.append(model.score_block(block.features))
     if stream.samples_in == 0:
         raise AudioError("no audio samples in the file")
     block_scores = np.stack(scores) if scores else np.zeros((0, len(model.labels)), np.float32)

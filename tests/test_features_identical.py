@@ -26,12 +26,9 @@ def _listen_path_blocks(path, params):
 
 
 def _predict_path_blocks(path, params):
-    from runtime.audio import iter_chunks, probe
+    from runtime.pipeline import FileBlocks  # what runtime.predict.predict_file iterates
 
-    stream = BlockStream(params, probe(path).sample_rate)
-    feats = [b.features for chunk in iter_chunks(path, chunk_seconds=10.0) for b in stream.push(chunk)]
-    feats += [b.features for b in stream.flush()]
-    return np.stack(feats)
+    return np.stack([b.features for b in FileBlocks(path, params, chunk_seconds=10.0)])
 
 
 @pytest.mark.parametrize("params", [BACKBONE, SMALL], ids=["backbone", "small"])
