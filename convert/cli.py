@@ -5,17 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from runtime.cli import positive_int
+
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -53,12 +45,12 @@ def register(subparsers) -> None:
     t.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
     t.add_argument("--candidates", type=_candidates, default=("backbone", "cnn"), metavar="LIST",
                    help="candidate families to try, comma-separated: backbone,cnn (default both)")
-    t.add_argument("--folds", type=_positive_int, default=5, metavar="N", help="cross-validation folds (default 5; "
+    t.add_argument("--folds", type=positive_int, default=5, metavar="N", help="cross-validation folds (default 5; "
                    "a manifest's fold column takes precedence)")
     t.add_argument("--cache", metavar="DIR", default=None,
                    help="embedding cache directory (default ~/.cache/fieldear)")
-    t.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="TFLite interpreter threads")
-    t.add_argument("--cnn-epochs", type=_positive_int, default=None, metavar="N",
+    t.add_argument("--threads", type=positive_int, default=None, metavar="N", help="TFLite interpreter threads")
+    t.add_argument("--cnn-epochs", type=positive_int, default=None, metavar="N",
                    help="maximum epochs for the CNN candidate (default 40)")
     t.add_argument("--no-augment", dest="augment", action="store_false",
                    help="backbone heads: do not add level-shifted (-12/+6 dB) copies of the training audio")

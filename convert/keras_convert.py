@@ -12,7 +12,6 @@ says so).
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +93,8 @@ def convert_keras(options: ConvertOptions) -> dict:
     from convert.dataset import load_dataset
     from convert.embed import dataset_blocks
     from convert.quantize import keras_predict, quantize_int8, representative_sample
-    from convert.report import quantization_parity, report_metrics, write_report
-    from convert.train import _dataset_summary, _fieldear_version, pool_scores
-    from runtime.bundle import load_bundle, write_bundle
+    from convert.report import quantization_parity
+    from convert.train import _dataset_summary, _fieldear_version, pool_scores, publish_bundle, thresholds_from_oof
     from runtime.interpreter import Runner
 
     t0 = time.monotonic()
@@ -162,9 +160,7 @@ def convert_keras(options: ConvertOptions) -> dict:
                   "frontend": options.frontend, "clip_pooling": options.pooling},
         "quantization": parity,
     }
-    computed = report_metrics(result)
-    thresholds = {k: round(float(v), 4) for k, v in computed["thresholds"].items()}
-    result["thresholds"] = thresholds
+    computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t0, 1)
     meta = {
         "name": name,
@@ -179,10 +175,5 @@ def convert_keras(options: ConvertOptions) -> dict:
                     "source_model": Path(options.model).name},
         "dataset": {"fingerprint": dataset.fingerprint, "n_clips": len(dataset), "classes": dataset.counts},
     }
-    with tempfile.TemporaryDirectory(prefix="fieldear-report-") as tmp:
-        write_report(tmp, result)
-        for p in sorted(Path(tmp).iterdir()):
-            files[p.name] = p.read_bytes()
-        write_bundle(out, files, meta, force=options.force)
-    bundle = load_bundle(out)
+    bundle = publish_bundle(out, files, meta, result, force=options.force)
     return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}

@@ -420,9 +420,8 @@ def int8_cv(family, trial: Trial, splits, y, n_labels, seed) -> tuple[np.ndarray
 def train(options: TrainOptions) -> dict:
     """Run the whole training; returns a summary dict (also written into the bundle)."""
     from convert.dataset import load_dataset
-    from convert.report import quantization_parity, report_metrics, write_report
+    from convert.report import quantization_parity
     from convert.splits import make_splits
-    from runtime.bundle import load_bundle, write_bundle
 
     t_start = time.monotonic()
     out = _check_out(options)
@@ -525,9 +524,7 @@ def train(options: TrainOptions) -> dict:
         "seed": options.seed,
         "time_budget_s": options.time_budget,
     }
-    computed = report_metrics(result)
-    thresholds = {k: round(float(v), 4) for k, v in computed["thresholds"].items()}
-    result["thresholds"] = thresholds
+    computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t_start, 1)
 
     meta = {
@@ -552,15 +549,35 @@ def train(options: TrainOptions) -> dict:
                      "candidates": [c["name"] for c in candidates], "choice": best.name,
                      "train_seconds": result["train_seconds"]},
     }
+    bundle = publish_bundle(out, files, meta, result, force=options.force)
+    log.info("bundle %s: %s, CV accuracy %.3f, macro-F1 %.3f (int8), %.0f s", out, best.name,
+             meta["metrics"]["cv_accuracy"], meta["metrics"]["cv_macro_f1"], time.monotonic() - t_start)
+    return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}
+
+
+def thresholds_from_oof(result: dict) -> tuple[dict, dict]:
+    """The report's metrics and the per-label F1-optimal thresholds from the out-of-fold scores in ``result``
+    (stored into ``result["thresholds"]`` too): the bundle's defaults for listen and evaluate."""
+    from convert.report import report_metrics
+
+    computed = report_metrics(result)
+    thresholds = {k: round(float(v), 4) for k, v in computed["thresholds"].items()}
+    result["thresholds"] = thresholds
+    return computed, thresholds
+
+
+def publish_bundle(out, files: dict, meta: dict, result: dict, force: bool):
+    """Write the report beside the model files and publish the bundle atomically; return it loaded."""
+    from convert.report import write_report
+    from runtime.bundle import load_bundle, write_bundle
+
+    files = dict(files)
     with tempfile.TemporaryDirectory(prefix="fieldear-report-") as tmp:
         write_report(tmp, result)
         for p in sorted(Path(tmp).iterdir()):
             files[p.name] = p.read_bytes()
-        write_bundle(out, files, meta, force=options.force)
-    bundle = load_bundle(out)
-    log.info("bundle %s: %s, CV accuracy %.3f, macro-F1 %.3f (int8), %.0f s", out, best.name,
-             meta["metrics"]["cv_accuracy"], meta["metrics"]["cv_macro_f1"], time.monotonic() - t_start)
-    return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}
+        write_bundle(out, files, meta, force=force)
+    return load_bundle(out)
 
 
 def _dataset_summary(dataset, alias: tuple[tuple[str, str], ...] = ()) -> dict:

@@ -53,6 +53,7 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+# BLAS libraries numpy may be built with, and the variable each reads (once, when numpy is first imported)
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -67,6 +68,17 @@ def limit_blas_threads() -> None:
         return
     for name in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,26 +6,15 @@ import json
 import logging
 import sys
 
+from runtime.cli import positive_int
+
 log = logging.getLogger(__name__)
-
-
-# BLAS libraries numpy may be built with, and the variable each reads (once, when numpy is first imported)
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return value
 
 
 def _model_options(p) -> None:
     p.add_argument("--model", metavar="DIR", default=None,
                    help="model bundle directory (default: the committed default model)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", default=None,
+    p.add_argument("--threads", type=positive_int, metavar="N", default=None,
                    help="TFLite interpreter threads (default: the interpreter's own choice; 1 per process with --jobs > 1). "
                    "FIELDEAR_TFLITE_BACKEND=ai-edge-litert|tflite-runtime|tensorflow forces an interpreter")
 
@@ -36,7 +25,7 @@ def register(subparsers) -> None:
                               "Files are streamed from disk (any length). Exit code 1 if any file failed.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV; FLAC/OGG/MP3 with fieldear[formats])")
     _model_options(p)
-    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="labels shown per file (default 3)")
+    p.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="labels shown per file (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout (all scores)")
     p.set_defaults(func=cmd_predict)
 
@@ -47,7 +36,7 @@ def register(subparsers) -> None:
     b.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="folders (searched recursively) and/or files")
     b.add_argument("--out", required=True, metavar="FILE", help="output file, *.csv or *.jsonl")
     _model_options(b)
-    b.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    b.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default 1)")
     b.add_argument("--resume", action="store_true", help="append to --out, skipping files already in it")
     b.add_argument("--force", action="store_true", help="overwrite an existing --out")
     b.set_defaults(func=cmd_batch)

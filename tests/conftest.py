@@ -30,3 +30,15 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def esc10(shared_data) -> Path:
     return shared_path("esc10")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto on 127.0.0.1 (a free port), stopped after the test (tests/fleet_broker.py)."""
+    from tests.fleet_broker import Broker, require_mosquitto
+
+    require_mosquitto()
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,6 @@ from tests.fleet_broker import (
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def broker(tmp_path):
-    require_mosquitto()
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
 
 
 def _event(device: str, event_id: int, label: str = "dog", start_utc: str = "2026-05-01T04:12:07.250Z") -> bytes:

@@ -29,15 +29,6 @@ mqtt = pytest.importorskip("paho.mqtt.client")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def broker(tmp_path):
-    require_mosquitto()
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 class Recorder:
     """A plain paho subscriber that records every message (topic, payload, qos, retain)."""
 

@@ -24,15 +24,6 @@ from tests.fleet_broker import (
 pytest.importorskip("paho.mqtt.client")
 
 
-@pytest.fixture
-def broker(tmp_path):
-    require_mosquitto()
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 def test_pending_in_id_order_after_cursor(tmp_path):
     db = make_device_db(tmp_path / "dev.db")
     ids = [add_event(db, "d1", label, float(i)) for i, label in enumerate(["dog", "rain", "dog", "rooster"])]
