@@ -309,7 +309,9 @@ class Store:
                 cutoff = utc_iso(now - float(self.keep_days) * 86400.0)
                 with self.conn:
                     for table, col in (("windows", "t_utc"), ("events", "end_utc"), ("health", "t_utc")):
-                        deleted[table] += self.conn.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount
+                        deleted[table] += self.conn.execute(
+                            f"DELETE FROM {table} WHERE {col} < ? AND id <= ?", (cutoff, self._deletable_up_to(table))
+                        ).rowcount
             if self.max_db_mb is not None:
                 target = float(self.max_db_mb) * 0.9
                 for table in ("windows", "health", "events"):
@@ -318,8 +320,9 @@ class Store:
                         batch = max(50, count // 20)  # 5 % steps: does not overshoot by much
                         with self.conn:
                             n = self.conn.execute(
-                                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT ?)",
-                                (batch,)).rowcount
+                                f"DELETE FROM {table} WHERE id IN "
+                                f"(SELECT id FROM {table} WHERE id <= ? ORDER BY id LIMIT ?)",
+                                (self._deletable_up_to(table), batch)).rowcount
                         if n == 0:
                             break
                         deleted[table] += n
@@ -330,6 +333,17 @@ class Store:
         except sqlite3.Error as exc:
             log.warning("retention pass failed: %s", exc)
         return deleted
+
+    def _deletable_up_to(self, table: str) -> int:
+        """Highest id of ``table`` retention may delete: rows the MQTT outbox (runtime/outbox.py) has not
+        sent yet are kept, so a long broker outage loses nothing; without an outbox, any row."""
+        if table not in ("events", "health"):
+            return 2**62
+        try:
+            row = self.conn.execute("SELECT last_id FROM outbox_state WHERE stream = ?", (table,)).fetchone()
+        except sqlite3.OperationalError:  # no outbox_state table: this device does not report
+            return 2**62
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         if not self.flush(force=True):

@@ -165,3 +165,21 @@ def test_parse_since():
     assert parse_since("2026-05-28T00:00:00Z", T0) == 1779926400.0
     with pytest.raises(Exception, match="cannot read --since"):
         parse_since("yesterday", T0)
+
+
+def test_retention_keeps_events_the_outbox_has_not_sent(tmp_path):
+    from runtime.outbox import STATE_DDL, mark_sent
+
+    now = [T0]
+    st = make_store(tmp_path / "a.db", clock=lambda: now[0], keep_days=1)
+    for day in range(5):
+        st.add_event(event(0, T0 + day * 86400))
+    st.flush()
+    st.conn.execute(STATE_DDL)
+    with st.conn:
+        mark_sent(st.conn, "events", 2)  # the broker acknowledged events 1 and 2 only
+    now[0] = T0 + 4 * 86400 + 10
+    deleted = st.prune(every_s=0)
+    assert deleted["events"] == 2  # days 2 and 3 are old too, but still waiting to be sent
+    ids = [r[0] for r in st.conn.execute("SELECT id FROM events ORDER BY id")]
+    assert ids == [3, 4, 5]
