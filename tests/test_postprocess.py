@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import ConfigError
-from runtime.postprocess import EventDetector, MovingAverage, PostSettings, detect, segment_of
+from runtime.postprocess import STREAM_THRESHOLD_FLOOR, EventDetector, MovingAverage, PostSettings, detect, segment_of
 
 pytestmark = pytest.mark.runtime
 
@@ -92,7 +92,11 @@ def test_moving_average_values():
 def test_ignore_labels_and_bundle_threshold_overrides():
     bundle = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.3, "rooster": 0.4}})()
     s = PostSettings.for_bundle(bundle, {"rooster": 0.8}, ignore=("dog",))
-    assert s.on_threshold("dog") == 0.3 and s.on_threshold("rooster") == 0.8
+    # bundle thresholds are floored for streams, the user's own are taken as given
+    assert s.on_threshold("dog") == STREAM_THRESHOLD_FLOOR and s.on_threshold("rooster") == 0.8
+    assert PostSettings.for_bundle(bundle, {"rooster": 0.2}).on_threshold("rooster") == 0.2
+    high = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.7}})()
+    assert PostSettings.for_bundle(high).on_threshold("dog") == 0.7
     assert run([0.9] * 4, s, rooster=[0.5] * 4) == []
     with pytest.raises(ConfigError, match="unknown label 'cat'"):
         PostSettings.for_bundle(bundle, {"cat": 0.5})
