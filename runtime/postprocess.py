@@ -24,7 +24,8 @@ from runtime.errors import ConfigError
 
 # A bundle's per-label thresholds are F1-optimal on clip-level cross-validation, where every clip is one of the
 # labels; in a field stream most audio is none of them, so listen raises a bundle threshold below this floor to
-# it (stream bench, ESC-10 fold 5 over forest soundscapes: event F1 0.844 -> 0.892, false alarms 92 -> 25 per hour). Thresholds given by the user are taken as they are.
+# it (stream bench, ESC-10 fold 5 over forest soundscapes: event F1 0.844 -> 0.892, false alarms 92 -> 25 per
+# hour). Thresholds the user gives are taken as they are.
 STREAM_THRESHOLD_FLOOR = 0.5
 
 
