@@ -202,7 +202,10 @@ def cmd_listen(args) -> int:
     block_hop = config.audio.block_hop
     params = model.params if block_hop is None else model.params.with_block_hop(block_hop)
     if args.file:
-        source = FileSource(args.file, realtime=args.realtime, speed=args.speed, device_queue=args.device_queue)
+        # as fast as possible: larger reads (fewer calls per second of audio); paced or queued: mic-sized chunks
+        chunk_s = 0.5 if args.realtime or args.device_queue else 5.0
+        source = FileSource(args.file, realtime=args.realtime, speed=args.speed, device_queue=args.device_queue,
+                            chunk_seconds=chunk_s)
     else:
         source = MicSource(device=_device_arg(config.audio.device),
                            model_rate=config.audio.sample_rate or params.sample_rate)

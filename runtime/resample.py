@@ -3,10 +3,9 @@
 scipy's default ``resample_poly`` filter is too soft for the backbone: its transition band is
 centred on the old Nyquist, so images above it leak into the top mel bands. Here the stop band
 starts at the lower Nyquist (about -80 dB from there on) with 64 taps per output phase.
-The polyphase filtering is done here in numpy (one strided einsum per filter phase: the same sums for any
-chunking, so chunk invariance stays bit-exact), 1.5-3x faster than scipy's ``upfirdn`` at the usual rates
-(slower for rates with a huge ``up`` such as 11127 Hz), without importing scipy.signal (0.5-1 s at
-start-up); the filter is scipy's ``firwin`` arithmetic with a Kaiser window, bit for bit.
+The polyphase filtering is done here in numpy (gathered rows summed with einsum: the same sums for any
+chunking, so chunk invariance stays bit-exact), without importing scipy.signal (0.5-1 s at start-up); the
+filter is scipy's ``firwin`` arithmetic with a Kaiser window, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import scipy.special
 TAPS_PER_PHASE = 64
 CUTOFF = 0.92  # -6 dB point, as a fraction of the lower Nyquist
 KAISER_BETA = 8.0
+PER_PHASE_MIN = 64  # outputs per phase from which a chunk is filtered phase by phase (same sums either way)
 
 
 @functools.lru_cache(maxsize=16)
@@ -57,19 +57,27 @@ def polyphase_bank(up: int, down: int) -> np.ndarray:
 def polyphase_outputs(bank: np.ndarray, seg: np.ndarray, up: int, down: int, shift: int, count: int) -> np.ndarray:
     """``c[shift + i*down]`` for i < count, c being seg zero-stuffed by ``up`` and convolved with the filter.
 
-    ``c[t] = sum_j h[p + j*up] * seg[b - j]`` with ``b, p = divmod(t, up)``; outputs ``up`` apart share the
-    phase p, so each phase is one strided product (einsum, not BLAS: its per-row sums do not depend on
-    how many rows a call gets, which keeps the output independent of the chunking).
+    ``c[t] = sum_j h[p + j*up] * seg[b - j]`` with ``b, p = divmod(t, up)``: each output is one row of input
+    window times one row of the phase bank. Long chunks take the rows phase by phase (outputs ``up`` apart
+    share a phase); short ones gather all rows at once, avoiding ``up`` small calls. Either way each row is
+    summed by einsum's same contiguous dot kernel (not BLAS, whose sums depend on how many rows a call gets),
+    so the output is independent of the chunking.
     """
     taps = bank.shape[1]
     xp = np.concatenate([np.zeros(taps - 1, np.float32), seg, np.zeros(taps + down + 1, np.float32)])
     windows = np.lib.stride_tricks.sliding_window_view(xp, taps)  # windows[b] = seg[b-taps+1 .. b]
-    out = np.zeros(count, np.float32)
-    for r in range(min(up, count)):
-        b, p = divmod(shift + r * down, up)
-        k = min(len(range(r, count, up)), (len(windows) - 1 - b) // down + 1)
-        if k > 0:
-            out[r : r + up * (k - 1) + 1 : up] = np.einsum("ij,j->i", windows[b : b + down * (k - 1) + 1 : down], bank[p])
+    out = np.empty(count, np.float32)
+    if count >= PER_PHASE_MIN * up:  # long chunks: one strided product per phase, no gathering
+        for r in range(min(up, count)):
+            b, p = divmod(shift + r * down, up)
+            k = len(range(r, count, up))
+            out[r::up] = np.einsum("ij,j->i", windows[b : b + down * (k - 1) + 1 : down], bank[p])
+        return out
+    step = max(1, (1 << 20) // taps)  # short chunks: gather rows for all phases (temporaries ~4 MB at most)
+    for i0 in range(0, count, step):
+        t = shift + np.arange(i0, min(count, i0 + step), dtype=np.int64) * down
+        b, p = np.divmod(t, up)
+        out[i0 : i0 + len(t)] = np.einsum("ij,ij->i", windows[b], bank[p])
     return out
 
 
