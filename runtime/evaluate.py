@@ -238,7 +238,10 @@ def evaluate_rows(rows: list[dict], labels: list[str], truth, thresholds: dict[s
     for t in y_true:
         if t not in labels:
             unknown_truth[t] = unknown_truth.get(t, 0) + 1
-    scored = list(labels) + sorted(unknown_truth)
+    # labels that occur (in truth or predictions), in model order: a model label the data never has and the
+    # model never predicts would count as F1 0 and drag the macro average down for nothing (as sklearn does)
+    seen = set(y_true) | set(y_pred)
+    scored = [label for label in labels if label in seen] + sorted(unknown_truth)
     report = classification_report(y_true, y_pred, scored)
     shas = sorted({str(r.get("model_sha")) for r in rows if r.get("model_sha")})
     return Evaluation(report=report, labels=labels, thresholds=thresholds, n_rows=len(rows), failed=failed,

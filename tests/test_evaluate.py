@@ -196,3 +196,15 @@ def test_cli_evaluate_db_goes_to_stream_eval(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--tolerance", "x"])
     assert cli.main(["evaluate", "--annotations", "a.csv"]) == 2  # needs --db
+
+
+def test_model_labels_absent_from_data_do_not_lower_macro_averages():
+    from runtime.evaluate import evaluate_rows
+
+    labels = ["dog", "rooster", "great_tit"]  # the data has no great tit and none is predicted
+    rows = [{"path": f"{t}_{i}.wav", **{f"score_{lab}": float(lab == p) for lab in labels}}
+            for i, (t, p) in enumerate([("dog", "dog"), ("dog", "dog"), ("rooster", "rooster"), ("rooster", "dog")])]
+    ev = evaluate_rows(rows, labels, lambda path: truth_from_name(path, "prefix"), {})
+    assert ev.report["labels"] == ["dog", "rooster"]
+    # dog: P 2/3 R 1 F1 0.8; rooster: P 1 R 0.5 F1 2/3 -> macro F1 0.7333 (not 0.4889 with a zero for great_tit)
+    assert ev.report["macro"]["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
