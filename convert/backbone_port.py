@@ -193,19 +193,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def convert_int8(model, rep_blocks: np.ndarray) -> bytes:
-    import tensorflow as tf
+    """Full int8 (int8 in and out) with the project's one converter setup."""
+    from convert.quantize import quantize_int8
 
-    def representative():
-        for b in rep_blocks:
-            yield [b[None].astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return quantize_int8(model, rep_blocks)
 
 
 def _sha256(data: bytes) -> str:

@@ -18,25 +18,15 @@ BACKBONE = ROOT / "runtime" / "models" / "aisfx" / "backbone_int8.tflite"
 def head_tflite(weights: np.ndarray, bias: np.ndarray, embed_scale: float, embed_zp: int, seed: int = 0) -> bytes:
     import tensorflow as tf
 
+    from convert.quantize import quantize_int8
+
     n_in, n_out = weights.shape
     inp = tf.keras.Input(shape=(n_in,), batch_size=1)
     out = tf.keras.layers.Dense(n_out, activation="softmax")(inp)
     model = tf.keras.Model(inp, out)
     model.layers[-1].set_weights([weights.astype(np.float32), bias.astype(np.float32)])
-    rng = np.random.default_rng(seed)
-
-    def rep():
-        for _ in range(64):
-            q = rng.integers(-128, 128, size=(1, n_in))
-            yield [((q - embed_zp) * embed_scale).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    codes = np.random.default_rng(seed).integers(-128, 128, size=(64, n_in))
+    return quantize_int8(model, ((codes - embed_zp) * embed_scale).astype(np.float32))
 
 
 def make_bundle(out: Path, labels: list[str], weights=None, bias=None, thresholds=None, seed: int = 0) -> Path:
