@@ -14,7 +14,7 @@ import sys
 
 log = logging.getLogger(__name__)
 
-HOOK_MODULES = ("runtime.sdnotify", "runtime.health", "runtime.mqtt_sink")
+HOOK_MODULES = ("runtime.health", "runtime.mqtt_sink")  # sd_notify hooks come from runtime.health
 
 
 def register(sub) -> None:
@@ -162,16 +162,8 @@ def build_config(args):
 
 def build_hooks(config, args) -> list:
     hooks = []
-    for name in HOOK_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        factory = getattr(module, "listen_hooks", None)
-        if factory is not None:
-            hooks.extend(factory(config, args) or [])
+    for name in HOOK_MODULES:  # each module's listen_hooks(config, args) returns the hooks it wants
+        hooks.extend(importlib.import_module(name).listen_hooks(config, args) or [])
     return hooks
 
 
