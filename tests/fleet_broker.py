@@ -131,20 +131,6 @@ def require_mosquitto():
     return exe
 
 
-# ---- simulated device logs with the documented schema (runtime/store.py writes the same) ----
-
-DEVICE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    label TEXT NOT NULL, start_utc TEXT NOT NULL, end_utc TEXT NOT NULL,
-    start_s REAL NOT NULL, end_s REAL NOT NULL, peak REAL NOT NULL, mean REAL NOT NULL,
-    model_sha TEXT, device_id TEXT, source TEXT, settings_json TEXT, clip_path TEXT);
-CREATE TABLE IF NOT EXISTS health (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, t_utc TEXT NOT NULL, device_id TEXT, json TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
-
-
 def make_test_certs(out: Path) -> tuple[Path, Path, Path] | None:
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI); None if openssl is missing."""
     openssl = shutil.which("openssl")
@@ -166,12 +152,17 @@ def make_test_certs(out: Path) -> tuple[Path, Path, Path] | None:
     return ca, cert, key
 
 
+# ---- simulated device logs, with the real device schema (runtime/store.py) ----
+
+
 def make_device_db(path: Path):
     import sqlite3
 
     conn = sqlite3.connect(str(path), timeout=10)
+    from runtime.store import SCHEMA
+
     conn.execute("PRAGMA journal_mode = WAL")
-    conn.executescript(DEVICE_SCHEMA)
+    conn.executescript(SCHEMA)
     conn.commit()
     return conn
 
