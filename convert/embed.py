@@ -40,7 +40,7 @@ def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: floa
 
     ``gain`` != 1 scales the samples (clipped to [-1, 1]) first: level augmentation for training.
     """
-    for block in FileBlocks(path, params, CHUNK_SECONDS):
+    for block in FileBlocks(path, params, CHUNK_SECONDS, gain=gain):
         yield block.features
 
 

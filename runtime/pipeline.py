@@ -60,20 +60,24 @@ class FileBlocks:
     """Iterate over the blocks of an audio file read from disk in chunks (bounded memory, any length).
 
     After (or during) iteration, ``stream.samples_in`` / ``stream.seconds_in`` say how much audio was read.
+    ``gain`` != 1 scales the samples (clipped to [-1, 1]) before the pipeline: level augmentation in training.
     """
 
-    def __init__(self, path, params: FrontendParams, chunk_seconds: float = 10.0):
+    def __init__(self, path, params: FrontendParams, chunk_seconds: float = 10.0, gain: float = 1.0):
         from runtime.audio import probe
 
         self.path = path
         self.info = probe(path)
         self.stream = BlockStream(params, self.info.sample_rate)
         self.chunk_seconds = chunk_seconds
+        self.gain = float(gain)
 
     def __iter__(self):
         from runtime.audio import iter_chunks
 
         for chunk in iter_chunks(self.path, chunk_seconds=self.chunk_seconds):
+            if self.gain != 1.0:
+                chunk = np.clip(chunk * np.float32(self.gain), -1.0, 1.0)
             yield from self.stream.push(chunk)
         yield from self.stream.flush()
 

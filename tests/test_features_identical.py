@@ -45,3 +45,18 @@ def test_training_and_device_blocks_are_identical(shared_data, params, rel):
     assert np.array_equal(train, predict)
     assert np.array_equal(train, listen)
     assert train.max() > 0.05  # real sound, not an all-zero block
+
+
+def test_level_augmentation_changes_the_training_blocks(shared_data):
+    """convert.embed's gain reaches the audio (a regression once made every augmented copy identical)."""
+    from convert.embed import clip_blocks
+    from runtime.audio import read_audio
+    from runtime.pipeline import blocks_of
+
+    path = sorted((shared_data / "esc10" / "dog").glob("*.wav"))[0]
+    plain, quieter = clip_blocks(path, BACKBONE), clip_blocks(path, BACKBONE, gain=0.25)
+    assert plain.shape == quieter.shape
+    assert quieter.mean() < plain.mean() - 0.01  # -12 dB is a clearly lower log-mel level
+    samples, rate = read_audio(path)
+    want = blocks_of(np.clip(samples * np.float32(0.25), -1, 1), rate, BACKBONE)
+    assert np.array_equal(np.stack([b.features for b in want]), quieter)
