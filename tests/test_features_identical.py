@@ -56,7 +56,7 @@ def test_level_augmentation_changes_the_training_blocks(shared_data):
     path = sorted((shared_data / "esc10" / "dog").glob("*.wav"))[0]
     plain, quieter = clip_blocks(path, BACKBONE), clip_blocks(path, BACKBONE, gain=0.25)
     assert plain.shape == quieter.shape
-    assert quieter.mean() < plain.mean() - 0.01  # -12 dB is a clearly lower log-mel level
+    assert quieter.mean() < 0.8 * plain.mean()  # -12 dB is a clearly lower log-mel level
     samples, rate = read_audio(path)
     want = blocks_of(np.clip(samples * np.float32(0.25), -1, 1), rate, BACKBONE)
     assert np.array_equal(np.stack([b.features for b in want]), quieter)
