@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 FIELDEAR := $(VENV)/bin/fieldear
 # The original design's interpreter (tflite-runtime: Python <= 3.11, numpy < 2), for the second test run.
 TFLRT_VENV ?= .venv-tflite-runtime
+# PyTorch + aisfx (make backbone; the bench's baseline for the backbone speed).
+TORCH_VENV ?= .venv-torch
 SHARED ?= ../shared/data
 
 .PHONY: help setup sysdeps demo test test-runtime-tflite lint bench backbone default-model clean
@@ -53,11 +55,11 @@ test-runtime-tflite: $(TFLRT_VENV)/.stamp
 lint: setup
 	$(PY) -m compileall -q runtime convert firmware_tools tests
 
-bench: setup sysdeps
+# The backbone section times PyTorch fp32 beside the int8 file, so the bench needs the torch venv too.
+bench: setup sysdeps $(TORCH_VENV)/.stamp
 	$(PY) -m tests.bench.run --out bench/results
 
 # PyTorch is needed for this one step only (torch 2.13.0 CPU; aisfx pins numpy 1.23 there, hence its own venv).
-TORCH_VENV ?= .venv-torch
 $(TORCH_VENV)/.stamp:
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/pip install -q --upgrade pip

@@ -114,8 +114,11 @@ def cut_blocks(clips: list[dict], shared: Path) -> tuple[np.ndarray, list[dict]]
 # ---------------------------------------------------------------- step 1: PyTorch
 
 
-def step_torch(shared: Path, work: Path) -> None:
-    """Export weights and fp32 reference embeddings (runs in the torch venv, never imports TF)."""
+def load_torch_net():
+    """(aisfx's EmbeddingNet in eval mode with the pretrained weights, the weights as numpy, checkpoint path).
+
+    Needs torch + aisfx (the torch venv); used by step 1 and by the backbone speed bench.
+    """
     import torch
     import aisfx
     from aisfx.models.cnn2d import EmbeddingNet
@@ -129,6 +132,14 @@ def step_torch(shared: Path, work: Path) -> None:
     if missing or unexpected:
         raise FieldearError(f"checkpoint does not match EmbeddingNet: missing {missing}, unexpected {unexpected}")
     net.eval()
+    return net, weights, ckpt
+
+
+def step_torch(shared: Path, work: Path) -> None:
+    """Export weights and fp32 reference embeddings (runs in the torch venv, never imports TF)."""
+    import torch
+
+    net, weights, ckpt = load_torch_net()
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "aisfx_weights.npz", **{k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")})
     log.info("exported %d weight arrays from %s", len(weights), ckpt)

@@ -35,7 +35,8 @@ log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
-OTHER_BENCHES = ("tests.bench.bench_train", "tests.bench.bench_stream", "tests.bench.bench_fleet")
+OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
+                 "tests.bench.bench_fleet")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).
@@ -389,6 +390,17 @@ def markdown(res: dict) -> str:
     if errors:
         lines += ["## Errors", ""] + [f"- {k}: {v}" for k, v in errors.items()] + [""]
     others = res.get("other_benches", {})
+    bb = others.get("tests.bench.bench_backbone", {}).get("result")
+    if isinstance(bb, dict) and "ms_per_block" in bb:
+        ms = bb["ms_per_block"]
+        lines += ["## Backbone: int8 TFLite vs PyTorch fp32 (same real blocks, 1 thread, alternating rounds)", "",
+                  f"- PyTorch {bb['torch_version']} fp32 {ms['torch_fp32']:.1f} ms, int8 {bb['tflite_backend']} "
+                  f"{ms['int8_xnnpack']:.2f} ms per block: **{bb['speedup_int8_vs_torch_fp32']:.1f}x** (target >= "
+                  f"{bb['target_speedup']:.0f}x); reference int8 kernels {ms['int8_reference_kernels']:.1f} ms "
+                  f"({bb['speedup_reference_kernels_vs_torch_fp32']:.1f}x)",
+                  f"- embedding cosine int8 vs PyTorch over {bb['blocks']} blocks: median "
+                  f"{bb['cosine_int8_vs_torch_blocks']['median']:.4f}, min {bb['cosine_int8_vs_torch_blocks']['min']:.4f}; "
+                  f"clips (mean-pooled) median {bb['cosine_int8_vs_torch_clips_mean_pooled']['median']:.4f}", ""]
     if others:
         lines += ["## Other areas' benches", ""]
         lines += [f"- {k}: {v['status']}" + (f" ({v.get('wall_s')} s)" if v.get("wall_s") is not None else "")
