@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import scipy.fft
-import scipy.sparse
 
 from runtime.errors import BundleError
 
@@ -181,25 +180,22 @@ def squared_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
     return np.multiply(parts, parts, out=parts)
 
 
-def power_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """|rfft(window * frame)|^2 per frame, float32, shape (n_frames, n_fft//2 + 1) (for inspection and tests)."""
-    parts = squared_spectrum(frames, window)
-    return (parts[:, 0::2] + parts[:, 1::2]).T
-
-
 @functools.lru_cache(maxsize=8)
 def mel_filterbank_sparse(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
                           fmax: float) -> "scipy.sparse.csr_array":
     """``mel_filterbank(...).T`` as a CSR matrix (n_mels, n_fft//2 + 1): each band's nonzero weights, in bin order.
 
     Each FFT bin lies on at most two triangles (the rising side of one band, the falling side of the one
-    below), so this holds about 2 * n_bins weights instead of n_bins * n_mels.
+    below), so this holds about 2 * n_bins weights instead of n_bins * n_mels. scipy.sparse is imported
+    here, on first use, not at start-up (about 20 ms).
     """
+    import scipy.sparse
+
     return scipy.sparse.csr_array(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T)
 
 
 def mel_power(parts: np.ndarray, filterbank: "scipy.sparse.csr_array") -> np.ndarray:
-    """squared_spectrum's (n_bins, 2 * n_frames) to bin-major mel power (n_mels, n_frames).
+    """squared_spectrum's (n_bins, 2 * n_frames) to band-major mel power (n_mels, n_frames).
 
     ``mel[b, i] = sum_k w[b, k] re[k, i]^2 + sum_k w[b, k] im[k, i]^2``, each sum taken in bin order from
     zero: scipy's CSR-times-dense product adds ``w[b, k] * parts[k, :]`` row by row, in compiled code, and
@@ -219,10 +215,10 @@ def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray
     )
 
 
-# Samples per transform call in frames_to_logmel (128 frames of the backbone's 2048): bounds a call's
-# temporaries (about 1 MB each), which otherwise grow with the clip and, freshly mapped, can cost more
+# Samples per transform call in frames_to_logmel (256 frames of the backbone's 2048, ~6 s): bounds a call's
+# temporaries (about 2 MB each), which otherwise grow with the input and, freshly mapped, can cost more
 # page faults than transform time. Results do not depend on it (every step is per frame).
-BLOCK_SAMPLES = 1 << 18
+BLOCK_SAMPLES = 1 << 19
 
 
 def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
@@ -230,7 +226,7 @@ def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
     n = len(frames)
     window = hann_window(params.n_fft)
     filterbank = mel_filterbank_sparse(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
-    mel = np.empty((params.n_mels, n), dtype=np.float32)  # bin-major, like squared_spectrum's output
+    mel = np.empty((params.n_mels, n), dtype=np.float32)  # band-major, as mel_power gives it
     step = max(1, BLOCK_SAMPLES // params.n_fft)
     for i in range(0, n, step):
         mel[:, i : i + step] = mel_power(squared_spectrum(frames[i : i + step], window), filterbank)
