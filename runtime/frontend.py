@@ -3,6 +3,8 @@
 Each DSP step is a pure function (arrays in, arrays out). ``logmel`` computes a whole clip;
 ``StreamingFrontend`` computes the same frames incrementally from chunks of any size (each hop
 transforms only new audio). ``BlockAssembler`` cuts frames into the model's input blocks.
+Every step computes each frame on its own, in a fixed order (no BLAS products, whose float32 sums
+depend on how many frames a call gets), so streamed frames equal whole-clip frames bit for bit.
 
 Framing follows librosa's ``melspectrogram(center=True, pad_mode="constant", htk=True, norm=1)``:
 frame ``i`` is centred on sample ``i * hop``; the signal is zero-padded by ``n_fft // 2`` on both
