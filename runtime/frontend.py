@@ -3,6 +3,8 @@
 Each DSP step is a pure function (arrays in, arrays out). ``logmel`` computes a whole clip;
 ``StreamingFrontend`` computes the same frames incrementally from chunks of any size (each hop
 transforms only new audio). ``BlockAssembler`` cuts frames into the model's input blocks.
+Every step computes each frame on its own, in a fixed order (no BLAS products, whose float32 sums
+depend on how many frames a call gets), so streamed frames equal whole-clip frames bit for bit.
 
 Framing follows librosa's ``melspectrogram(center=True, pad_mode="constant", htk=True, norm=1)``:
 frame ``i`` is centred on sample ``i * hop``; the signal is zero-padded by ``n_fft // 2`` on both
@@ -157,48 +159,56 @@ def frame_signal(padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.
     """Frames ``i*hop : i*hop + n_fft`` for i < n_frames, as a read-only strided view."""
     if n_frames <= 0:
         return np.zeros((0, n_fft), dtype=np.float32)
-    view = np.lib.stride_tricks.sliding_window_view(padded, n_fft)
-    return view[: (n_frames - 1) * hop + 1 : hop]
+    padded = np.ascontiguousarray(padded, dtype=np.float32)
+    if (n_frames - 1) * hop + n_fft > len(padded):
+        raise ValueError(f"{n_frames} frames of {n_fft} every {hop} need more than {len(padded)} samples")
+    # the view made directly (bounds checked above): sliding_window_view's overhead is ~10 us a call
+    view = np.ndarray((n_frames, n_fft), np.float32, buffer=padded, strides=(hop * 4, 4))
+    view.flags.writeable = False
+    return view
 
 
-def power_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """|rfft(window * frame)|^2 per frame, float32, shape (n_frames, n_fft//2 + 1)."""
-    spec = scipy.fft.rfft(frames * window, axis=-1, overwrite_x=True)
+def squared_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """re^2 and im^2 of rfft(window * frame), float32, bin-major: shape (n_fft//2 + 1, 2 * n_frames).
+
+    Row k holds bin k of every frame, as the pairs ``re^2, im^2`` (columns 2i, 2i+1 are frame i); their
+    sum is the power spectrum. scipy transforms the windowed frames (one contiguous row each) along the
+    transposed view's axis 0, so the output comes out bin-major at no extra cost; each frame is still its
+    own transform, whatever the number of frames. The squares are taken in place on the transform's output.
+    """
+    spec = scipy.fft.rfft((frames * window).T, axis=0, overwrite_x=True)
     if spec.dtype != np.complex64:
         spec = spec.astype(np.complex64)
-    # re*re + im*im, squaring the (re, im) float pairs in place instead of making four temporaries
-    pairs = spec.view(np.float32).reshape(spec.shape + (2,))
-    np.multiply(pairs, pairs, out=pairs)
-    return np.add(pairs[..., 0], pairs[..., 1])
-
-
-def mel_power(power: np.ndarray, filterbank: np.ndarray) -> np.ndarray:
-    """Power spectrum (frames, bins) to mel power (frames, n_mels)."""
-    return power @ filterbank
-
-
-MEL_GROUP = 8  # mel bands per partial product in frames_to_logmel
+    parts = spec.view(np.float32)
+    return np.multiply(parts, parts, out=parts)
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filterbank_groups(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
-                          fmax: float) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
-    """The filterbank cut into groups of MEL_GROUP adjacent bands, each with only the FFT bins it uses:
-    ``(bin_lo, bin_hi, band_lo, band_hi, weights[bin_lo:bin_hi, band_lo:band_hi])``.
+def mel_filterbank_sparse(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
+                          fmax: float) -> "scipy.sparse.csr_array":
+    """``mel_filterbank(...).T`` as a CSR matrix (n_mels, n_fft//2 + 1): each band's nonzero weights, in bin order.
 
-    Each triangle spans few bins, so the grouped products do about a tenth of the dense product's work
-    (same sums; only the float32 summation order can differ, by ~1e-7 relative).
+    Each FFT bin lies on at most two triangles (the rising side of one band, the falling side of the one
+    below), so this holds about 2 * n_bins weights instead of n_bins * n_mels. scipy.sparse is imported
+    here, on first use, not at start-up (about 20 ms).
     """
-    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
-    groups = []
-    for b0 in range(0, n_mels, MEL_GROUP):
-        b1 = min(n_mels, b0 + MEL_GROUP)
-        used = np.flatnonzero(fb[:, b0:b1].any(axis=1))
-        if len(used) == 0:
-            continue  # empty bands (more mels than bins can resolve) stay zero
-        lo, hi = int(used[0]), int(used[-1]) + 1
-        groups.append((lo, hi, b0, b1, np.ascontiguousarray(fb[lo:hi, b0:b1])))
-    return tuple(groups)
+    import scipy.sparse
+
+    return scipy.sparse.csr_array(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).T)
+
+
+def mel_power(parts: np.ndarray, filterbank: "scipy.sparse.csr_array", out: np.ndarray | None = None) -> np.ndarray:
+    """squared_spectrum's (n_bins, 2 * n_frames) to band-major mel power (n_mels, n_frames).
+
+    ``mel[b, i] = sum_k w[b, k] re[k, i]^2 + sum_k w[b, k] im[k, i]^2``, each sum taken in bin order from
+    zero: scipy's CSR-times-dense product adds ``w[b, k] * parts[k, :]`` row by row, in compiled code, and
+    always by that one kernel (the input has at least two columns). Unlike a BLAS matrix product, whose
+    float32 summation order depends on how many frames a call gets, this makes every frame's mel power a
+    function of that frame alone, so chunked streaming and whole clips agree bit for bit. It is also
+    cheap: about 2 * n_bins multiply-adds per frame and part.
+    """
+    both = filterbank @ parts
+    return np.add(both[:, 0::2], both[:, 1::2], out=out)
 
 
 def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray:
@@ -208,21 +218,28 @@ def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray
     )
 
 
+# Samples per transform call in frames_to_logmel (128 frames of the backbone's 2048, ~3 s): bounds a call's
+# temporaries (about 1 MB each), which otherwise grow with the input and, freshly mapped, can cost more
+# page faults than transform time. Results do not depend on it (every step is per frame).
+BLOCK_SAMPLES = 1 << 18
+
+
 def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
     """Raw sample frames (n, n_fft) to log-mel frames (n, n_mels)."""
-    if len(frames) == 0:
-        return np.zeros((0, params.n_mels), dtype=np.float32)
-    groups = mel_filterbank_groups(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
-    power = power_spectrum(frames, hann_window(params.n_fft))
-    mel = np.zeros((len(power), params.n_mels), dtype=np.float32)
-    for lo, hi, b0, b1, weights in groups:  # = mel_power(power, mel_filterbank(...)), band group by band group
-        mel[:, b0:b1] = power[:, lo:hi] @ weights
-    # log_compress's arithmetic, in place on our own temporary (same float32 operations, same results)
+    n = len(frames)
+    window = hann_window(params.n_fft)
+    filterbank = mel_filterbank_sparse(params.sample_rate, params.n_fft, params.n_mels, params.fmin, params.fmax)
+    mel = np.empty((params.n_mels, n), dtype=np.float32)  # band-major, as mel_power gives it
+    step = max(1, BLOCK_SAMPLES // params.n_fft)
+    for i in range(0, n, step):
+        mel_power(squared_spectrum(frames[i : i + step], window), filterbank, out=mel[:, i : i + step])
+    # log_compress's arithmetic, in place on our own contiguous temporary (same float32 operations, same
+    # results; contiguous also keeps numpy's log10 on its fast SIMD loop), then one copy to frame-major
     np.multiply(mel, np.float32(params.log_mult), out=mel)
     np.add(mel, np.float32(1.0), out=mel)
     np.log10(mel, out=mel)
     np.divide(mel, np.float32(params.log_div), out=mel)
-    return mel
+    return np.ascontiguousarray(mel.T)
 
 
 def n_frames_for(n_samples: int, params: FrontendParams) -> int:

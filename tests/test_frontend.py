@@ -60,7 +60,56 @@ def test_streaming_any_chunk_size_equals_whole_clip(esc10, sizes):
     parts.append(stream.flush())
     got = np.concatenate(parts)
     assert got.shape == whole.shape
-    np.testing.assert_allclose(got, whole, atol=1e-5)
+    np.testing.assert_array_equal(got, whole)
+
+
+def _stream(x, params, sizes):
+    stream = fe.StreamingFrontend(params)
+    parts, i, k = [], 0, 0
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        parts.append(stream.push(x[i : i + n]))
+        i, k = i + n, k + 1
+    parts.append(stream.flush())
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("params", [fe.BACKBONE, fe.SMALL], ids=["backbone", "small"])
+def test_streaming_is_bit_identical_for_any_chunk_size(esc10, params):
+    """Chunked frames equal whole-clip frames exactly: every step (rfft, mel sums, log) is per frame."""
+    x, rate = _real_clip(esc10, "rooster")
+    x = resample(x, rate, params.sample_rate)
+    whole = fe.logmel(x, params)
+    assert whole.shape == (1 + len(x) // params.hop, params.n_mels) and whole.max() > 0.1
+    for sizes in ([1], [7], [100], [1023], [1024], [1025], [4096], [44100], [len(x)], [1, 2047, 5, 30000]):
+        got = _stream(x, params, sizes)
+        assert got.shape == whole.shape, sizes
+        assert np.array_equal(got, whole), (sizes, float(np.abs(got - whole).max()))
+
+
+@pytest.mark.parametrize("params", [fe.BACKBONE, fe.SMALL], ids=["backbone", "small"])
+def test_each_frame_is_a_function_of_itself_alone(esc10, params, monkeypatch):
+    """frames_to_logmel of one frame, of a few and of all of them (several transform blocks) agree exactly."""
+    x, rate = _real_clip(esc10, "dog")
+    x = resample(x, rate, params.sample_rate)
+    half = params.n_fft // 2
+    padded = np.concatenate([np.zeros(half, np.float32), x, np.zeros(half, np.float32)])
+    frames = fe.frame_signal(padded, params.n_fft, params.hop, fe.n_frames_for(len(x), params))
+    whole = fe.frames_to_logmel(frames, params)
+    monkeypatch.setattr(fe, "BLOCK_SAMPLES", 50 * params.n_fft)  # blocks of 50 frames: 5+ blocks
+    assert np.array_equal(fe.frames_to_logmel(frames, params), whole)
+    singles = np.concatenate([fe.frames_to_logmel(frames[i : i + 1], params) for i in range(len(frames))])
+    assert np.array_equal(singles, whole)
+    for a, b in ((3, 10), (5, 6), (17, 200)):
+        assert np.array_equal(fe.frames_to_logmel(frames[a:b], params), whole[a:b])
+
+
+def test_sparse_filterbank_is_the_dense_one():
+    for p in (fe.BACKBONE, fe.SMALL):
+        dense = fe.mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax)
+        sparse = fe.mel_filterbank_sparse(p.sample_rate, p.n_fft, p.n_mels, p.fmin, p.fmax)
+        assert np.array_equal(sparse.toarray(), dense.T)
+        assert sparse.nnz <= 2 * dense.shape[0]  # each bin on at most two triangles
 
 
 @pytest.mark.parametrize("chunk", [1, 513, 4000, 80000])
@@ -74,7 +123,7 @@ def test_block_stream_invariant_from_raw_audio(esc10, chunk):
     blocks += stream.flush()
     got = stack(blocks, fe.BACKBONE)
     assert got.shape == ref.shape == (3, 100, 96)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_array_equal(got, ref)
     assert [b.index for b in blocks] == list(range(len(blocks)))
     assert blocks[1].start_s == pytest.approx(fe.BACKBONE.block_hop_seconds)
 
