@@ -201,9 +201,12 @@ def bench_frontend(repeats: int) -> dict:
 
         diff = float(np.abs(ours() - ref()).max())
         t_ours, t_ref = [], []
-        for _ in range(repeats):  # interleaved, so that load changes hit both alike
+        # Interleaved rounds, so that load changes hit both alike; within a round each runs the same number
+        # of times in a row (the first call after the other one pays page faults for fresh buffers, so an
+        # unequal count would favour the side with more tries).
+        for _ in range(repeats):
             t_ours.append(best_of(ours, 3))
-            t_ref.append(best_of(ref, 1))
+            t_ref.append(best_of(ref, 3))
         a, b = min(t_ours), min(t_ref)
         out[name] = {"ours_ms": round(a * 1e3, 3), "librosa_ms": round(b * 1e3, 3), "speedup": round(b / a, 2),
                      "max_abs_diff": diff, "frames": int(len(ours()))}
