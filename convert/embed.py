@@ -52,6 +52,18 @@ def clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1
     return np.stack(blocks).astype(np.float32, copy=False)
 
 
+def block_levels_db(blocks: np.ndarray, params: FrontendParams) -> np.ndarray:
+    """Level of each log-mel block (n, block_frames, n_mels) in dB: mean mel power, log compression undone.
+
+    Training only (which blocks of a clip are much quieter than its loudest); the device never needs it.
+    """
+    if len(blocks) == 0:
+        return np.zeros(0, dtype=np.float32)
+    lm = np.asarray(blocks, dtype=np.float64)
+    power = (np.power(10.0, lm * params.log_div) - 1.0) / params.log_mult
+    return (10.0 * np.log10(power.mean(axis=(1, 2)) + 1e-12)).astype(np.float32)
+
+
 def dataset_blocks(clips, params: FrontendParams, progress_every: float = 10.0) -> list[np.ndarray]:
     """Blocks of every clip (list aligned with ``clips``; each item has a ``path``)."""
     out = []
@@ -69,12 +81,13 @@ def dataset_blocks(clips, params: FrontendParams, progress_every: float = 10.0) 
 class EmbeddingCache:
     """Embeddings of one clip as a .npy file under ``root/embeddings``, written atomically."""
 
-    def __init__(self, root: str | os.PathLike | None, params: FrontendParams, backbone_sha: str, gain: float = 1.0):
+    def __init__(self, root: str | os.PathLike | None, params: FrontendParams, backbone_sha: str, gain: float = 1.0,
+                 kind: str = ""):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.dir = self.root / "embeddings"
         self.params_key = json.dumps(params.to_dict(), sort_keys=True)
         self.backbone_sha = backbone_sha
-        self.gain_key = "" if gain == 1.0 else f"|gain={gain!r}"
+        self.gain_key = ("" if gain == 1.0 else f"|gain={gain!r}") + (f"|{kind}" if kind else "")
 
     def key(self, clip_sha: str) -> str:
         text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}{self.gain_key}"
@@ -108,38 +121,48 @@ class EmbeddingCache:
 
 def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, params: FrontendParams | None = None,
                        cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                       progress_every: float = 10.0, gain: float = 1.0) -> list[np.ndarray]:
+                       progress_every: float = 10.0, gain: float = 1.0, with_levels: bool = False):
     """Backbone embeddings (n_blocks, dim) for every clip (each has ``path`` and ``sha``).
 
     Computed with ``runtime.interpreter.Runner`` on the int8 TFLite backbone, cached on disk.
-    ``gain`` scales the audio first (level augmentation; cached separately).
+    ``gain`` scales the audio first (level augmentation; cached separately). ``with_levels``: return
+    ``(embeddings, levels)``, levels = ``block_levels_db`` of each clip's blocks (cached beside them).
     """
     from runtime.frontend import BACKBONE
     from runtime.interpreter import Runner
 
     params = params or BACKBONE
     backbone_path = Path(backbone_path)
-    cache = EmbeddingCache(cache_dir, params, sha256_file(backbone_path), gain)
+    backbone_sha = sha256_file(backbone_path)
+    cache = EmbeddingCache(cache_dir, params, backbone_sha, gain)
+    level_cache = EmbeddingCache(cache_dir, params, backbone_sha, gain, kind="levels")
     runner = None
     out: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
     hits = 0
     what = "" if gain == 1.0 else f" (gain {20 * np.log10(gain):+.0f} dB)"
     t0 = last = time.monotonic()
     for i, clip in enumerate(clips):
         emb = cache.get(clip.sha)
+        level = level_cache.get(clip.sha) if with_levels else None
         if emb is not None:
             hits += 1
-        else:
-            if runner is None:
-                runner = Runner(backbone_path, threads=threads)
+        if emb is None or (with_levels and (level is None or len(level) != len(emb))):
             blocks = clip_blocks(clip.path, params, gain)
-            emb = runner.run(blocks).astype(np.float32)
-            cache.put(clip.sha, emb)
+            if emb is None:
+                if runner is None:
+                    runner = Runner(backbone_path, threads=threads)
+                emb = runner.run(blocks).astype(np.float32)
+                cache.put(clip.sha, emb)
+            if with_levels:
+                level = block_levels_db(blocks, params)
+                level_cache.put(clip.sha, level)
         out.append(emb)
+        levels.append(level)
         now = time.monotonic()
         if now - last >= progress_every:
             log.info("embeddings%s: %d/%d clips (%.0f s)", what, i + 1, len(clips), now - t0)
             last = now
     log.info("embeddings%s: %d clips, %d blocks, %d from cache %s (%.1f s)", what, len(clips),
              sum(len(e) for e in out), hits, cache.dir, time.monotonic() - t0)
-    return out
+    return (out, levels) if with_levels else out

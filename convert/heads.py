@@ -8,6 +8,7 @@ that the exported model computes exactly what the scikit-learn pipeline computes
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from dataclasses import dataclass
@@ -97,7 +98,12 @@ class FittedHead:
 
 def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: int,
              sample_weight: np.ndarray | None = None) -> FittedHead:
-    """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,)."""
+    """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,).
+
+    ``sample_weight`` (n,) weighs the rows, also in the standardization statistics (a row entered once per
+    label with weight 1/n_labels counts as one row). An MLP on a scikit-learn without weighted MLP
+    training (< 1.7) is fitted on the rows of full weight only.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
@@ -105,8 +111,9 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    mean = np.average(x, axis=0, weights=w)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
     scale = np.where(scale > 1e-6, scale, 1.0)
     z = (x - mean) / scale
     if spec.kind == "logreg":
@@ -119,10 +126,12 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
     # one BLAS thread: these problems are small, and threads oversubscribe a busy 2-core machine (5x slower)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if spec.kind == "logreg":
-            est.fit(z, y, sample_weight=sample_weight)
-        else:
+        if w is None:
             est.fit(z, y)
+        elif spec.kind == "logreg" or "sample_weight" in inspect.signature(est.fit).parameters:
+            est.fit(z, y, sample_weight=w)
+        else:
+            est.fit(z[w >= 1.0], y[w >= 1.0])
     return FittedHead(spec=spec, n_labels=n_labels, mean=mean, scale=scale, estimator=est,
                       classes=np.asarray(est.classes_, dtype=np.int64))
 

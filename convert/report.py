@@ -298,6 +298,8 @@ def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
     files = model.get("files") or {}
     rows = [["total size", _size(model.get("size_bytes"))], ["parameters", _num(model.get("params"))],
             ["training wall time", f"{_num(result.get('train_seconds'), 1)} s"]]
+    if model.get("training_blocks"):
+        rows.append(["head training data", str(model["training_blocks"])])
     rows += [[f"`{fname}`", _size(size)] for fname, size in files.items()]
     lines += _table(["", "value"], rows)
     lines += ["", "## int8 vs float", ""] + _quantization(result.get("quantization"))

@@ -39,6 +39,11 @@ BACKBONE_SECONDS_PER_BLOCK = 0.03  # int8 TFLite backbone + frontend, 2-core dev
 # normalisation and field recordings vary in level. On ESC-10's official folds it moved logistic
 # regression from 0.932 to 0.940 (max pooling).
 TRAIN_GAINS = (0.25, 2.0)
+# Training blocks this many dB below their clip's loudest block carry no evidence of the clip's label
+# (the silence before and after a bark or a sneeze, ESC-10's zero padding): they are trained towards
+# equal scores for every label instead of the clip's label. Fixed in advance (no tuning); a clip of
+# one block is never affected. On 4 ESC-10 labels x 25 clips it moved CV accuracy from 0.97 to 0.99.
+QUIET_DB = 20.0
 
 
 @dataclass
@@ -92,12 +97,6 @@ def pool_scores(block_scores: np.ndarray, pooling: str, n_labels: int) -> np.nda
     return block_scores.max(axis=0) if pooling == "max" else block_scores.mean(axis=0)
 
 
-def _stack(items: list[np.ndarray], idx, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    xs = [items[i] for i in idx if len(items[i])]
-    ys = [np.full(len(items[i]), y[i], dtype=np.int64) for i in idx if len(items[i])]
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def _scores_report(y_true: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict:
     from runtime.metrics import classification_report
 
@@ -145,8 +144,10 @@ class BackboneFamily:
             raise BundleError(f"the backbone model is missing: {self.backbone_path}", "run `make backbone` or restore the file from git")
         self.specs = [HeadSpec("logreg", c=0.01), HeadSpec("mlp", hidden=128, alpha=1e-2)]
         self.gains = TRAIN_GAINS if options.augment else ()
+        self.quiet_db = QUIET_DB
         self.inputs: list[np.ndarray] | None = None
         self.augmented: list[list[np.ndarray]] = []
+        self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
         blocks = sum(max(1.0, c.duration_s / self.params.block_hop_seconds) for c in dataset.items)
@@ -155,19 +156,45 @@ class BackboneFamily:
     def prepare(self, dataset) -> None:
         from convert.embed import dataset_embeddings
 
-        self.inputs = dataset_embeddings(dataset.items, self.backbone_path, self.params,
-                                         cache_dir=self.options.cache_dir, threads=self.options.threads)
-        self.augmented = [dataset_embeddings(dataset.items, self.backbone_path, self.params, gain=g,
-                                             cache_dir=self.options.cache_dir, threads=self.options.threads)
-                          for g in self.gains]
+        copies = [dataset_embeddings(dataset.items, self.backbone_path, self.params, gain=g, with_levels=True,
+                                     cache_dir=self.options.cache_dir, threads=self.options.threads)
+                  for g in (1.0,) + tuple(self.gains)]
+        self.inputs = copies[0][0]
+        self.augmented = [c[0] for c in copies[1:]]
+        self.levels = [c[1] for c in copies]
 
-    def training_set(self, idx, y) -> tuple[np.ndarray, np.ndarray]:
-        """Block embeddings of clips idx, plus their level-augmented copies (training only, never validation)."""
-        parts = [_stack(self.inputs, idx, y)] + [_stack(aug, idx, y) for aug in self.augmented]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def training_set(self, idx, y, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, sample weights): block embeddings of clips idx and of their level-augmented copies (training
+        only, never validation). A block ``quiet_db`` below its clip's loudest is entered once per label with
+        weight 1/n_labels (trained towards equal scores: it says nothing about the label)."""
+        xs, ys, ws = [], [], []
+        for embs, levels in zip([self.inputs] + self.augmented, self.levels):
+            for i in idx:
+                e, lv = embs[i], levels[i]
+                if not len(e):
+                    continue
+                quiet = lv < lv.max() - self.quiet_db
+                xs.append(e[~quiet])
+                ys.append(np.full(int((~quiet).sum()), y[i], dtype=np.int64))
+                ws.append(np.ones(int((~quiet).sum())))
+                if quiet.any():
+                    n = int(quiet.sum())
+                    xs.append(np.tile(e[quiet], (n_labels, 1)))
+                    ys.append(np.repeat(np.arange(n_labels, dtype=np.int64), n))
+                    ws.append(np.full(n * n_labels, 1.0 / n_labels))
+        return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
     def block_count(self) -> int:
         return int(sum(len(e) for e in self.inputs))
+
+    def training_note(self) -> str:
+        """How the head's training blocks were made, for the report."""
+        n = sum(len(lv) for copy in self.levels for lv in copy)
+        quiet = sum(int((lv < lv.max() - self.quiet_db).sum()) for copy in self.levels for lv in copy if len(lv))
+        gains = ", ".join(f"{20 * np.log10(g):+.0f} dB" for g in self.gains)
+        return (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
+                f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block "
+                "trained towards equal scores for every label")
 
     def device_cost(self) -> float:
         return BACKBONE_MACS_PER_BLOCK / self.params.block_hop_seconds
@@ -181,8 +208,8 @@ class BackboneFamily:
             block_scores: list[np.ndarray | None] = [None] * len(y)
             models = []
             for k, (tr, va) in enumerate(splits):
-                x_tr, y_tr = self.training_set(tr, y)
-                head = fit_head(x_tr, y_tr, n_labels, spec, seed)
+                x_tr, y_tr, w_tr = self.training_set(tr, y, n_labels)
+                head = fit_head(x_tr, y_tr, n_labels, spec, seed, sample_weight=w_tr)
                 models.append(head)
                 for i in va:
                     block_scores[i] = head.predict_proba(self.inputs[i]) if len(self.inputs[i]) else np.zeros((0, n_labels))
@@ -201,8 +228,8 @@ class BackboneFamily:
     def fit(self, idx, y, n_labels, setting, seed):
         from convert.heads import fit_head
 
-        x, yy = self.training_set(idx, y)
-        return fit_head(x, yy, n_labels, setting, seed)
+        x, yy, w = self.training_set(idx, y, n_labels)
+        return fit_head(x, yy, n_labels, setting, seed, sample_weight=w)
 
     def to_tflite(self, model, idx, seed) -> tuple[bytes, object]:
         """(int8 flatbuffer, float keras model) for a fitted head, calibrated on the blocks of clips idx."""
@@ -519,7 +546,8 @@ def train(options: TrainOptions) -> dict:
         "choice": {"name": best.name, "why": why + "; ties go to the model cheaper to run"},
         "model": {"size_bytes": int(sum(file_sizes.values())), "params": family.params_count(final), "files": file_sizes,
                   "frontend": "backbone (44.1 kHz, 96 mels, 2.32 s blocks)" if best.family == "backbone"
-                  else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling},
+                  else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling,
+                  "training_blocks": getattr(family, "training_note", lambda: None)()},
         "quantization": parity,
         "seed": options.seed,
         "time_budget_s": options.time_budget,

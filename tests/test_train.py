@@ -89,6 +89,8 @@ def test_bundle_metadata_and_report(trained):
     names = [c["name"] for c in report["candidates"]]
     assert any(n.startswith("backbone+logreg") for n in names)
     assert report["choice"]["name"] == m["candidate"]
+    assert "dB below their clip's loudest block" in report["model"]["training_blocks"]
+    assert "head training data" in (trained / "report.md").read_text()
 
 
 def test_existing_out_is_refused_without_force(trained, small_data, cache_dir, capsys):
@@ -186,3 +188,33 @@ def test_strict_fails_when_int8_loses_accuracy(small_data, cache_dir, tmp_path, 
     assert main(argv + ["--out", str(out)]) == 0  # without --strict the loss is reported, not fatal
     q = json.loads((out / "model.json").read_text())["metrics"]["quantization"]
     assert q["int8_loss_points"] > 1.0
+
+
+def test_quiet_training_blocks_are_trained_towards_equal_scores():
+    """Blocks QUIET_DB below their clip's loudest enter the training set once per label with weight 1/n;
+    the others keep their clip's label; every level-augmented copy gets the same rule."""
+    from convert.train import QUIET_DB, BackboneFamily, TrainOptions
+
+    fam = BackboneFamily(TrainOptions(data=".", out="unused"))
+    emb = [np.arange(3 * 4, dtype=np.float32).reshape(3, 4), np.ones((1, 4), np.float32), np.zeros((2, 4), np.float32)]
+    lv = [np.array([-10.0, -10.0 - QUIET_DB - 1, -15.0]), np.array([-80.0]), np.array([-90.0, -20.0])]
+    fam.inputs, fam.augmented, fam.levels = emb, [emb], [lv, lv]
+    x, y, w = fam.training_set([0, 1, 2], np.array([2, 0, 1]), n_labels=3)
+    assert len(x) == len(y) == len(w) == 2 * (2 + 1 + 1 + 3 + 3)  # per copy: 2 + 1 + 1 loud, 2 quiet x 3 labels
+    full = w == 1.0
+    assert np.isclose(w.sum(), 2 * 6)  # each block counts once
+    assert sorted(y[full].tolist()) == sorted([2, 2, 0, 1] * 2)
+    quiet_rows = x[~full]
+    assert {tuple(r) for r in quiet_rows} == {tuple(emb[0][1]), tuple(emb[2][0])}
+    assert np.allclose(w[~full], 1 / 3) and sorted(y[~full].tolist()) == sorted([0, 1, 2] * 4)
+
+
+def test_block_levels_follow_the_gain_and_find_the_zero_padding(esc10):
+    from convert.embed import block_levels_db, clip_blocks
+    from runtime.frontend import BACKBONE
+
+    path = sorted((esc10 / "dog").glob("*.wav"))[0]
+    plain, quieter = block_levels_db(clip_blocks(path, BACKBONE), BACKBONE), block_levels_db(clip_blocks(path, BACKBONE, gain=0.25), BACKBONE)
+    loud = np.argmax(plain)
+    assert abs((plain[loud] - quieter[loud]) - 12.04) < 0.5
+    assert block_levels_db(np.zeros((1, BACKBONE.block_frames, BACKBONE.n_mels), np.float32), BACKBONE)[0] < -100

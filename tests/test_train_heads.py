@@ -69,3 +69,22 @@ def test_int8_head_agrees_with_float_and_keeps_the_backbone_input_quantization()
     q = tflite_predict(flat, x)
     assert (q.argmax(1) == head.predict_proba(x).argmax(1)).mean() >= 0.97
     assert np.abs(q - head.predict_proba(x)).max() < 0.1
+
+
+@pytest.mark.parametrize("kind", ["logreg", "mlp"])
+def test_rows_entered_once_per_label_with_weight_one_over_n_are_trained_towards_equal_scores(kind):
+    """The quiet-block rule of convert.train: such rows pull their region of the input towards 1/n_labels,
+    and they count as one row in the standardization statistics."""
+    x, y = _blobs(3, dim=16)
+    rng = np.random.default_rng(1)
+    quiet = np.abs(rng.normal(size=(30, 16)) * 0.05).astype(np.float32) + 5.0  # far from every blob
+    xs = np.concatenate([x] + [quiet] * 3)
+    ys = np.concatenate([y] + [np.full(len(quiet), k) for k in range(3)])
+    ws = np.concatenate([np.ones(len(x)), np.full(3 * len(quiet), 1 / 3)])
+    spec = HeadSpec("logreg", c=0.1) if kind == "logreg" else HeadSpec("mlp", hidden=16, alpha=1e-2, max_iter=300)
+    head = fit_head(xs, ys, 3, spec, seed=0, sample_weight=ws)
+    p = head.predict_proba(quiet)
+    assert np.abs(p - 1 / 3).max() < 0.15
+    assert (head.predict_proba(x).argmax(1) == y).mean() > 0.9
+    once = np.concatenate([x, quiet])
+    assert np.allclose(head.mean, once.mean(axis=0), atol=1e-4)
