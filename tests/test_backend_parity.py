@@ -73,9 +73,15 @@ def test_reference_kernels_identical_to_stored_outputs(shared_data):
 def test_default_kernels_close_to_reference(shared_data):
     ref = np.load(REFERENCE)
     codes, scores = _compute(shared_data, xnnpack=True)
+    tolerance = 0.05
     assert np.abs(codes - ref["codes"]).max() <= 4
-    assert np.abs(scores - ref["scores"]).max() <= 0.05
-    assert (scores.argmax(axis=1) == ref["scores"].argmax(axis=1)).all()
+    assert np.abs(scores - ref["scores"]).max() <= tolerance
+    # the same top label wherever the reference's top two are further apart than the tolerance (a block whose
+    # two best labels tie at the head's int8 output steps, as one stored block does, may go either way)
+    top2 = np.sort(ref["scores"], axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * tolerance
+    assert clear.sum() >= len(clear) - 2
+    assert (scores.argmax(axis=1) == ref["scores"].argmax(axis=1))[clear].all()
 
 
 if __name__ == "__main__":  # regenerate the reference
