@@ -39,7 +39,8 @@ TARGET_MEDIAN_COSINE = 0.99
 ROUNDS = 5
 PASSES = 2  # invokes of every block per round
 
-# Child processes: read blocks from an .npz, time single-block invokes, print JSON.
+# Child processes (argv: blocks .npz, passes, embeddings .npy out[, model, xnnpack 1/0]): time single-block
+# invokes, save the embeddings, print JSON.
 TORCH_CHILD = r"""
 import json, sys, time
 import numpy as np, torch
@@ -47,7 +48,7 @@ from convert.backbone_port import load_torch_net
 torch.set_num_threads(1)
 net, _, _ = load_torch_net()
 blocks = np.load(sys.argv[1])["blocks"]
-rounds, passes = int(sys.argv[2]), int(sys.argv[3])
+passes = int(sys.argv[2])
 with torch.inference_mode():
     emb = np.concatenate([net(torch.from_numpy(b[None])).numpy() for b in blocks])
     net(torch.from_numpy(blocks[:1]))
@@ -56,7 +57,7 @@ with torch.inference_mode():
         for b in blocks:
             x = torch.from_numpy(b[None])
             t = time.perf_counter(); net(x); times.append(time.perf_counter() - t)
-np.save(sys.argv[4], emb.astype(np.float32))
+np.save(sys.argv[3], emb.astype(np.float32))
 print(json.dumps({"median_ms": 1e3 * float(np.median(times)), "version": torch.__version__,
                   "threads": torch.get_num_threads()}))
 """
@@ -65,16 +66,16 @@ TFLITE_CHILD = r"""
 import json, sys, time
 import numpy as np
 from runtime.interpreter import Runner, backend_version
-runner = Runner(sys.argv[5], threads=1, xnnpack=sys.argv[6] == "1")
+runner = Runner(sys.argv[4], threads=1, xnnpack=sys.argv[5] == "1")
 blocks = np.load(sys.argv[1])["blocks"]
-rounds, passes = int(sys.argv[2]), int(sys.argv[3])
+passes = int(sys.argv[2])
 emb = runner.run(blocks)
 runner.run_one(blocks[0])
 times = []
 for _ in range(passes):
     for b in blocks:
         t = time.perf_counter(); runner.run_one(b); times.append(time.perf_counter() - t)
-np.save(sys.argv[4], emb.astype(np.float32))
+np.save(sys.argv[3], emb.astype(np.float32))
 print(json.dumps({"median_ms": 1e3 * float(np.median(times)), "backend": runner.backend_name,
                   "version": backend_version(runner.backend_name)}))
 """
@@ -119,10 +120,10 @@ def bench_backbone(work: Path, torch_python: Path = TORCH_PYTHON, rounds: int = 
     data = work / "blocks.npz"
     np.savez(data, blocks=blocks)
     engines = {
-        "torch_fp32": lambda out: [str(torch_python), "-c", TORCH_CHILD, str(data), "1", str(PASSES), out],
-        "int8_xnnpack": lambda out: [sys.executable, "-c", TFLITE_CHILD, str(data), "1", str(PASSES), out,
+        "torch_fp32": lambda out: [str(torch_python), "-c", TORCH_CHILD, str(data), str(PASSES), out],
+        "int8_xnnpack": lambda out: [sys.executable, "-c", TFLITE_CHILD, str(data), str(PASSES), out,
                                      str(BACKBONE_FILE), "1"],
-        "int8_reference_kernels": lambda out: [sys.executable, "-c", TFLITE_CHILD, str(data), "1", "1", out,
+        "int8_reference_kernels": lambda out: [sys.executable, "-c", TFLITE_CHILD, str(data), "1", out,
                                                str(BACKBONE_FILE), "0"],
     }
     runs: dict[str, list[dict]] = {k: [] for k in engines}
