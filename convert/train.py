@@ -163,6 +163,10 @@ class BackboneFamily:
         self.augmented = [c[0] for c in copies[1:]]
         self.levels = [c[1] for c in copies]
 
+    def quiet(self, levels: np.ndarray) -> np.ndarray:
+        """Which blocks of one clip (their levels in dB, not empty) lie ``quiet_db`` or more below its loudest."""
+        return levels < levels.max() - self.quiet_db
+
     def training_set(self, idx, y, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, sample weights): block embeddings of clips idx and of their level-augmented copies (training
         only, never validation). A block ``quiet_db`` below its clip's loudest is entered once per label with
@@ -173,7 +177,7 @@ class BackboneFamily:
                 e, lv = embs[i], levels[i]
                 if not len(e):
                     continue
-                quiet = lv < lv.max() - self.quiet_db
+                quiet = self.quiet(lv)
                 xs.append(e[~quiet])
                 ys.append(np.full(int((~quiet).sum()), y[i], dtype=np.int64))
                 ws.append(np.ones(int((~quiet).sum())))
@@ -190,7 +194,7 @@ class BackboneFamily:
     def training_note(self) -> str:
         """How the head's training blocks were made, for the report."""
         n = sum(len(lv) for copy in self.levels for lv in copy)
-        quiet = sum(int((lv < lv.max() - self.quiet_db).sum()) for copy in self.levels for lv in copy if len(lv))
+        quiet = sum(int(self.quiet(lv).sum()) for copy in self.levels for lv in copy if len(lv))
         gains = ", ".join(f"{20 * np.log10(g):+.0f} dB" for g in self.gains)
         return (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
                 f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block "
