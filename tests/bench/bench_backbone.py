@@ -109,11 +109,9 @@ def _child(cmd: list[str]) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-
-
 def bench_backbone(work: Path, torch_python: Path = TORCH_PYTHON, rounds: int = ROUNDS) -> dict:
+    from convert.backbone_port import cosine
+
     if not torch_python.exists():
         raise FileNotFoundError(f"no PyTorch venv at {torch_python}: `make bench` (or `make backbone`) creates it")
     blocks, owner, names = real_blocks(SHARED)
@@ -135,9 +133,9 @@ def bench_backbone(work: Path, torch_python: Path = TORCH_PYTHON, rounds: int = 
             emb[name] = np.load(out)
             log.info("round %d %s: %.2f ms per block", r + 1, name, runs[name][-1]["median_ms"])
     best = {k: min(x["median_ms"] for x in v) for k, v in runs.items()}
-    block_cos = _cosine(emb["int8_xnnpack"], emb["torch_fp32"])
+    block_cos = cosine(emb["int8_xnnpack"], emb["torch_fp32"])
     pooled = lambda e: np.stack([e[owner == i].mean(0) for i in range(len(names))])  # noqa: E731
-    clip_cos = _cosine(pooled(emb["int8_xnnpack"]), pooled(emb["torch_fp32"]))
+    clip_cos = cosine(pooled(emb["int8_xnnpack"]), pooled(emb["torch_fp32"]))
     speedup = best["torch_fp32"] / best["int8_xnnpack"]
     log.info("backbone: int8 %.2f ms vs torch fp32 %.2f ms per block = %.1fx; cosine median %.4f",
              best["int8_xnnpack"], best["torch_fp32"], speedup, np.median(block_cos))
