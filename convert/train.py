@@ -373,6 +373,10 @@ class CnnFamily:
         stages = [{"file": "classifier.tflite", "role": "classifier", "input": r.input_spec, "output": r.output_spec}]
         return files, stages
 
+    def training_note(self) -> None:
+        """Nothing to add to the report: the CNN trains on its blocks as they are."""
+        return None
+
     def params_count(self, model) -> int:
         return int(model.count_params())
 
@@ -551,7 +555,7 @@ def train(options: TrainOptions) -> dict:
         "model": {"size_bytes": int(sum(file_sizes.values())), "params": family.params_count(final), "files": file_sizes,
                   "frontend": "backbone (44.1 kHz, 96 mels, 2.32 s blocks)" if best.family == "backbone"
                   else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling,
-                  "training_blocks": getattr(family, "training_note", lambda: None)()},
+                  "training_blocks": family.training_note()},
         "quantization": parity,
         "seed": options.seed,
         "time_budget_s": options.time_budget,
