@@ -9,13 +9,14 @@ TFLRT_VENV ?= .venv-tflite-runtime
 TORCH_VENV ?= .venv-torch
 SHARED ?= ../shared/data
 
-.PHONY: help setup sysdeps demo test test-runtime-tflite lint bench backbone default-model clean
+.PHONY: help setup sysdeps demo test test-runtime-tflite lint bench experiment-finetune backbone default-model clean
 
 help:
 	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt extras"
 	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
 	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime)"
 	@echo "make bench          benchmarks; numbers go to bench/results/"
+	@echo "make experiment-finetune  does tuning the backbone's last conv layer help on ESC-10? (float, ~10 min)"
 	@echo "make backbone       re-port the aisfx backbone to int8 TFLite (needs PyTorch; the result is committed)"
 	@echo "make default-model  retrain the committed default model from $(SHARED)"
 
@@ -58,6 +59,10 @@ lint: setup
 # The backbone section times PyTorch fp32 beside the int8 file, so the bench needs the torch venv too.
 bench: setup sysdeps $(TORCH_VENV)/.stamp
 	$(PY) -m tests.bench.run --out bench/results
+
+# Not a benchmark: a measured experiment (tests/bench/exp_finetune.py); writes bench/results/finetune.json.
+experiment-finetune: setup $(TORCH_VENV)/.stamp
+	$(PY) -m tests.bench.exp_finetune --out bench/results --torch-python $(TORCH_VENV)/bin/python
 
 # PyTorch is needed for this one step only (torch 2.13.0 CPU; aisfx pins numpy 1.23 there, hence its own venv).
 $(TORCH_VENV)/.stamp:
