@@ -211,11 +211,16 @@ def mel_power(parts: np.ndarray, filterbank: "scipy.sparse.csr_array", out: np.n
     return np.add(both[:, 0::2], both[:, 1::2], out=out)
 
 
-def log_compress(mel: np.ndarray, log_mult: float, log_div: float) -> np.ndarray:
-    """aisfx's compression: log10(log_mult * mel + 1) / log_div."""
-    return (np.log10(np.float32(log_mult) * mel + np.float32(1.0)) / np.float32(log_div)).astype(
-        np.float32, copy=False
-    )
+def log_compress(mel: np.ndarray, log_mult: float, log_div: float, out: np.ndarray | None = None) -> np.ndarray:
+    """aisfx's compression: log10(log_mult * mel + 1) / log_div, as float32.
+
+    With ``out`` (which may be ``mel`` itself) the steps run in place there, with no temporaries.
+    """
+    x = np.multiply(mel, np.float32(log_mult), out=out)
+    np.add(x, np.float32(1.0), out=x)
+    np.log10(x, out=x)
+    np.divide(x, np.float32(log_div), out=x)
+    return x.astype(np.float32, copy=False)
 
 
 # Samples per transform call in frames_to_logmel (128 frames of the backbone's 2048, ~3 s): bounds a call's
@@ -233,12 +238,9 @@ def frames_to_logmel(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
     step = max(1, BLOCK_SAMPLES // params.n_fft)
     for i in range(0, n, step):
         mel_power(squared_spectrum(frames[i : i + step], window), filterbank, out=mel[:, i : i + step])
-    # log_compress's arithmetic, in place on our own contiguous temporary (same float32 operations, same
-    # results; contiguous also keeps numpy's log10 on its fast SIMD loop), then one copy to frame-major
-    np.multiply(mel, np.float32(params.log_mult), out=mel)
-    np.add(mel, np.float32(1.0), out=mel)
-    np.log10(mel, out=mel)
-    np.divide(mel, np.float32(params.log_div), out=mel)
+    # in place on our own contiguous temporary (contiguous keeps numpy's log10 on its fast SIMD loop),
+    # then one copy to frame-major
+    log_compress(mel, params.log_mult, params.log_div, out=mel)
     return np.ascontiguousarray(mel.T)
 
 
