@@ -8,7 +8,6 @@ that the exported model computes exactly what the scikit-learn pipeline computes
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from dataclasses import dataclass
@@ -101,8 +100,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
     """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,).
 
     ``sample_weight`` (n,) weighs the rows, also in the standardization statistics (a row entered once per
-    label with weight 1/n_labels counts as one row). An MLP on a scikit-learn without weighted MLP
-    training (< 1.7) is fitted on the rows of full weight only.
+    label with weight 1/n_labels counts as one row), and in the fit itself (scikit-learn >= 1.7 weighs MLP
+    training too).
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -126,12 +125,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
     # one BLAS thread: these problems are small, and threads oversubscribe a busy 2-core machine (5x slower)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if w is None:
-            est.fit(z, y)
-        elif spec.kind == "logreg" or "sample_weight" in inspect.signature(est.fit).parameters:
-            est.fit(z, y, sample_weight=w)
-        else:
-            est.fit(z[w >= 1.0], y[w >= 1.0])
+        est.fit(z, y, sample_weight=w)
     return FittedHead(spec=spec, n_labels=n_labels, mean=mean, scale=scale, estimator=est,
                       classes=np.asarray(est.classes_, dtype=np.int64))
 
