@@ -87,10 +87,10 @@ class EmbeddingCache:
         self.dir = self.root / "embeddings"
         self.params_key = json.dumps(params.to_dict(), sort_keys=True)
         self.backbone_sha = backbone_sha
-        self.gain_key = ("" if gain == 1.0 else f"|gain={gain!r}") + (f"|{kind}" if kind else "")
+        self.variant_key = ("" if gain == 1.0 else f"|gain={gain!r}") + (f"|{kind}" if kind else "")
 
     def key(self, clip_sha: str) -> str:
-        text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}{self.gain_key}"
+        text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}{self.variant_key}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def path(self, clip_sha: str) -> Path:
