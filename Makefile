@@ -16,7 +16,7 @@ help:
 	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
 	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime)"
 	@echo "make bench          benchmarks; numbers go to bench/results/"
-	@echo "make experiment-finetune  does tuning the backbone's last conv layer help on ESC-10? (float, ~10 min)"
+	@echo "make experiment-finetune  does tuning the backbone's last conv layer help on ESC-10? (float, about 15 min)"
 	@echo "make backbone       re-port the aisfx backbone to int8 TFLite (needs PyTorch; the result is committed)"
 	@echo "make default-model  retrain the committed default model from $(SHARED)"
 

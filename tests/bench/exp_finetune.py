@@ -80,6 +80,7 @@ def step_torch(work: Path) -> None:
 
     from convert.backbone_port import load_torch_net
     from convert.embed import block_levels_db
+    from convert.train import QUIET_DB
     from runtime.frontend import BACKBONE
 
     torch.manual_seed(SEED)
@@ -88,6 +89,7 @@ def step_torch(work: Path) -> None:
     files, y, fold, labels = esc10_clips()
     t0 = time.monotonic()
     frames = [clip_frames(f) for f in files]
+    n_frames = np.array([len(m) for m in frames])  # before the padding: each clip's own blocks, for step 2
     longest = max(len(m) for m in frames)  # clips are 3.6-7.2 s: all zero-padded to the longest here
     frames = [np.pad(m, ((0, longest - len(m)), (0, 0))) for m in frames]
     n_off = len(offsets(longest))
@@ -124,7 +126,7 @@ def step_torch(work: Path) -> None:
         opt = torch.optim.AdamW([{"params": [w, b], "lr": 1e-4}, {"params": linear.parameters(), "lr": 3e-3}],
                                 weight_decay=1e-2)
         train = [(c, o) for c in np.flatnonzero(fold != k) for o in range(n_off)
-                 if levels[c, o] > levels[c].max() - 20.0]
+                 if levels[c, o] >= levels[c].max() - QUIET_DB]  # BackboneFamily.quiet's rule
         for _epoch in range(EPOCHS):
             order = rng.permutation(len(train))
             for i in range(0, len(order), BATCH):
@@ -137,7 +139,7 @@ def step_torch(work: Path) -> None:
                 opt.step()
         out[f"tuned_{k}"] = all_embeddings(w.detach(), b.detach())
         log.info("fold %d: last conv tuned on %d blocks (%.0f s)", k, len(train), time.monotonic() - t1)
-    np.savez(work / "finetune_embeddings.npz", levels=levels, **out)
+    np.savez(work / "finetune_embeddings.npz", levels=levels, n_frames=n_frames, **out)
 
 
 # ---------------------------------------------------------------- step 2: this venv
@@ -153,7 +155,7 @@ def step_heads(work: Path) -> dict:
     levels = z["levels"]
     # each clip's own blocks (the torch step padded every clip to the longest): at the bundle's hop, as the
     # device cuts them, and at every OFFSET_STEP frames
-    n_frames = [len(clip_frames(f)) for f in files]
+    n_frames = z["n_frames"].tolist()
     hop = [[o // OFFSET_STEP for o in block_starts(n, BACKBONE)] for n in n_frames]
     every = [list(range(len(offsets(n)))) for n in n_frames]
     family = BackboneFamily(TrainOptions(data=work, out=work / "unused"))
