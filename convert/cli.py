@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from runtime.cli import positive_int
+from runtime.cli.main import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def register(subparsers) -> None:
 
 
 def cmd_train(args) -> int:
+    from convert.options import TrainOptions
+    from convert.train import train, train_default
     from runtime.errors import FieldearError
-
-    from convert.train import TrainOptions, train, train_default
 
     if args.default_model:
         if args.data:

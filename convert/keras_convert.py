@@ -38,7 +38,7 @@ class ConvertOptions:
 
 
 def frontend_params(name: str):
-    from runtime.frontend import BACKBONE, SMALL
+    from runtime.features.frontend import BACKBONE, SMALL
 
     presets = {"small": SMALL, "backbone": BACKBONE}
     if name not in presets:
@@ -90,12 +90,18 @@ def _with_plain_input(model, params, channel: bool):
 
 
 def convert_keras(options: ConvertOptions) -> dict:
-    from convert.dataset import load_dataset
-    from convert.embed import dataset_blocks
+    from convert.bundle_meta import (
+        _dataset_summary,
+        _fieldear_version,
+        publish_bundle,
+        thresholds_from_oof,
+    )
+    from convert.data.dataset import load_dataset
+    from convert.families.base import pool_scores
+    from convert.families.embed import dataset_blocks
     from convert.quantize import keras_predict, quantize_int8, representative_sample
     from convert.report import quantization_parity
-    from convert.train import _dataset_summary, _fieldear_version, pool_scores, publish_bundle, thresholds_from_oof
-    from runtime.interpreter import Runner
+    from runtime.model.interpreter import Runner
 
     t0 = time.monotonic()
     out = Path(options.out)

@@ -102,7 +102,7 @@ def keras_predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 def tflite_predict(flat: bytes, x: np.ndarray) -> np.ndarray:
     """Dequantized predictions of a TFLite model via the runtime's Runner (the device's code)."""
-    from runtime.interpreter import Runner
+    from runtime.model.interpreter import Runner
 
     return Runner(flat).run(np.asarray(x, dtype=np.float32))
 

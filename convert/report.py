@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import metrics
+from runtime.evaluate import metrics, plots
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +330,10 @@ def write_report(out_dir: str | os.PathLike, result: dict) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     computed = report_metrics(result)
-    pngs = {"confusion.png": metrics.save_confusion_png(computed["report"], out / "confusion.png")}
+    pngs = {"confusion.png": plots.save_confusion_png(computed["report"], out / "confusion.png")}
     cv = result["cv"]
     if cv.get("scores") is not None:
-        pngs["pr_curves.png"] = metrics.save_pr_png(
+        pngs["pr_curves.png"] = plots.save_pr_png(
             list(cv["y_true"]), np.asarray(cv["scores"], dtype=np.float64), list(result["labels"]), out / "pr_curves.png"
         )
     payload = {"report_schema": REPORT_SCHEMA, **result, "metrics": computed["report"], "pr": computed["pr"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
+
 
 def register(sub) -> None:
     p = sub.add_parser("service", help="install, remove or show the systemd service (on the device)")
@@ -45,8 +47,8 @@ def register(sub) -> None:
     p.add_argument("--ssh-command", default="ssh", help="remote shell command (default: ssh); also used by rsync")
     p.add_argument("--rsync-command", default="rsync", help="rsync command (default: rsync)")
     p.add_argument("--remote-fieldear", default="/opt/fieldear/venv/bin/fieldear", help="fieldear on the device")
-    p.add_argument("--remote-data-dir", default="/var/lib/fieldear", help="data dir on the device (models/ is in it)")
-    p.add_argument("--remote-config", default="/etc/fieldear/fieldear.toml", help="config path on the device")
+    p.add_argument("--remote-data-dir", default=str(SYSTEM_DATA_DIR), help="data dir on the device (models/ is in it)")
+    p.add_argument("--remote-config", default=str(SYSTEM_CONFIG), help="config path on the device")
     p.add_argument("--remote-stage", default="/tmp/fieldear-deploy", help="upload directory on the device")
     p.add_argument("--restart-command", default=None,
                    help="restart on the device (default: systemctl restart fieldear, with sudo)")

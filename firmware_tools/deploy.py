@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.errors import FieldearError
+from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ class DeployOptions:
     ssh_command: str = "ssh"
     rsync_command: str = "rsync"
     remote_fieldear: str = "/opt/fieldear/venv/bin/fieldear"
-    remote_data_dir: str = "/var/lib/fieldear"
-    remote_config: str = "/etc/fieldear/fieldear.toml"
+    remote_data_dir: str = str(SYSTEM_DATA_DIR)
+    remote_config: str = str(SYSTEM_CONFIG)
     remote_stage: str = "/tmp/fieldear-deploy"
     restart_command: str | None = None  # default: systemctl restart fieldear
     check_command: str | None = None  # default: fieldear status --json --config CONF
@@ -231,9 +232,9 @@ class Deployer:
         return False, last
 
     def deploy(self) -> DeployResult:
-        from runtime.bundle import load_bundle
-        from runtime.config import check_labels, load_config
         from firmware_tools.service import bundle_version
+        from runtime.config import check_labels, load_config
+        from runtime.model.bundle import load_bundle
 
         o = self.o
         if o.model is None and o.config is None:

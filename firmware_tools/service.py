@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 from firmware_tools.unit import (
-    DEFAULT_CONFIG_PATH,
     SERVICE_USER,
     UNIT_NAME,
     options_from_config,
@@ -31,6 +30,7 @@ from firmware_tools.unit import (
     systemd_analyze_verify,
 )
 from runtime.errors import ConfigError, FieldearError
+from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,12 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
                  systemctl: str | None = "systemctl", run: Callable[[list[str]], None] | None = None,
                  verify: bool = True) -> Plan:
     """The steps of ``service install``. ``systemctl`` None: only write files (for --root installs)."""
-    from runtime.bundle import load_bundle
     from runtime.config import check_labels, load_config
+    from runtime.model.bundle import load_bundle
 
     run = run or Runner()
     source_config = Path(config_file) if config_file else None
-    installed_config = under(root, DEFAULT_CONFIG_PATH)
+    installed_config = under(root, SYSTEM_CONFIG)
     if source_config is None:
         source_config = installed_config if installed_config.is_file() else EXAMPLE_CONFIG
     config = load_config(source_config)
@@ -148,7 +148,7 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
         on_device = under(root, model_path) if model_path.is_absolute() else model_path
         bundle_here = load_bundle(on_device)
         check_labels(config, bundle_here.labels)
-    opts = options_from_config(config, exec_path=exec_path, config_path=DEFAULT_CONFIG_PATH, user=user,
+    opts = options_from_config(config, exec_path=exec_path, config_path=SYSTEM_CONFIG, user=user,
                                dynamic_user=dynamic_user)
     unit_text = render_unit(opts)
     if verify and shutil.which("systemd-analyze") and Path(opts.exec_path).exists():
@@ -211,7 +211,7 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
                 shutil.chown(tmp, "root", user)
             os.replace(tmp, installed_config)
 
-        plan.add(f"install -m 0640 -g {user} {source_config} {DEFAULT_CONFIG_PATH}", copy_config)
+        plan.add(f"install -m 0640 -g {user} {source_config} {SYSTEM_CONFIG}", copy_config)
 
     unit_path = under(root, UNIT_DIR / UNIT_NAME)
 
@@ -247,10 +247,10 @@ def uninstall_plan(root: Path = Path("/"), purge: bool = False, user: str = SERV
     if purge:
         from runtime.config import load_config
 
-        cfg = under(root, DEFAULT_CONFIG_PATH)
-        data = data_dir or (load_config(cfg).store.data_dir if cfg.is_file() else Path("/var/lib/fieldear"))
+        cfg = under(root, SYSTEM_CONFIG)
+        data = data_dir or (load_config(cfg).store.data_dir if cfg.is_file() else SYSTEM_DATA_DIR)
         plan.add(f"rm -rf {data}", lambda: shutil.rmtree(under(root, data), ignore_errors=True))
-        plan.add(f"rm -rf {DEFAULT_CONFIG_PATH.parent}", lambda: shutil.rmtree(cfg.parent, ignore_errors=True))
+        plan.add(f"rm -rf {SYSTEM_CONFIG.parent}", lambda: shutil.rmtree(cfg.parent, ignore_errors=True))
         if _user_exists(user) and root == Path("/"):
             argv3 = ["userdel", user]
             plan.add(" ".join(argv3), lambda: run(argv3))
@@ -265,7 +265,7 @@ def cmd_render(args) -> int:
 
     config = load_config(args.config) if args.config else default_config()
     opts = options_from_config(config, exec_path=Path(args.exec_path) if args.exec_path else None,
-                               config_path=DEFAULT_CONFIG_PATH, dynamic_user=args.dynamic_user)
+                               config_path=SYSTEM_CONFIG, dynamic_user=args.dynamic_user)
     print(render_unit(opts), end="")
     return 0
 

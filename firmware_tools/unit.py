@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import ConfigError
+from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "fieldear.service.in"
 UNIT_NAME = "fieldear.service"
-DEFAULT_CONFIG_PATH = Path("/etc/fieldear/fieldear.toml")
 SERVICE_USER = "fieldear"
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -29,8 +29,8 @@ _NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 @dataclass(frozen=True)
 class UnitOptions:
     exec_path: Path  # the venv's `fieldear` script
-    config_path: Path = DEFAULT_CONFIG_PATH
-    data_dir: Path = Path("/var/lib/fieldear")
+    config_path: Path = SYSTEM_CONFIG
+    data_dir: Path = SYSTEM_DATA_DIR
     device_id: str = "fieldear"
     user: str = SERVICE_USER
     dynamic_user: bool = False  # DynamicUser=yes + StateDirectory= instead of a created user
@@ -61,7 +61,7 @@ def options_from_config(config, exec_path: Path | None = None, config_path: Path
     return UnitOptions(
         exec_path=Path(exec_path) if exec_path else default_exec_path(),
         config_path=Path(config_path) if config_path else (Path(config.source).resolve() if config.source
-                                                           else DEFAULT_CONFIG_PATH),
+                                                           else SYSTEM_CONFIG),
         data_dir=config.store.data_dir,
         device_id=config.device_id,
         user=user,

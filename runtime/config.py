@@ -24,12 +24,10 @@ values (``None`` means "not given") validated the same way.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
-import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +35,10 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from runtime.errors import ConfigError
+from runtime.paths import DB_NAME, SYSTEM_DATA_DIR, resolve_device_id
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path("/var/lib/fieldear")
-DEFAULT_DB_NAME = "fieldear.db"
-MACHINE_ID = Path("/etc/machine-id")
 
 
 # ---------------------------------------------------------------- sections
@@ -89,7 +85,7 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = SYSTEM_DATA_DIR
     db: Path | None = None  # None: data_dir / fieldear.db; relative: under data_dir
     log_windows: bool = True
     window_every: int = 1  # log every n-th block's scores
@@ -99,7 +95,7 @@ class StoreConfig:
     @property
     def db_path(self) -> Path:
         if self.db is None:
-            return self.data_dir / DEFAULT_DB_NAME
+            return self.data_dir / DB_NAME
         return self.db if self.db.is_absolute() else self.data_dir / self.db
 
 
@@ -361,6 +357,7 @@ CHECKS: dict[str, dict[str, Callable]] = {
              "client_id": _text(optional=True)},
 }
 
+
 def _message(where: str, section: str, key: str, exc: _Bad, value: Any) -> str:
     if exc.key is not None:  # an entry of an inner table, e.g. [detect.thresholds] dog
         return f"{where}: [{section}.{key}] {exc.key}: {exc}, got {_show(exc.value)}"
@@ -392,19 +389,6 @@ def _cross_check(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: [mqtt] ca_file: set but tls = false", "set tls = true")
 
 
-# ---------------------------------------------------------------- device identity
-
-
-def resolve_device_id(machine_id_path: Path = MACHINE_ID, hostname: Callable[[], str] = socket.gethostname) -> str:
-    """A stable id: 'fe-' + 12 hex of sha256(/etc/machine-id) (never the raw machine id), else the hostname."""
-    try:
-        mid = machine_id_path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        mid = ""
-    if mid:
-        return "fe-" + hashlib.sha256(("fieldear:" + mid).encode()).hexdigest()[:12]
-    name = (hostname() or "").strip().split(".")[0]
-    return name or "fieldear"
 
 
 # ---------------------------------------------------------------- loading

@@ -20,7 +20,7 @@ from tests.conftest import shared_path
 
 def field_bundles(root: Path) -> dict[str, Path]:
     """{'A': bundle, 'B': bundle} under root (built once; reused when present)."""
-    from runtime.bundle import load_bundle
+    from runtime.model.bundle import load_bundle
     from tests.test_listen_support import make_bundle
 
     out = {}
@@ -37,7 +37,7 @@ def field_bundles(root: Path) -> dict[str, Path]:
 
 def forest_recording(out: Path, n_files: int = 4) -> Path:
     """The first n 10-s forest soundscapes joined into one 16-bit WAV (real field audio)."""
-    from runtime.audio import read_audio
+    from runtime.audio.files import read_audio
 
     if out.is_file():
         return out

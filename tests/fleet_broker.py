@@ -159,7 +159,7 @@ def make_device_db(path: Path):
     import sqlite3
 
     conn = sqlite3.connect(str(path), timeout=10)
-    from runtime.store import SCHEMA
+    from runtime.store.schema import SCHEMA
 
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(SCHEMA)
@@ -193,8 +193,8 @@ class CollectorThread:
     def __init__(self, db_path: Path, address: str, clock=time.time, timeout_s: float = 10.0):
         import threading
 
-        from runtime.collector import Collector
-        from runtime.mqtt_sink import MqttSettings
+        from runtime.fleet.central.collector import Collector
+        from runtime.fleet.mqtt import MqttSettings
 
         self.collector = Collector(db_path, MqttSettings.from_config(None, address), clock=clock, backoff_s=(0.1, 1.0))
         self.stop_event = threading.Event()

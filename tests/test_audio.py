@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from runtime import audio
+from runtime.audio import files as audio
+from runtime.audio import wav
+from runtime.audio.resample import resample
 from runtime.errors import AudioError
-from runtime.resample import resample
 
 RATE = 16000
 KSDATAFORMAT_TAIL = bytes.fromhex("000000001000800000aa00389b71")
@@ -136,8 +137,8 @@ def test_pcm_scaling_full_scale_values(tmp_path):
 
 @pytest.mark.runtime
 def test_g711_tables_match_audioop_and_g711_values():
-    alaw = audio._g711_table("alaw") * 32768
-    mulaw = audio._g711_table("mulaw") * 32768
+    alaw = wav._g711_table("alaw") * 32768
+    mulaw = wav._g711_table("mulaw") * 32768
     # G.711 reference points: A-law 0xD5/0x55 are +-8, mu-law 0xFF/0x7F are 0, 0x80/0x00 are +-32124.
     assert (alaw[0xD5], alaw[0x55], alaw[0xAA], alaw[0x2A]) == (8, -8, 32256, -32256)
     assert (mulaw[0xFF], mulaw[0x7F], mulaw[0x80], mulaw[0x00]) == (0, 0, 32124, -32124)
@@ -503,7 +504,7 @@ def test_truncated_data_reads_what_is_there_with_a_warning(tmp_path, clip, caplo
     path.write_bytes(raw[: data_at + keep * WIDTH[encoding] + 1])  # cut mid-frame
     info = audio.probe(path)
     assert info.truncated and info.frames == keep
-    with caplog.at_level(logging.WARNING, logger="runtime.audio"):
+    with caplog.at_level(logging.WARNING, logger="runtime.audio.files"):
         x, _ = audio.read_audio(path)
     assert any("truncated" in r.getMessage() for r in caplog.records)
     assert len(x) == keep

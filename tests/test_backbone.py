@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.audio import read_audio
-from runtime.frontend import BACKBONE
-from runtime.interpreter import Runner
-from runtime.pipeline import blocks_of
+from runtime.audio.files import read_audio
+from runtime.features.frontend import BACKBONE
+from runtime.features.pipeline import blocks_of
+from runtime.model.interpreter import Runner
 from tests.conftest import shared_path
 
 pytestmark = pytest.mark.runtime

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import DEFAULT_BUNDLE
-from runtime.frontend import BACKBONE
-from runtime.interpreter import Runner
-from runtime.pipeline import blocks_of, stack
+from runtime.features.frontend import BACKBONE
+from runtime.features.pipeline import blocks_of, stack
+from runtime.model.interpreter import Runner
+from runtime.paths import DEFAULT_BUNDLE
 
 pytestmark = pytest.mark.runtime
 
@@ -42,7 +42,7 @@ def _clip_path(shared: Path, rel: str) -> Path:
 
 
 def _blocks(shared: Path) -> np.ndarray:
-    from runtime.audio import read_audio
+    from runtime.audio.files import read_audio
 
     out = []
     for rel in CLIPS:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.batch import columns_for, iter_inputs, run_batch
-from runtime.bundle import load_bundle
 from runtime.errors import FieldearError
+from runtime.model.bundle import load_bundle
+from runtime.predict.batch import columns_for, iter_inputs, run_batch
 from tests.test_predict import model_dir, read_pcm16, real_clip, write_wav
 
 pytestmark = pytest.mark.runtime
@@ -87,8 +87,8 @@ def test_batch_rows_errors_and_summary(mixed_folder, tmp_path, suffix, jobs):
 
 def test_batch_rows_equal_predict(mixed_folder, tmp_path):
     """A worker-process row carries the same scores as an in-process predict_file."""
-    from runtime.model import Model
-    from runtime.predict import predict_file
+    from runtime.model.model import Model
+    from runtime.predict.predict import predict_file
 
     out = tmp_path / "p.csv"
     run_batch([str(mixed_folder / "dog")], out, model_dir=str(model_dir()), jobs=2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.batch import run_batch
+from runtime.predict.batch import run_batch
 from tests.test_predict import read_pcm16, real_clip, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +21,9 @@ TINY_MODEL = r"""
 import sys
 import numpy as np
 import tensorflow as tf
-from runtime.bundle import write_bundle
-from runtime.frontend import BACKBONE as p
-from runtime.interpreter import Runner
+from runtime.model.bundle import write_bundle
+from runtime.features.frontend import BACKBONE as p
+from runtime.model.interpreter import Runner
 
 labels = ["a", "b", "c"]
 inp = tf.keras.Input((p.block_frames, p.n_mels), batch_size=1)

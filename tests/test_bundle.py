@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from runtime.bundle import DEFAULT_BUNDLE, MODEL_JSON, canonical_sha, load_bundle, write_bundle
 from runtime.errors import BundleError
+from runtime.model.bundle import MODEL_JSON, canonical_sha, load_bundle, write_bundle
+from runtime.paths import DEFAULT_BUNDLE
 
 pytestmark = pytest.mark.runtime
 

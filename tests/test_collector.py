@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import main as cli_main
+from runtime.cli.main import main as cli_main
 from runtime.errors import FieldearError
 from tests.fleet_broker import (
     Broker,
@@ -36,8 +36,8 @@ def _event(device: str, event_id: int, label: str = "dog", start_utc: str = "202
 
 
 def _collector(tmp_path, clock=lambda: 100.0):
-    from runtime.collector import Collector, open_central
-    from runtime.mqtt_sink import MqttSettings
+    from runtime.fleet.central.collector import Collector, open_central
+    from runtime.fleet.mqtt import MqttSettings
 
     col = Collector(tmp_path / "central.db", MqttSettings(host="127.0.0.1"), clock=clock)
     return col, open_central(tmp_path / "central.db")
@@ -84,7 +84,7 @@ def test_redelivered_messages_through_the_broker_are_stored_once(tmp_path, broke
 
 def test_collector_away_gets_what_was_sent_meanwhile(tmp_path, broker):
     """Persistent session: the broker queues QoS 1 messages for the collector while it is not connected."""
-    from runtime.mqtt_sink import MqttSettings, send_pending
+    from runtime.fleet.mqtt import MqttSettings, send_pending
 
     db = make_device_db(tmp_path / "dev.db")
     settings = MqttSettings.from_config(None, broker.address)
@@ -124,7 +124,7 @@ def test_report_by_device_label_day(tmp_path, capsys):
 
 
 def test_collect_command_runs_until_sigterm(tmp_path, broker):
-    from runtime.mqtt_sink import MqttSettings, send_pending
+    from runtime.fleet.mqtt import MqttSettings, send_pending
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     db = tmp_path / "central.db"
@@ -159,7 +159,8 @@ def test_collect_with_a_bad_db_path_is_one_line(tmp_path, capsys):
 
 
 def test_report_rejects_unknown_grouping(tmp_path):
-    from runtime.collector import open_central, report_rows
+    from runtime.fleet.central.collector import open_central
+    from runtime.fleet.central.report import report_rows
 
     open_central(tmp_path / "c.db").close()
     with pytest.raises(FieldearError, match="cannot report by"):
@@ -192,8 +193,8 @@ def test_a_message_the_central_db_cannot_take_is_not_acknowledged(tmp_path, brok
     to its persistent session once it reconnects, and every event is stored once when the DB is back."""
     import threading
 
-    from runtime.collector import Collector, open_central
-    from runtime.mqtt_sink import MqttSettings, send_pending
+    from runtime.fleet.central.collector import Collector, open_central
+    from runtime.fleet.mqtt import MqttSettings, send_pending
 
     db = make_device_db(tmp_path / "dev.db")
     for i in range(5):

@@ -13,9 +13,9 @@ from runtime.config import (
     check_labels,
     default_config,
     load_config,
-    resolve_device_id,
 )
 from runtime.errors import ConfigError
+from runtime.paths import resolve_device_id
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "firmware_tools" / "fieldear.example.toml"
@@ -192,7 +192,7 @@ def test_device_id_from_machine_id_else_hostname(tmp_path):
 
 
 def test_detect_section_maps_onto_post_settings(tmp_path):
-    from runtime.postprocess import PostSettings
+    from runtime.detect.events import PostSettings
 
     config = load_config(write(tmp_path, "[detect]\nsmoothing = 3\nhysteresis = 0.2\nmin_event_s = 0.5\n"
                                          "default_threshold = 0.4\nignore = [\"rain\"]\n"), device_id="d")

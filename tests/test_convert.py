@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli import main
+from runtime.cli.main import main
 from tests.test_train import _subset
 
 pytestmark = pytest.mark.train
@@ -25,8 +25,8 @@ def _trained_keras(data: Path, path: Path, channel: bool) -> Path:
     """A tiny Keras model trained for a few epochs on SMALL blocks of the data."""
     import keras
 
-    from convert.embed import clip_blocks
-    from runtime.frontend import SMALL
+    from convert.families.embed import clip_blocks
+    from runtime.features.frontend import SMALL
 
     xs, ys = [], []
     for k, label in enumerate(sorted(CLASSES)):
@@ -51,8 +51,8 @@ def _trained_keras(data: Path, path: Path, channel: bool) -> Path:
 
 @pytest.mark.parametrize("channel", [False, True])
 def test_convert_a_keras_model(data, tmp_path, channel):
-    from convert.embed import clip_blocks
-    from runtime.model import Model
+    from convert.families.embed import clip_blocks
+    from runtime.model.model import Model
 
     src = _trained_keras(data, tmp_path / "mine.keras", channel)
     out = tmp_path / "byo"

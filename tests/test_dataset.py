@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert import dataset as ds
-from convert.dataset import Clip, load_dataset, write_manifest
+from convert.data import dataset as ds
+from convert.data.dataset import Clip, load_dataset, write_manifest
 from runtime.errors import DatasetError
 
 sf = pytest.importorskip("soundfile")  # train extra; not needed by the device run (-m runtime)

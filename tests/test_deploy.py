@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.deploy import DeployOptions, Deployer, _check_reason, _reported_model
+from firmware_tools.deploy import (
+    Deployer,
+    DeployOptions,
+    _check_reason,
+    _reported_model,
+)
 from runtime.errors import FieldearError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +86,7 @@ def stop_device(dev: dict) -> None:
 
 def broken_bundle(src: Path, out: Path) -> Path:
     """A bundle that passes every checksum but whose head is not a TFLite model (the service cannot start)."""
-    from runtime.bundle import load_bundle, write_bundle
+    from runtime.model.bundle import load_bundle, write_bundle
 
     b = load_bundle(src)
     meta = {k: v for k, v in b.meta.items() if k not in ("json_sha256", "files")}
@@ -129,7 +134,7 @@ def test_reported_model():
 @pytest.mark.train
 @pytest.mark.slow
 def test_deploy_then_failed_deploy_rolls_back(tmp_path, tmp_path_factory, capsys):
-    from runtime.bundle import load_bundle
+    from runtime.model.bundle import load_bundle
     from tests.field_support import field_bundles, forest_recording
 
     rsync_or_skip()

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime.batch import columns_for
 from runtime.errors import FieldearError
-from runtime.evaluate import evaluate, parse_thresholds, report_text, truth_from_name, write_report
+from runtime.evaluate.clip_eval import (
+    evaluate,
+    parse_thresholds,
+    report_text,
+    truth_from_name,
+    write_report,
+)
+from runtime.predict.batch import columns_for
 
 pytestmark = pytest.mark.runtime
 
@@ -144,8 +150,8 @@ def test_report_files(tmp_path):
 
 def test_bundle_thresholds_and_sha_check(tmp_path):
     """--model: thresholds come from the bundle that made the rows; another bundle is refused."""
+    from runtime.model.bundle import load_bundle
     from tests.test_predict import model_dir
-    from runtime.bundle import load_bundle
 
     bundle = load_bundle(model_dir())
     labels = bundle.labels
@@ -183,13 +189,13 @@ def test_cli_evaluate_db_goes_to_stream_eval(tmp_path, monkeypatch):
     """--db hands the parsed arguments to runtime.stream_eval.main (the listening area's evaluation)."""
     import types
 
-    from runtime import cli
+    from runtime.cli import main as cli
 
     seen = {}
-    fake = types.ModuleType("runtime.stream_eval")
+    fake = types.ModuleType("runtime.evaluate.stream_eval")
     fake.main = lambda args: seen.setdefault("args", args) and 7
-    monkeypatch.setitem(sys.modules, "runtime.stream_eval", fake)
-    monkeypatch.setattr("runtime.stream_eval", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "runtime.evaluate.stream_eval", fake)
+    monkeypatch.setattr("runtime.evaluate.stream_eval", fake, raising=False)
     code = cli.main(["evaluate", "--db", str(tmp_path / "x.db"), "--annotations", "a.csv", "--tolerance", "0.5"])
     assert code == 7
     assert seen["args"].db == str(tmp_path / "x.db") and seen["args"].tolerance == 0.5
@@ -199,7 +205,7 @@ def test_cli_evaluate_db_goes_to_stream_eval(tmp_path, monkeypatch):
 
 
 def test_model_labels_absent_from_data_do_not_lower_macro_averages():
-    from runtime.evaluate import evaluate_rows
+    from runtime.evaluate.clip_eval import evaluate_rows
 
     labels = ["dog", "rooster", "great_tit"]  # the data has no great tit and none is predicted
     rows = [{"path": f"{t}_{i}.wav", **{f"score_{lab}": float(lab == p) for lab in labels}}

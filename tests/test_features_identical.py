@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.frontend import BACKBONE, SMALL
-from runtime.pipeline import BlockStream
+from runtime.features.frontend import BACKBONE, SMALL
+from runtime.features.pipeline import BlockStream
 
 
 def _listen_path_blocks(path, params):
-    from runtime.sources import FileSource
+    from runtime.audio.sources import FileSource
 
     with FileSource(path, chunk_seconds=0.37) as src:  # an odd chunk size on purpose
         stream = BlockStream(params, src.sample_rate)
@@ -26,7 +26,9 @@ def _listen_path_blocks(path, params):
 
 
 def _predict_path_blocks(path, params):
-    from runtime.pipeline import FileBlocks  # what runtime.predict.predict_file iterates
+    from runtime.features.pipeline import (
+        FileBlocks,  # what runtime.predict.predict_file iterates
+    )
 
     return np.stack([b.features for b in FileBlocks(path, params, chunk_seconds=10.0)])
 
@@ -34,7 +36,7 @@ def _predict_path_blocks(path, params):
 @pytest.mark.parametrize("params", [BACKBONE, SMALL], ids=["backbone", "small"])
 @pytest.mark.parametrize("rel", ["esc10/dog", "birdsong/great_tit", "fsdd"])
 def test_training_and_device_blocks_are_identical(shared_data, params, rel):
-    from convert.embed import clip_blocks
+    from convert.families.embed import clip_blocks
 
     folder = shared_data / rel
     path = sorted(p for p in folder.rglob("*.wav"))[0]
@@ -49,9 +51,9 @@ def test_training_and_device_blocks_are_identical(shared_data, params, rel):
 
 def test_level_augmentation_changes_the_training_blocks(shared_data):
     """convert.embed's gain reaches the audio (a regression once made every augmented copy identical)."""
-    from convert.embed import clip_blocks
-    from runtime.audio import read_audio
-    from runtime.pipeline import blocks_of
+    from convert.families.embed import clip_blocks
+    from runtime.audio.files import read_audio
+    from runtime.features.pipeline import blocks_of
 
     path = sorted((shared_data / "esc10" / "dog").glob("*.wav"))[0]
     plain, quieter = clip_blocks(path, BACKBONE), clip_blocks(path, BACKBONE, gain=0.25)

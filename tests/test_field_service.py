@@ -108,13 +108,13 @@ def test_notify_protocol_and_sigterm_during_an_event(tmp_path, systemd, bundles,
 def test_stalled_source_stops_watchdog_feeding(tmp_path, systemd, bundles, forest):
     """Audio stops arriving (a microphone that delivers nothing: empty chunks), the loop keeps ticking:
     WATCHDOG=1 continues until watchdog_stall_s, then stops, so systemd would restart the service."""
+    from runtime.audio.sources import FileSource
     from runtime.config import load_config
-    from runtime.health import build_field_hooks
-    from runtime.listen import Listener
-    from runtime.model import Model
-    from runtime.postprocess import PostSettings
-    from runtime.sources import FileSource
-    from runtime.store import Store
+    from runtime.detect.events import PostSettings
+    from runtime.field.heartbeat import build_field_hooks
+    from runtime.listen.loop import Listener
+    from runtime.model.model import Model
+    from runtime.store.writer import Store
 
     class StallingMic(FileSource):
         """Real audio for a while, then nothing: like a USB microphone that hung (chunks stay empty)."""
@@ -240,7 +240,7 @@ def test_sighup_swaps_the_model_without_a_gap(tmp_path, systemd, bundles, forest
             proc.communicate()
     assert proc.returncode == 0, err
     assert "model swapped" in err
-    from runtime.bundle import load_bundle
+    from runtime.model.bundle import load_bundle
 
     sha_a, sha_b = load_bundle(bundles["A"]).sha256, load_bundle(bundles["B"]).sha256
     rows = db_rows(tmp_path / "data" / "fieldear.db", "SELECT start_s, model_sha FROM windows ORDER BY id")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime import frontend as fe
-from runtime.pipeline import BlockStream, blocks_of, stack
-from runtime.resample import StreamResampler, design_filter, ratio, resample
+from runtime.audio.resample import StreamResampler, design_filter, ratio, resample
+from runtime.features import frontend as fe
+from runtime.features.pipeline import BlockStream, blocks_of, stack
 
 pytestmark = pytest.mark.runtime
 

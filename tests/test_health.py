@@ -8,20 +8,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from runtime.health import (
+from runtime.audio.sources import SourceStats
+from runtime.field.heartbeat import (
     HeartbeatHook,
-    NotifyHook,
     build_field_hooks,
-    collect_status,
     cpu_temperature,
     disk_free_mb,
-    format_status,
     rss_mb,
 )
-from runtime.listen import ListenStats
-from runtime.sdnotify import Notifier
-from runtime.sources import SourceStats
-from runtime.store import Store, utc_iso
+from runtime.field.sdnotify import Notifier
+from runtime.field.status import collect_status, format_status
+from runtime.field.watchdog import NotifyHook
+from runtime.listen.loop import ListenStats
+from runtime.store.schema import utc_iso
+from runtime.store.writer import Store
 from tests.field_support import FakeSystemd
 
 pytestmark = pytest.mark.runtime
@@ -212,7 +212,7 @@ def test_build_field_hooks(tmp_path):
 
 def test_reload_failure_keeps_running_and_tells_systemd(tmp_path, systemd):
     from runtime.config import load_config
-    from runtime.health import Reloader
+    from runtime.field.reload import Reloader
 
     cfg = tmp_path / "fieldear.toml"
     cfg.write_text('[model]\npath = "gone"\n')
@@ -243,7 +243,7 @@ def test_sighup_handler_only_sets_a_flag(tmp_path):
     import signal
 
     from runtime.config import default_config
-    from runtime.health import Reloader
+    from runtime.field.reload import Reloader
 
     reloader = Reloader(default_config("d"), lambda: default_config("d"))
     before = signal.getsignal(signal.SIGHUP)

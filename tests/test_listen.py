@@ -6,17 +6,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from runtime.listen import Listener
-from runtime.postprocess import PostSettings
-from runtime.sources import FileSource
-from runtime.store import Store
+from runtime.audio.sources import FileSource
+from runtime.detect.events import PostSettings
+from runtime.listen.loop import Listener
+from runtime.store.writer import Store
 from tests.test_listen_support import ROOT, make_bundle
 
 pytestmark = pytest.mark.train  # the test bundle's head is made with TensorFlow
@@ -32,7 +30,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model(bundle):
-    from runtime.model import Model
+    from runtime.model.model import Model
 
     return Model.load(bundle, threads=1)
 
@@ -84,8 +82,8 @@ def listen_file(model, path, db, chunk_seconds=0.5, hooks=(), block_hop=None, se
 
 @pytest.mark.parametrize("block_hop", [None, 25])
 def test_streaming_any_chunk_size_gives_predict_block_scores(model, dog, tmp_path, block_hop):
-    from runtime.audio import read_audio
-    from runtime.pipeline import blocks_of, stack
+    from runtime.audio.files import read_audio
+    from runtime.features.pipeline import blocks_of, stack
 
     x, rate = read_audio(dog)
     params = model.params if block_hop is None else model.params.with_block_hop(block_hop)
@@ -120,7 +118,7 @@ def test_hooks_are_called_and_a_failing_hook_does_not_stop_listening(model, shar
 
 
 def test_cli_listen_file_summary_events_export(bundle, dog, tmp_path, capsys):
-    from runtime.cli import main
+    from runtime.cli.main import main
 
     db = tmp_path / "cli.db"
     rc = main(["listen", "--model", str(bundle), "--file", str(dog), "--db", str(db), "--device-id", "dev-7",
@@ -150,7 +148,7 @@ def test_cli_listen_file_summary_events_export(bundle, dog, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(bundle, tmp_path, capsys):
-    from runtime.cli import main
+    from runtime.cli.main import main
 
     assert main(["listen", "--model", str(bundle), "--file", str(tmp_path / "nope.wav"), "--db", str(tmp_path / "x.db")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -166,7 +164,7 @@ import sys, numpy as np
 from tests.test_listen_support import FakeSoundDevice
 sig = np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)
 sys.modules["sounddevice"] = FakeSoundDevice(rates=(48000,), signal=sig, block_sleep=0.1)
-from runtime.cli import main
+from runtime.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -204,7 +202,7 @@ def test_sigterm_on_microphone_closes_open_events_and_exits_0(bundle, tmp_path):
 def test_clips_written_within_quota(model, esc10, tmp_path):
     import wave
 
-    from runtime.clips import ClipRecorder
+    from runtime.listen.clips import ClipRecorder
 
     path = esc10 / "rooster" / sorted(os.listdir(esc10 / "rooster"))[0]
     clips = ClipRecorder(tmp_path / "clips", pre_s=0.5, post_s=0.5, quota_mb=1.0)
@@ -227,7 +225,7 @@ def test_clips_written_within_quota(model, esc10, tmp_path):
 
 
 def test_model_swap_between_chunks_keeps_audio(model, bundle, shared_data, tmp_path):
-    from runtime.model import Model
+    from runtime.model.model import Model
 
     forest = shared_data / "soundscapes" / "forest_24h" / "S4A03895_20190522_000000.wav"
     other = Model.load(bundle, threads=1)
@@ -246,7 +244,7 @@ def test_model_swap_between_chunks_keeps_audio(model, bundle, shared_data, tmp_p
 
 
 def test_clipping_and_digital_silence_are_reported_not_fatal(model, tmp_path, caplog):
-    from runtime.clips import write_wav
+    from runtime.listen.clips import write_wav
 
     rate = 16000
     x = np.zeros(rate * 70, np.float32)  # 70 s of digital silence ...

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runtime.bundle import DEFAULT_BUNDLE
+from runtime.paths import DEFAULT_BUNDLE
 from tests.test_listen import Recorder, listen_file
 
 pytestmark = [pytest.mark.runtime,
@@ -17,14 +17,14 @@ DEMO = DEFAULT_BUNDLE.parent.parent / "demo"
 
 @pytest.fixture(scope="module")
 def model():
-    from runtime.model import Model
+    from runtime.model.model import Model
 
     return Model.load(None, threads=1)
 
 
 def test_stream_block_scores_equal_predict_path_default_model(model, esc10, tmp_path):
-    from runtime.audio import read_audio
-    from runtime.pipeline import blocks_of, stack
+    from runtime.audio.files import read_audio
+    from runtime.features.pipeline import blocks_of, stack
 
     path = esc10 / "rooster" / "esc10_1-100038-A.wav"
     if not path.exists():
@@ -38,8 +38,8 @@ def test_stream_block_scores_equal_predict_path_default_model(model, esc10, tmp_
 
 
 def test_demo_recording_is_heard(tmp_path, capsys):
-    from runtime import stream_eval
-    from runtime.cli import main
+    from runtime.cli.main import main
+    from runtime.evaluate import stream_eval
 
     db = tmp_path / "demo.db"
     assert main(["listen", "--file", str(DEMO / "demo.wav"), "--db", str(db), "--device-id", "demo", "--summary"]) == 0

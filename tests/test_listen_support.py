@@ -31,9 +31,9 @@ def head_tflite(weights: np.ndarray, bias: np.ndarray, embed_scale: float, embed
 
 def make_bundle(out: Path, labels: list[str], weights=None, bias=None, thresholds=None, seed: int = 0) -> Path:
     """Write a two-stage bundle (backbone + head) to ``out``."""
-    from runtime.bundle import write_bundle
-    from runtime.frontend import BACKBONE as PARAMS
-    from runtime.interpreter import Runner
+    from runtime.features.frontend import BACKBONE as PARAMS
+    from runtime.model.bundle import write_bundle
+    from runtime.model.interpreter import Runner
 
     bb = Runner(BACKBONE)
     rng = np.random.default_rng(seed)
@@ -56,10 +56,10 @@ def make_bundle(out: Path, labels: list[str], weights=None, bias=None, threshold
 
 def embeddings(paths, backbone=None) -> np.ndarray:
     """Mean backbone embedding per file (blocks from the shared pipeline)."""
-    from runtime.audio import read_audio
-    from runtime.frontend import BACKBONE as PARAMS
-    from runtime.interpreter import Runner
-    from runtime.pipeline import blocks_of
+    from runtime.audio.files import read_audio
+    from runtime.features.frontend import BACKBONE as PARAMS
+    from runtime.features.pipeline import blocks_of
+    from runtime.model.interpreter import Runner
 
     bb = backbone or Runner(BACKBONE)
     out = []

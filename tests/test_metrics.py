@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime import metrics
 from runtime.errors import FieldearError
+from runtime.evaluate import metrics, plots
 
 LABELS = ["a", "b", "c"]
 Y_TRUE = ["a", "a", "a", "b", "b", "c"]
@@ -87,7 +87,9 @@ def test_label_thresholds():
 
 
 def test_matches_sklearn_random():
-    from sklearn import metrics as skm  # not a runtime test: the train extra is installed
+    from sklearn import (
+        metrics as skm,  # not a runtime test: the train extra is installed
+    )
     rng = np.random.default_rng(7)
     labels = [f"l{i}" for i in range(6)]
     for trial in range(25):
@@ -116,7 +118,9 @@ def test_matches_sklearn_random():
 
 
 def test_pr_matches_sklearn_random():
-    from sklearn import metrics as skm  # not a runtime test: the train extra is installed
+    from sklearn import (
+        metrics as skm,  # not a runtime test: the train extra is installed
+    )
     rng = np.random.default_rng(3)
     for trial in range(30):
         n = int(rng.integers(2, 60))
@@ -138,9 +142,9 @@ def test_pr_matches_sklearn_random():
 
 def test_pngs(tmp_path):
     r = metrics.classification_report(Y_TRUE, Y_PRED, LABELS)
-    assert metrics.save_confusion_png(r, tmp_path / "c.png")
+    assert plots.save_confusion_png(r, tmp_path / "c.png")
     scores = np.eye(3)[[0, 0, 1, 1, 2, 0]] * 0.8 + 0.1
-    assert metrics.save_pr_png(Y_TRUE, scores, LABELS, tmp_path / "pr.png")
+    assert plots.save_pr_png(Y_TRUE, scores, LABELS, tmp_path / "pr.png")
     for name in ("c.png", "pr.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -157,7 +161,7 @@ def test_png_without_matplotlib(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     r = metrics.classification_report(Y_TRUE, Y_PRED, LABELS)
-    assert metrics.save_confusion_png(r, tmp_path / "c.png") is False
+    assert plots.save_confusion_png(r, tmp_path / "c.png") is False
     assert not (tmp_path / "c.png").exists()
     assert "matplotlib" in caplog.text
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ConfigError
-from runtime.mqtt_sink import MqttSettings, check_device_id, parse_hostport
+from runtime.fleet.mqtt import MqttSettings, check_device_id, parse_hostport
 from tests.fleet_broker import (
     Broker,
     CollectorThread,
@@ -93,7 +93,7 @@ def test_settings_from_the_config_file(tmp_path):
 def test_messages_on_the_wire(tmp_path, broker):
     """Events and health as JSON on <prefix>/<device>/events|health, QoS 1, in id order, stable ids;
     status online (retained) while connected and offline (retained) after a clean stop; discovery retained."""
-    from runtime.mqtt_sink import MqttSink
+    from runtime.fleet.mqtt import MqttSink
 
     rec = Recorder(broker.address, "#")
     db = make_device_db(tmp_path / "dev.db")
@@ -135,7 +135,7 @@ def test_messages_on_the_wire(tmp_path, broker):
 
 
 def test_no_discovery_without_the_flag(tmp_path, broker):
-    from runtime.mqtt_sink import MqttSink
+    from runtime.fleet.mqtt import MqttSink
 
     rec = Recorder(broker.address, "homeassistant/#")
     make_device_db(tmp_path / "dev.db")
@@ -150,7 +150,7 @@ def test_no_discovery_without_the_flag(tmp_path, broker):
 
 DEVICE_SCRIPT = """
 import sys, time
-from runtime.mqtt_sink import MqttSettings, MqttSink
+from runtime.fleet.mqtt import MqttSettings, MqttSink
 sink = MqttSink(sys.argv[1], MqttSettings.from_config(None, sys.argv[2]), sys.argv[3], backoff_s=(0.1, 0.5))
 sink.start()
 sink.connected.wait(10)
@@ -192,7 +192,7 @@ def _status(db: Path, device: str):
 
 def test_username_and_password(tmp_path):
     require_mosquitto()
-    from runtime.mqtt_sink import BrokerUnavailable, send_pending
+    from runtime.fleet.mqtt import BrokerUnavailable, send_pending
 
     db = make_device_db(tmp_path / "dev.db")
     add_event(db, "d-auth", "dog", 0.0)
@@ -262,7 +262,7 @@ def test_listen_file_sends_its_events_and_drains_before_exit(tmp_path, broker, l
 @pytest.mark.slow
 def test_listen_keeps_classifying_with_the_broker_down(tmp_path, listen_bundle, forest, capsys):
     require_mosquitto()
-    from runtime.cli import main as cli_main
+    from runtime.cli.main import main as cli_main
     from tests.fleet_broker import central_events, device_events
 
     b = Broker(tmp_path / "broker")  # not started
@@ -282,7 +282,7 @@ def test_listen_keeps_classifying_with_the_broker_down(tmp_path, listen_bundle, 
 
 def test_tls_with_the_configured_ca(tmp_path):
     require_mosquitto()
-    from runtime.mqtt_sink import BrokerUnavailable, send_pending
+    from runtime.fleet.mqtt import BrokerUnavailable, send_pending
     from tests.fleet_broker import make_test_certs
 
     certs = make_test_certs(tmp_path / "certs")
@@ -305,8 +305,8 @@ def test_listen_hooks_from_the_config_or_the_command_line(tmp_path):
     import argparse
 
     from runtime.config import load_config
-    from runtime.mqtt_sink import listen_hooks
-    from runtime.outbox import OutboxHook
+    from runtime.fleet.mqtt import listen_hooks
+    from runtime.fleet.outbox import OutboxHook
 
     (tmp_path / "with.toml").write_text(f'[device]\nid = "pi-9"\n[store]\ndb = "{tmp_path / "d.db"}"\n'
                                         '[mqtt]\nhost = "broker.lan"\nport = 1999\n')

@@ -43,9 +43,9 @@ for info in pkgutil.walk_packages(runtime.__path__, "runtime."):
         # a third-party optional dependency absent from this venv (not TensorFlow): note it
         optional_missing[info.name] = str(exc)
 
-from runtime.model import Model
-from runtime.predict import predict_file
-from runtime.cli import build_parser
+from runtime.model.model import Model
+from runtime.predict.predict import predict_file
+from runtime.cli.main import build_parser
 build_parser()
 model = Model.load(sys.argv[1], threads=1)
 pred = predict_file(model, sys.argv[2])
@@ -63,7 +63,7 @@ def test_runtime_never_imports_tensorflow(esc10):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["attempts"] == [], out["attempts"]
     assert out["heavy"] == []
-    assert {"runtime.predict", "runtime.batch", "runtime.evaluate", "runtime.cli_predict", "runtime.model",
-            "runtime.audio"} <= set(out["imported"])
+    assert {"runtime.predict.predict", "runtime.predict.batch", "runtime.evaluate.clip_eval", "runtime.cli.predict", "runtime.model.model",
+            "runtime.audio.files"} <= set(out["imported"])
     assert out["n_blocks"] >= 1 and out["label"]
     assert out["backend"] in ("ai-edge-litert", "tflite-runtime")

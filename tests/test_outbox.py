@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from runtime import outbox
-from runtime.cli import main as cli_main
+from runtime.cli.main import main as cli_main
+from runtime.fleet import outbox
 from tests.fleet_broker import (
     Broker,
     CollectorThread,
@@ -76,7 +76,7 @@ def test_payloads_carry_stable_ids(tmp_path):
 def test_broker_restart_in_the_middle_of_sending_exactly_once(tmp_path, broker):
     """A device writes events at a steady pace; the broker goes away for a while in the middle and comes back:
     the collector ends with exactly the device's events (nothing missing, nothing twice), in id order per send."""
-    from runtime.mqtt_sink import MqttSettings, MqttSink
+    from runtime.fleet.mqtt import MqttSettings, MqttSink
 
     db = make_device_db(tmp_path / "dev.db")
     settings = MqttSettings.from_config(None, broker.address)
@@ -124,7 +124,7 @@ def test_broker_restart_in_the_middle_of_sending_exactly_once(tmp_path, broker):
 
 def test_broker_down_for_the_whole_run_loses_nothing(tmp_path):
     require_mosquitto()
-    from runtime.mqtt_sink import MqttSettings, MqttSink
+    from runtime.fleet.mqtt import MqttSettings, MqttSink
 
     b = Broker(tmp_path / "broker")  # configured, not started: nothing listens on its port
     db = make_device_db(tmp_path / "dev.db")
@@ -169,7 +169,7 @@ def test_outbox_send_with_broker_unreachable_says_what_stays_pending(tmp_path, c
 
 
 def test_outbox_hook_drains_at_stop_and_never_blocks_the_caller(tmp_path, broker):
-    from runtime.mqtt_sink import MqttSettings, MqttSink
+    from runtime.fleet.mqtt import MqttSettings, MqttSink
 
     db = make_device_db(tmp_path / "dev.db")
     sink = MqttSink(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "dev-h", backoff_s=(0.1, 0.5))
@@ -192,7 +192,7 @@ def test_outbox_hook_drains_at_stop_and_never_blocks_the_caller(tmp_path, broker
 
 def test_outbox_hook_drain_is_bounded_when_the_broker_is_down(tmp_path):
     require_mosquitto()
-    from runtime.mqtt_sink import MqttSettings, MqttSink
+    from runtime.fleet.mqtt import MqttSettings, MqttSink
 
     b = Broker(tmp_path / "broker")
     db = make_device_db(tmp_path / "dev.db")

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
+from runtime.detect.events import (
+    STREAM_THRESHOLD_FLOOR,
+    EventDetector,
+    MovingAverage,
+    PostSettings,
+    detect,
+    segment_of,
+)
 from runtime.errors import ConfigError
-from runtime.postprocess import STREAM_THRESHOLD_FLOOR, EventDetector, MovingAverage, PostSettings, detect, segment_of
 
 pytestmark = pytest.mark.runtime
 

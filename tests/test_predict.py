@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.bundle import DEFAULT_BUNDLE, MODEL_JSON, load_bundle
 from runtime.errors import AudioError, BundleError
+from runtime.model.bundle import MODEL_JSON, load_bundle
+from runtime.paths import DEFAULT_BUNDLE
 
 pytestmark = pytest.mark.runtime
 
@@ -34,7 +35,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def model():
-    from runtime.model import Model
+    from runtime.model.model import Model
 
     return Model.load(model_dir(), threads=1)
 
@@ -106,9 +107,9 @@ def expected_blocks(seconds: float, params) -> int:
 
 def test_predict_real_clip_matches_manual_chain(model, esc10):
     """Model + streaming predict == whole clip -> blocks -> each stage's Runner by hand -> mean."""
-    from runtime.interpreter import Runner
-    from runtime.pipeline import blocks_of, stack
-    from runtime.predict import predict_file
+    from runtime.features.pipeline import blocks_of, stack
+    from runtime.model.interpreter import Runner
+    from runtime.predict.predict import predict_file
 
     path = real_clip(esc10, "rooster", 3)
     pred = predict_file(model, path, keep_blocks=True)
@@ -132,7 +133,7 @@ def test_predict_real_clip_matches_manual_chain(model, esc10):
 
 
 def test_chunk_size_does_not_change_scores(model, esc10):
-    from runtime.predict import predict_file
+    from runtime.predict.predict import predict_file
 
     path = real_clip(esc10, "helicopter", 1)
     a = predict_file(model, path, keep_blocks=True, chunk_seconds=10.0)
@@ -146,8 +147,8 @@ def test_chunk_size_does_not_change_scores(model, esc10):
 
 def test_default_model_recognises_real_clips(esc10):
     """The committed default model gets most of a held-out-agnostic sample of ESC-10 right."""
-    from runtime.model import Model
-    from runtime.predict import predict_file
+    from runtime.model.model import Model
+    from runtime.predict.predict import predict_file
 
     m = Model.load(model_dir(), threads=1)
     classes = [c for c in m.labels if (esc10 / c).is_dir()]
@@ -158,7 +159,7 @@ def test_default_model_recognises_real_clips(esc10):
 
 
 def test_top_k_sorted_and_json_shape(model, esc10):
-    from runtime.predict import predict_file
+    from runtime.predict.predict import predict_file
 
     pred = predict_file(model, real_clip(esc10, "dog", 2))
     top = pred.top(3)
@@ -173,10 +174,10 @@ def test_long_file_streams_in_bounded_memory(model, esc10, tmp_path):
     """A 4-minute 48 kHz file (44 MB as float32) is predicted with a few MB of Python/numpy memory."""
     import tracemalloc
 
-    from runtime.predict import predict_file
+    from runtime.predict.predict import predict_file
 
     x, rate = read_pcm16(real_clip(esc10, "sea_waves"))
-    from runtime.resample import resample
+    from runtime.audio.resample import resample
 
     y = resample(x, rate, 48000)
     long = np.tile(y, 48)  # 240 s
@@ -199,8 +200,8 @@ def test_long_file_streams_in_bounded_memory(model, esc10, tmp_path):
 
 @pytest.mark.parametrize("rate", [8000, 11127, 44100, 48000, 192000])
 def test_odd_sample_rates_get_predictions(model, esc10, tmp_path, rate):
-    from runtime.predict import predict_file
-    from runtime.resample import resample
+    from runtime.audio.resample import resample
+    from runtime.predict.predict import predict_file
 
     x, r = read_pcm16(real_clip(esc10, "crying_baby"))
     y = resample(x[: 3 * r], r, rate)
@@ -214,7 +215,7 @@ def test_odd_sample_rates_get_predictions(model, esc10, tmp_path, rate):
 @pytest.mark.parametrize("kind", ["stereo", "pcm24", "float32", "alaw"])
 def test_odd_encodings_score_like_the_original(model, esc10, tmp_path, kind):
     """Stereo (same signal twice), 24-bit, float and A-law versions score (almost) like the 16-bit file."""
-    from runtime.predict import predict_file
+    from runtime.predict.predict import predict_file
 
     src = real_clip(esc10, "chainsaw", 2)
     x, rate = read_pcm16(src)
@@ -231,7 +232,7 @@ def test_odd_encodings_score_like_the_original(model, esc10, tmp_path, kind):
 
 
 def test_50ms_clip_gets_one_padded_block(model, esc10, tmp_path):
-    from runtime.predict import predict_file
+    from runtime.predict.predict import predict_file
 
     x, rate = read_pcm16(real_clip(esc10, "sneezing"))
     start = int(np.argmax(np.abs(x)))  # around the sneeze
@@ -268,7 +269,7 @@ def _broken_files(tmp_path: Path, esc10) -> dict[str, Path]:
 
 
 def test_broken_files_raise_short_audio_errors(model, esc10, tmp_path):
-    from runtime.predict import predict_file, short_error
+    from runtime.predict.predict import predict_file, short_error
 
     for name, path in _broken_files(tmp_path, esc10).items():
         with pytest.raises(AudioError) as info:
@@ -349,7 +350,7 @@ def test_hand_edited_model_json(esc10, tmp_path):
 
 def test_backend_choice_from_the_environment(esc10):
     """FIELDEAR_TFLITE_BACKEND forces an interpreter; an unknown one is one clear error line."""
-    import runtime.interpreter as interp
+    import runtime.model.interpreter as interp
 
     env = dict(os.environ, FIELDEAR_TFLITE_BACKEND="no-such-backend")
     r = _run_env(["predict", "--model", str(model_dir()), str(real_clip(esc10))], env)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from convert.report import quantization_parity, report_metrics, write_report
-from runtime import metrics
+from runtime.evaluate import metrics
 
 LABELS = ["dog", "rain", "rooster"]
 

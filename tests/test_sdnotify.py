@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from runtime.sdnotify import Notifier, watchdog_interval
+from runtime.field.sdnotify import Notifier, watchdog_interval
 
 pytestmark = pytest.mark.runtime
 
@@ -78,7 +78,11 @@ def test_journal_level_prefixes(tmp_path):
     import io
     import logging
 
-    from runtime.sdnotify import JournalFormatter, stderr_is_journal, use_journal_levels
+    from runtime.field.sdnotify import (
+        JournalFormatter,
+        stderr_is_journal,
+        use_journal_levels,
+    )
 
     f = JournalFormatter("%(levelname)s %(name)s: %(message)s")
     rec = logging.LogRecord("fieldear.x", logging.ERROR, __file__, 1, "no audio\nfor 30 s", None, None)

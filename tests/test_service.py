@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.service import install_plan, require_root_and_systemd, uninstall_plan
+from firmware_tools.service import (
+    install_plan,
+    require_root_and_systemd,
+    uninstall_plan,
+)
 from firmware_tools.unit import UnitOptions, render_unit
 from runtime.errors import ConfigError, FieldearError
 
@@ -116,7 +120,7 @@ def test_uninstall_and_purge(tmp_path):
 
 @pytest.mark.train
 def test_install_bundle_as_current(tmp_path, tmp_path_factory):
-    from runtime.bundle import load_bundle
+    from runtime.model.bundle import load_bundle
     from tests.field_support import field_bundles
 
     bundles = field_bundles(tmp_path_factory.getbasetemp() / "field-bundles")

@@ -7,8 +7,14 @@ import time
 import numpy as np
 import pytest
 
+from runtime.audio.sources import (
+    ChunkQueue,
+    FileSource,
+    MicSource,
+    SourceStats,
+    choose_rate,
+)
 from runtime.errors import AudioError
-from runtime.sources import ChunkQueue, FileSource, MicSource, SourceStats, choose_rate
 from tests.test_listen_support import FakeSoundDevice
 
 pytestmark = pytest.mark.runtime
@@ -30,7 +36,7 @@ def test_bounded_queue_counts_drops_and_stays_bounded():
 
 
 def test_file_source_reads_whole_file_at_its_rate(forest):
-    from runtime.audio import read_audio
+    from runtime.audio.files import read_audio
 
     whole, rate = read_audio(forest)
     with FileSource(forest, chunk_seconds=0.37) as src:
@@ -132,16 +138,16 @@ def test_mic_gives_up_with_clear_error_after_max_reconnects():
 
 
 def test_sounddevice_imported_only_for_the_microphone(forest):
-    code = ("import sys; from runtime.sources import FileSource\n"
+    code = ("import sys; from runtime.audio.sources import FileSource\n"
             f"src = FileSource({str(forest)!r}); src.open(); sum(len(c) for c in src.blocks())\n"
-            "import runtime.cli_listen, runtime.listen, runtime.store\n"
+            "import runtime.cli.listen, runtime.listen.loop, runtime.store.writer\n"
             "assert 'sounddevice' not in sys.modules, 'sounddevice imported'\n"
             "assert 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_devices_command_lists_and_tests_with_fake_sounddevice(monkeypatch, capsys):
-    from runtime.cli import main
+    from runtime.cli.main import main
 
     sig = (0.5 * np.sin(np.arange(48000) / 5)).astype(np.float32)
     monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(rates=(44100, 48000), signal=sig))
@@ -154,7 +160,7 @@ def test_devices_command_lists_and_tests_with_fake_sounddevice(monkeypatch, caps
 
 
 def test_devices_command_without_portaudio_device(monkeypatch, capsys):
-    from runtime.cli import main
+    from runtime.cli.main import main
 
     monkeypatch.setitem(sys.modules, "sounddevice", FakeSoundDevice(no_device=True))
     assert main(["devices"]) == 1

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.dataset import Clip, Dataset, load_dataset, write_manifest
-from convert.splits import make_splits, units
+from convert.data.dataset import Clip, Dataset, load_dataset, write_manifest
+from convert.data.splits import make_splits, units
 from runtime.errors import DatasetError
 
 sf = pytest.importorskip("soundfile")  # train extra; not needed by the device run (-m runtime)

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from runtime.store import Store, connect, parse_since, query, runs, utc_iso
+from runtime.store.queries import parse_since, query, runs
+from runtime.store.schema import connect, utc_iso
+from runtime.store.writer import Store
 
 pytestmark = pytest.mark.runtime
 
@@ -119,7 +121,8 @@ def test_disk_full_keeps_going_counts_drops_and_resumes(tmp_path, caplog):
 
 WRITER = """
 import sys, time
-from runtime.store import Store, utc_iso
+from runtime.store.writer import Store
+from runtime.store.schema import utc_iso
 st = Store(sys.argv[1], device_id="d", source="s", model_sha="m", settings={})
 st.start_run({})
 i = 0
@@ -168,7 +171,7 @@ def test_parse_since():
 
 
 def test_retention_keeps_events_the_outbox_has_not_sent(tmp_path):
-    from runtime.outbox import STATE_DDL, mark_sent
+    from runtime.fleet.outbox import STATE_DDL, mark_sent
 
     now = [T0]
     st = make_store(tmp_path / "a.db", clock=lambda: now[0], keep_days=1)

@@ -5,10 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from runtime.annotations import Annotation, load_annotations, parse_annotations
 from runtime.errors import FieldearError
-from runtime.stream_eval import Interval, evaluate_stream, main
-from runtime.store import Store, utc_iso
+from runtime.evaluate.annotations import Annotation, load_annotations, parse_annotations
+from runtime.evaluate.stream_eval import Interval, evaluate_stream, main
+from runtime.store.schema import utc_iso
+from runtime.store.writer import Store
 
 pytestmark = pytest.mark.runtime
 

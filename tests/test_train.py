@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.cli import main
+from runtime.cli.main import main
 
 pytestmark = pytest.mark.train
 
@@ -54,8 +54,8 @@ def trained(small_data, cache_dir, tmp_path_factory) -> Path:
 
 
 def test_train_writes_a_bundle_the_runtime_loads_and_that_predicts_its_classes(trained, small_data):
-    from convert.embed import clip_blocks
-    from runtime.model import Model
+    from convert.families.embed import clip_blocks
+    from runtime.model.model import Model
 
     model = Model.load(trained)
     assert model.labels == sorted(CLASSES)
@@ -105,7 +105,7 @@ def test_existing_out_is_refused_without_force(trained, small_data, cache_dir, c
 def test_second_run_uses_the_embedding_cache(small_data, cache_dir, trained, tmp_path, caplog):
     import logging
 
-    caplog.set_level(logging.INFO, logger="convert.embed")
+    caplog.set_level(logging.INFO, logger="convert.families.embed")
     out = tmp_path / "again"
     assert main(["train", str(small_data), "--out", str(out), "--cache", str(cache_dir), "--candidates", "backbone",
                  "--folds", "4", "--seed", "1"]) == 0
@@ -193,7 +193,8 @@ def test_strict_fails_when_int8_loses_accuracy(small_data, cache_dir, tmp_path, 
 def test_quiet_training_blocks_are_trained_towards_equal_scores():
     """Blocks QUIET_DB below their clip's loudest enter the training set once per label with weight 1/n;
     the others keep their clip's label; every level-augmented copy gets the same rule."""
-    from convert.train import QUIET_DB, BackboneFamily, TrainOptions
+    from convert.families.backbone import QUIET_DB, BackboneFamily
+    from convert.options import TrainOptions
 
     fam = BackboneFamily(TrainOptions(data=".", out="unused"))
     emb = [np.arange(3 * 4, dtype=np.float32).reshape(3, 4), np.ones((1, 4), np.float32), np.zeros((2, 4), np.float32)]
@@ -210,8 +211,8 @@ def test_quiet_training_blocks_are_trained_towards_equal_scores():
 
 
 def test_block_levels_follow_the_gain_and_find_the_zero_padding(esc10):
-    from convert.embed import block_levels_db, clip_blocks
-    from runtime.frontend import BACKBONE
+    from convert.families.embed import block_levels_db, clip_blocks
+    from runtime.features.frontend import BACKBONE
 
     path = sorted((esc10 / "dog").glob("*.wav"))[0]
     plain, quieter = block_levels_db(clip_blocks(path, BACKBONE), BACKBONE), block_levels_db(clip_blocks(path, BACKBONE, gain=0.25), BACKBONE)

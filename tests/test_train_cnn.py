@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from runtime.cli import main
+from runtime.cli.main import main
 from tests.test_train import _subset
 
 pytestmark = pytest.mark.train
@@ -17,8 +17,8 @@ CLASSES = ("chainsaw", "rooster", "sea_waves")
 
 
 def test_cnn_candidate_writes_a_single_stage_bundle(esc10, tmp_path):
-    from convert.embed import clip_blocks
-    from runtime.model import Model
+    from convert.families.embed import clip_blocks
+    from runtime.model.model import Model
 
     data = _subset(esc10, tmp_path / "data", classes=CLASSES, per_class=6)
     out = tmp_path / "cnn"
@@ -42,7 +42,7 @@ def test_cnn_candidate_writes_a_single_stage_bundle(esc10, tmp_path):
 
 
 def test_batchnorm_momentum_is_0_9():
-    from convert.cnn import CnnSpec, build_cnn
+    from convert.families.cnn import CnnSpec, build_cnn
 
     spec = CnnSpec()
     model = build_cnn((62, 64), 4, spec, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert.heads import HeadSpec, fit_head
+from convert.families.heads import HeadSpec, fit_head
 
 pytestmark = pytest.mark.train
 
@@ -52,9 +52,9 @@ def test_label_missing_from_training_gets_zero_probability():
 
 
 def test_int8_head_agrees_with_float_and_keeps_the_backbone_input_quantization():
-    from convert.heads import head_to_keras
+    from convert.families.heads import head_to_keras
     from convert.quantize import keras_predict, quantize_int8, tflite_predict
-    from runtime.interpreter import Runner
+    from runtime.model.interpreter import Runner
 
     x, y = _blobs(4, dim=64)
     head = fit_head(x, y, 4, HeadSpec("logreg", c=0.1), seed=0)

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from firmware_tools.unit import UnitOptions, options_from_config, render_unit, systemd_analyze_verify, watchdog_sec_for
+from firmware_tools.unit import (
+    UnitOptions,
+    options_from_config,
+    render_unit,
+    systemd_analyze_verify,
+    watchdog_sec_for,
+)
 from runtime.config import load_config
 from runtime.errors import ConfigError
 

@@ -44,7 +44,7 @@ PASSES = 2  # invokes of every block per round
 TORCH_CHILD = r"""
 import json, sys, time
 import numpy as np, torch
-from convert.backbone_port import load_torch_net
+from convert.tools.backbone_port import load_torch_net
 torch.set_num_threads(1)
 net, _, _ = load_torch_net()
 blocks = np.load(sys.argv[1])["blocks"]
@@ -65,7 +65,7 @@ print(json.dumps({"median_ms": 1e3 * float(np.median(times)), "version": torch._
 TFLITE_CHILD = r"""
 import json, sys, time
 import numpy as np
-from runtime.interpreter import Runner, backend_version
+from runtime.model.interpreter import Runner, backend_version
 runner = Runner(sys.argv[4], threads=1, xnnpack=sys.argv[5] == "1")
 blocks = np.load(sys.argv[1])["blocks"]
 passes = int(sys.argv[2])
@@ -83,9 +83,9 @@ print(json.dumps({"median_ms": 1e3 * float(np.median(times)), "backend": runner.
 
 def real_blocks(shared: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Blocks of a few real clips of every kind: (blocks, clip index per block, clip names)."""
-    from runtime.audio import read_audio
-    from runtime.frontend import BACKBONE
-    from runtime.pipeline import blocks_of, stack
+    from runtime.audio.files import read_audio
+    from runtime.features.frontend import BACKBONE
+    from runtime.features.pipeline import blocks_of, stack
 
     paths = []
     for label in ("dog", "rooster", "rain", "chainsaw", "crying_baby", "clock_tick"):
@@ -110,7 +110,7 @@ def _child(cmd: list[str]) -> dict:
 
 
 def bench_backbone(work: Path, torch_python: Path = TORCH_PYTHON, rounds: int = ROUNDS) -> dict:
-    from convert.backbone_port import cosine
+    from convert.tools.backbone_port import cosine
 
     if not torch_python.exists():
         raise FileNotFoundError(f"no PyTorch venv at {torch_python}: `make bench` (or `make backbone`) creates it")

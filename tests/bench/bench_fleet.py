@@ -56,7 +56,7 @@ class Recording:
 def make_recordings(out: Path, devices: int, seconds: float, seed: int = 7) -> list[Recording]:
     """One WAV per device: consecutive forest soundscape files (different per device) with ESC-10 clips
     mixed in every 6-10 s at 0 dB-ish; the clip plan is the replay's ground truth."""
-    from runtime.audio import read_audio
+    from runtime.audio.files import read_audio
 
     rng = random.Random(seed)
     scapes = sorted((SHARED / "soundscapes" / "forest_24h").glob("*.wav"))
@@ -136,9 +136,10 @@ class LogWatcher:
 def _simulated_device(device: str, db: Path, address: str, rec: Recording, speed: float, t0: float,
                       commit_times: dict, drain_s: float, rng: random.Random) -> dict:
     """A device that 'hears' its recording's clips at replay pace: Store.add_event + the real OutboxHook."""
-    from runtime.mqtt_sink import MqttSettings, MqttSink
-    from runtime.outbox import OutboxHook
-    from runtime.store import Store, utc_iso
+    from runtime.fleet.mqtt import MqttSettings, MqttSink
+    from runtime.fleet.outbox import OutboxHook
+    from runtime.store.schema import utc_iso
+    from runtime.store.writer import Store
 
     store = Store(db, device_id=device, source=f"file:{rec.path.name}", model_sha="simulated",
                   settings={"mode": "simulated"}, window_every=0)

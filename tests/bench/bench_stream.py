@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench.make_demo import RATE, active_region, build_bed, load, write_truth, Placed
+from tests.bench.make_demo import RATE, active_region, build_bed, load, write_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
@@ -64,7 +64,7 @@ def esc10_rows(shared: Path) -> list[dict]:
 
 def write_background_clips(files: list[Path], out: Path, step_s: float = BACKGROUND_STEP_S) -> list[Path]:
     """5 s windows every ``step_s`` seconds of each 10 s training soundscape (DC removed), as WAV files."""
-    from runtime.clips import write_wav
+    from runtime.listen.clips import write_wav
 
     out.mkdir(parents=True, exist_ok=True)
     clips = []
@@ -82,7 +82,7 @@ def write_background_clips(files: list[Path], out: Path, step_s: float = BACKGRO
 def write_augmented(rows: list[dict], beds: list[Path], out: Path, seed: int = 1) -> list[dict]:
     """Each training clip once more, over a random 5 s of a training soundscape at SNR U(6, 18) dB
     (the same mixing as the test stream, with recordings the test stream never uses)."""
-    from runtime.clips import write_wav
+    from runtime.listen.clips import write_wav
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def write_manifest(shared: Path, work: Path, augment: bool = True) -> Path:
 
 def build_stream(shared: Path, work: Path, seed: int = 0, n_events: int = N_EVENTS) -> dict:
     """Fold-5 clips (4 per class) at known times over the test half of the soundscapes."""
-    from runtime.clips import write_wav
+    from runtime.listen.clips import write_wav
 
     rng = np.random.default_rng(seed)
     test = [r for r in esc10_rows(shared) if r["fold"] == TEST_FOLD]
@@ -200,7 +200,8 @@ def forest_audio(shared: Path, seconds: float, out: Path) -> Path:
 
 def train(manifest: Path, out: Path) -> dict:
     """``fieldear train MANIFEST --out DIR`` through runtime.cli.main."""
-    from runtime.cli import build_parser, main as cli_main
+    from runtime.cli.main import build_parser
+    from runtime.cli.main import main as cli_main
 
     choices = build_parser()._subparsers._group_actions[0].choices
     if "train" not in choices:
@@ -247,7 +248,7 @@ def run_listen(argv: list[str], pin: bool = False) -> tuple[dict, float]:
 
 
 def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
-    from runtime import stream_eval
+    from runtime.evaluate import stream_eval
 
     result: dict = {}
     if model is None:
@@ -262,7 +263,7 @@ def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
     result["stream"] = {k: v for k, v in stream.items() if k != "clips"}
     db = work / "accuracy.db"
     db.unlink(missing_ok=True)
-    from runtime.bundle import load_bundle
+    from runtime.model.bundle import load_bundle
 
     labels = load_bundle(model).labels
     ignore = ["--ignore", "background"] if "background" in labels else []
@@ -297,8 +298,8 @@ def sensitivity(db: Path, stream: dict, labels: list[str], bundle_thresholds: di
     pick the headline settings (those are LISTEN_OPTS, fixed beforehand); shows how much they matter."""
     import sqlite3
 
-    from runtime.postprocess import PostSettings, detect
-    from runtime.stream_eval import evaluate_stream, load_annotations
+    from runtime.detect.events import PostSettings, detect
+    from runtime.evaluate.stream_eval import evaluate_stream, load_annotations
 
     conn = sqlite3.connect(db)
     rows = conn.execute("SELECT start_s, end_s, scores_json FROM windows ORDER BY id").fetchall()
@@ -355,11 +356,11 @@ def _rss_kb() -> int:
 def rss_run(args) -> dict:
     import threading
 
-    from runtime.listen import Listener
-    from runtime.model import Model
-    from runtime.postprocess import PostSettings
-    from runtime.sources import FileSource
-    from runtime.store import Store
+    from runtime.audio.sources import FileSource
+    from runtime.detect.events import PostSettings
+    from runtime.listen.loop import Listener
+    from runtime.model.model import Model
+    from runtime.store.writer import Store
 
     model = Model.load(args.model, threads=1)
     source = FileSource(args.file, realtime=True, speed=args.pace, chunk_seconds=0.1, device_queue=args.queue)

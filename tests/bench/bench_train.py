@@ -40,8 +40,9 @@ def _fold(path: Path) -> str:
 
 
 def bench_esc10(work: Path) -> dict:
-    from convert.dataset import write_manifest
-    from convert.train import TrainOptions, train
+    from convert.data.dataset import write_manifest
+    from convert.options import TrainOptions
+    from convert.train import train
 
     esc10 = SHARED / "esc10"
     rows = []

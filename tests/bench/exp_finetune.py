@@ -55,9 +55,9 @@ def esc10_clips() -> tuple[list[Path], np.ndarray, np.ndarray, list[str]]:
 
 def clip_frames(path: Path) -> np.ndarray:
     """A clip's log-mel frames at the backbone's rate, zero-padded to at least one block."""
-    from runtime import frontend as fe
-    from runtime.audio import read_audio
-    from runtime.resample import resample
+    from runtime.audio.files import read_audio
+    from runtime.audio.resample import resample
+    from runtime.features import frontend as fe
 
     p = fe.BACKBONE
     x, rate = read_audio(path)
@@ -66,7 +66,7 @@ def clip_frames(path: Path) -> np.ndarray:
 
 
 def offsets(n_frames: int) -> list[int]:
-    from runtime.frontend import BACKBONE
+    from runtime.features.frontend import BACKBONE
 
     return list(range(0, n_frames - BACKBONE.block_frames + 1, OFFSET_STEP))
 
@@ -78,10 +78,10 @@ def step_torch(work: Path) -> None:
     import torch
     import torch.nn.functional as F
 
-    from convert.backbone_port import load_torch_net
-    from convert.embed import block_levels_db
-    from convert.train import QUIET_DB
-    from runtime.frontend import BACKBONE
+    from convert.families.backbone import QUIET_DB
+    from convert.families.embed import block_levels_db
+    from convert.tools.backbone_port import load_torch_net
+    from runtime.features.frontend import BACKBONE
 
     torch.manual_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -146,9 +146,11 @@ def step_torch(work: Path) -> None:
 
 
 def step_heads(work: Path) -> dict:
-    from convert.heads import fit_head
-    from convert.train import BackboneFamily, TrainOptions, pool_scores
-    from runtime.frontend import BACKBONE, block_starts
+    from convert.families.backbone import BackboneFamily
+    from convert.families.base import pool_scores
+    from convert.families.heads import fit_head
+    from convert.options import TrainOptions
+    from runtime.features.frontend import BACKBONE, block_starts
 
     files, y, fold, labels = esc10_clips()
     z = np.load(work / "finetune_embeddings.npz")

@@ -46,7 +46,7 @@ class Placed:
 
 
 def load(path: Path) -> np.ndarray:
-    from runtime.audio import read_audio
+    from runtime.audio.files import read_audio
 
     return read_audio(path, target_rate=RATE)[0].astype(np.float64)
 
@@ -148,7 +148,7 @@ def attribution(shared: Path, placed: list[Placed]) -> str:
 
 
 def build_demo(shared: Path, out: Path) -> list[Placed]:
-    from runtime.clips import write_wav
+    from runtime.listen.clips import write_wav
 
     bed = build_bed([shared / "soundscapes" / "forest_24h" / n for n in BED], DURATION_S)
     placed = []

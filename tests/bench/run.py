@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.cli import limit_blas_threads
+from runtime.cli.main import limit_blas_threads
 
 limit_blas_threads()  # as `fieldear predict/batch` do; before numpy is imported (this is a script)
 
@@ -95,7 +95,7 @@ def bench_cold(model: Path, repeats: int) -> dict:
     bare = [measure([sys.executable, "-c", "pass"]) for _ in range(repeats)]
     numpy_only = [measure([sys.executable, "-c", "import numpy"]) for _ in range(repeats)]
     imports = {mod: statistics.median(measure([sys.executable, "-c", f"import {mod}"])["wall_s"] for _ in range(repeats))
-               for mod in ("scipy.fft", "scipy.signal", "ai_edge_litert.interpreter", "runtime.cli", "runtime.predict")}
+               for mod in ("scipy.fft", "scipy.signal", "ai_edge_litert.interpreter", "runtime.cli", "runtime.predict.predict")}
     tf = measure([sys.executable, "-c", "import tensorflow"])
     log.info("import tensorflow: %.2f s (rc %d)", tf["wall_s"], tf["rc"])
     wall = statistics.median(r["wall_s"] for r in runs)
@@ -148,12 +148,12 @@ def bench_batch(model: Path, work: Path, jobs: int = 2) -> dict:
 
 def bench_blocks(model_dir: Path, repeats: int) -> dict:
     """Microseconds per block of each step, on a real 5 s 16 kHz clip (3 blocks)."""
-    from runtime import frontend as fe
-    from runtime.audio import read_audio
-    from runtime.interpreter import Runner
-    from runtime.model import Model
-    from runtime.pipeline import blocks_of, stack
-    from runtime.resample import resample
+    from runtime.audio.files import read_audio
+    from runtime.audio.resample import resample
+    from runtime.features import frontend as fe
+    from runtime.features.pipeline import blocks_of, stack
+    from runtime.model.interpreter import Runner
+    from runtime.model.model import Model
 
     model = Model.load(model_dir, threads=1)
     p = model.params
@@ -181,9 +181,9 @@ def bench_frontend(repeats: int) -> dict:
         import librosa
     except ImportError:
         return {"skipped": "librosa is not installed (pip install librosa)"}
-    from runtime import frontend as fe
-    from runtime.audio import read_audio
-    from runtime.resample import resample
+    from runtime.audio.files import read_audio
+    from runtime.audio.resample import resample
+    from runtime.features import frontend as fe
 
     x16, rate = read_audio(esc10_clip())
     out = {"librosa_version": librosa.__version__, "clip_s": round(len(x16) / rate, 3)}
@@ -218,9 +218,9 @@ def bench_frontend(repeats: int) -> dict:
 BACKEND_CHILD = r"""
 import json, sys, time
 import numpy as np
-from runtime.audio import read_audio
-from runtime.model import Model
-from runtime.pipeline import blocks_of, stack
+from runtime.audio.files import read_audio
+from runtime.model.model import Model
+from runtime.features.pipeline import blocks_of, stack
 model = Model.load(sys.argv[1], threads=1)
 if sys.argv[4] == "reference-kernels":
     # bench-only: the same interpreter without its default delegate (XNNPACK), i.e. TFLite's builtin kernels
@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None, help=f"comma-separated sections of {','.join(SECTIONS)},others")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench: %(message)s", stream=sys.stderr)
-    from runtime.bundle import DEFAULT_BUNDLE, load_bundle
+    from runtime.model.bundle import load_bundle
+    from runtime.paths import DEFAULT_BUNDLE
 
     model = Path(args.model) if args.model else DEFAULT_BUNDLE
     only = set(args.only.split(",")) if args.only else set(SECTIONS) | {"others"}

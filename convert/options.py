@@ -1,0 +1,26 @@
+"""What `fieldear train` takes: one typed settings object, built by the CLI or by library callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FAMILIES = ("backbone", "cnn")  # candidate families, cheapest to train first
+
+
+@dataclass
+class TrainOptions:
+    data: str | Path
+    out: str | Path
+    seed: int = 0
+    time_budget: float = 120.0
+    force: bool = False
+    strict: bool = False
+    candidates: tuple[str, ...] = FAMILIES
+    folds: int = 5
+    cache_dir: str | Path | None = None
+    name: str | None = None
+    threads: int | None = None
+    cnn_epochs: int | None = None
+    augment: bool = True  # backbone heads: also train on level-shifted copies of the training audio
+    path_alias: tuple[tuple[str, str], ...] = ()  # (prefix, replacement) pairs for paths written to the report

@@ -1,0 +1,137 @@
+"""The `fieldear` console script: a thin layer over library functions.
+
+Each area registers its subcommands from a small module that imports nothing heavy at import
+time; the handler imports what it needs. A FieldearError is printed as one line on stderr and
+exits non-zero; the traceback goes to debug logging (``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from runtime.errors import FieldearError
+
+log = logging.getLogger("fieldear")
+
+# Modules with a ``register(subparsers)`` function, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "runtime.cli.predict",  # predict, batch, evaluate
+    "runtime.cli.listen",  # devices, listen, events, export
+    "runtime.cli.field",  # status, config
+    "runtime.cli.fleet",  # outbox, collect, report
+    "convert.cli",  # train, convert
+    "firmware_tools.cli",  # service, deploy
+)
+
+
+def version_text() -> str:
+    from importlib import metadata
+
+    try:
+        own = metadata.version("fieldear")
+    except metadata.PackageNotFoundError:
+        own = "0+unknown"
+    try:
+        from runtime.model.interpreter import backend_version, find_backend
+
+        name, _ = find_backend()
+        backend = f"{name} {backend_version(name)}"
+    except FieldearError:
+        backend = "none installed"
+    return f"fieldear {own} (Python {sys.version.split()[0]}; TFLite interpreter: {backend})"
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and the TFLite interpreter in use")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+# BLAS libraries numpy may be built with, and the variable each reads (once, when numpy is first imported)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread for numpy, unless the user set it: the frontend's matrix products are small, and
+    BLAS helper threads only compete with the TFLite interpreter and the --jobs workers (on a busy 2-core
+    machine the mel product was 7x slower with them). Must run before numpy is imported to take effect."""
+    import os
+
+    if "numpy" in sys.modules:
+        log.debug("numpy already imported: BLAS thread count left as it is")
+        return
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldear",
+        description="Sound classification for field monitoring: train an int8 TFLite model from labelled "
+        "recordings, predict on files, listen to a microphone and log what is heard.",
+        epilog="Run `fieldear COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging, including tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    from runtime.field.sdnotify import use_journal_levels
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    use_journal_levels()  # under systemd, journald keeps the levels
+    if verbose < 2:
+        for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    limit_blas_threads()  # before anything imports numpy; inherited by worker processes
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result = args.func(args)
+        return int(result or 0)
+    except FieldearError as exc:
+        log.debug("error detail", exc_info=True)
+        from runtime.field.sdnotify import stderr_is_journal
+
+        prefix = "<3>" if stderr_is_journal() else ""
+        print(f"{prefix}fieldear {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"fieldear {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""CLI: `fieldear predict`, `fieldear batch`, `fieldear evaluate`. Imports nothing heavy at import time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from runtime.cli.main import positive_int
+
+log = logging.getLogger(__name__)
+
+
+def _model_options(p) -> None:
+    p.add_argument("--model", metavar="DIR", default=None,
+                   help="model bundle directory (default: the committed default model)")
+    p.add_argument("--threads", type=positive_int, metavar="N", default=None,
+                   help="TFLite interpreter threads (default: the interpreter's own choice; 1 per process with --jobs > 1). "
+                   "FIELDEAR_TFLITE_BACKEND=ai-edge-litert|tflite-runtime|tensorflow forces an interpreter")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="classify audio files with a model bundle",
+                              description="Score each file: blocks over the whole clip, pooled scores, top-k labels. "
+                              "Files are streamed from disk (any length). Exit code 1 if any file failed.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV; FLAC/OGG/MP3 with fieldear[formats])")
+    _model_options(p)
+    p.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="labels shown per file (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file on stdout (all scores)")
+    p.set_defaults(func=cmd_predict)
+
+    b = subparsers.add_parser("batch", help="predict every audio file under folders into a CSV/JSONL file",
+                              description="Recursive batch prediction with worker processes. One row per file: "
+                              "path,label,score,error,duration_s,n_blocks,model_sha,score_<label>... "
+                              "Bad files get their error in the row; exit code 1 if any failed.")
+    b.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="folders (searched recursively) and/or files")
+    b.add_argument("--out", required=True, metavar="FILE", help="output file, *.csv or *.jsonl")
+    _model_options(b)
+    b.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    b.add_argument("--resume", action="store_true", help="append to --out, skipping files already in it")
+    b.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    b.set_defaults(func=cmd_batch)
+
+    e = subparsers.add_parser("evaluate", help="accuracy, per-label metrics and confusion matrix of batch predictions",
+                              description="Compare `fieldear batch` rows with truth labels. With --db, evaluate "
+                              "a `listen` database against an annotation file instead.")
+    e.add_argument("preds", nargs="?", metavar="PREDS", help="the CSV/JSONL written by `fieldear batch`")
+    e.add_argument("--truth", default="prefix", metavar="prefix|folder|FILE.csv",
+                   help="truth labels: file-name part before the first '_' (prefix, default), parent folder name "
+                   "(folder), or a CSV with path,label columns")
+    e.add_argument("--out", metavar="DIR", default=None,
+                   help="write report.txt, report.json, confusion.json/.png, no_truth.csv, failed.csv here")
+    e.add_argument("--threshold", action="extend", nargs="+", metavar="X|LABEL=X", default=None,
+                   help="minimum top score, for all labels (0.5) or one (dog=0.7); below it the outcome is 'unknown'")
+    e.add_argument("--model", metavar="DIR", default=None,
+                   help="the bundle that made the predictions: its per-label thresholds are the defaults")
+    e.add_argument("--db", metavar="PATH", default=None, help="stream evaluation: a `fieldear listen` database")
+    e.add_argument("--annotations", metavar="FILE", default=None, help="stream evaluation: annotated events")
+    e.add_argument("--tolerance", type=float, metavar="S", default=None,
+                   help="stream evaluation: time tolerance in seconds when matching events")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def cmd_predict(args) -> int:
+    from runtime.model.model import Model
+    from runtime.predict.predict import format_prediction, predict_file, short_error
+
+    model = Model.load(args.model, threads=args.threads)
+    sha = model.bundle.sha256
+    failed = 0
+    for path in args.files:
+        try:
+            pred = predict_file(model, path)
+        except Exception as exc:  # one bad file: a line on stderr, go on with the others
+            log.debug("%s failed", path, exc_info=True)
+            failed += 1
+            message = short_error(exc, with_hint=True)
+            print(f"fieldear predict: {path}: error: {message}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"path": str(path), "error": message}), flush=True)
+            continue
+        if args.json:
+            print(json.dumps(pred.to_dict(args.top_k, model_sha=sha)), flush=True)
+        else:
+            print(format_prediction(pred, args.top_k), flush=True)
+    return 1 if failed else 0
+
+
+def cmd_batch(args) -> int:
+    from runtime.predict.batch import Progress, run_batch
+
+    progress = None if args.quiet else Progress(sys.stderr)
+    summary = run_batch(args.inputs, args.out, model_dir=args.model, jobs=args.jobs, resume=args.resume,
+                        force=args.force, threads=args.threads, progress=progress)
+    print(f"batch: {summary.text()}")
+    return 1 if summary.failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from runtime.errors import FieldearError
+
+    if args.db:
+        import runtime.evaluate.stream_eval
+
+        return runtime.evaluate.stream_eval.main(args)
+    if args.annotations or args.tolerance is not None:
+        raise FieldearError("--annotations and --tolerance need --db", "fieldear evaluate --db DB --annotations FILE")
+    if not args.preds:
+        raise FieldearError("no predictions file given", "fieldear evaluate preds.csv [--truth folder]")
+    from runtime.evaluate.clip_eval import evaluate, report_text, write_report
+
+    ev = evaluate(args.preds, truth=args.truth, thresholds=args.threshold, model_dir=args.model)
+    text = report_text(ev, args.truth)
+    print(text)
+    if args.out:
+        written = write_report(ev, text, args.out)
+        print(f"report: {len(written)} files in {args.out}")
+    return 0

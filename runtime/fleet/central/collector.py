@@ -1,0 +1,283 @@
+"""The central collector: every device's events, health and status from the broker into one SQLite file.
+
+``Collector`` subscribes (QoS 1) to ``<prefix>/+/events``, ``<prefix>/+/health`` and ``<prefix>/+/status``
+with a persistent session (``clean_session=False``, fixed client id): while the collector is away the
+broker keeps its QoS 1 messages; with broker persistence on (Debian's default) also across a broker
+restart. A message is committed before paho sends its PUBACK (the callback runs first), and rows are
+``INSERT OR IGNORE`` under ``UNIQUE(device_id, event_id)``: a redelivered message is stored once.
+The receive time (``received_ts``, unix seconds from the injected clock) is kept for latency.
+
+``report(db, by)`` summarises the central database per device, label or day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import FieldearError
+from runtime.fleet.mqtt import (
+    BrokerUnavailable,
+    MqttSettings,
+    connect_client,
+    drop_client,
+    import_paho,
+    new_client,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    device_id TEXT NOT NULL, event_id INTEGER NOT NULL, label TEXT, start_utc, end_utc, start_s REAL, end_s REAL,
+    peak REAL, mean REAL, model_sha TEXT, source TEXT, settings_json TEXT, clip_path TEXT,
+    sent_ts REAL, received_ts REAL NOT NULL, UNIQUE(device_id, event_id));
+CREATE TABLE IF NOT EXISTS health (
+    device_id TEXT NOT NULL, health_id INTEGER NOT NULL, t_utc, json TEXT, received_ts REAL NOT NULL,
+    UNIQUE(device_id, health_id));
+CREATE TABLE IF NOT EXISTS status (device_id TEXT PRIMARY KEY, state TEXT NOT NULL, received_ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS status_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, state TEXT NOT NULL, retained INTEGER NOT NULL,
+    received_ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_ts);
+"""
+
+EVENT_COLUMNS = (
+    "label", "start_utc", "end_utc", "start_s", "end_s", "peak", "mean", "model_sha", "source", "clip_path",
+)
+
+
+def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:
+    path = Path(db_path)
+    if path.parent and not path.parent.exists():
+        raise FieldearError(f"directory {path.parent} does not exist", hint="create it or give another --db")
+    conn = sqlite3.connect(str(path), timeout=timeout_s)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.executescript(SCHEMA)
+    conn.commit()
+    return conn
+
+
+@dataclass
+class CollectorStats:
+    events: int = 0
+    health: int = 0
+    status: int = 0
+    duplicates: int = 0  # redelivered messages ignored
+    conflicts: int = 0  # same (device, event_id) but different content: a device log was recreated?
+    rejected: int = 0  # unparseable messages
+    db_errors: int = 0  # central DB write failures (message not acknowledged, redelivered later)
+    connects: int = 0
+    by_device: dict[str, int] = field(default_factory=dict)
+
+
+class Collector:
+    """Receives from the broker into ``db_path`` until ``run(stop_event)``'s event is set."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        settings: MqttSettings,
+        *,
+        client_id: str = "fieldear-collector",
+        clock=time.time,
+        rng: random.Random | None = None,
+        backoff_s: tuple[float, float] = (0.5, 30.0),
+        db_timeout_s: float = 10.0,
+    ):
+        import_paho()
+        self.db_path = Path(db_path)
+        self.db_timeout_s = db_timeout_s
+        self.settings = settings
+        self.client_id = client_id
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.backoff_s = backoff_s
+        self.prefix = settings.topic_prefix
+        self.stats = CollectorStats()
+        self.subscribed = threading.Event()
+        open_central(self.db_path).close()  # errors (bad path) in the caller's thread
+
+    def run(self, stop: threading.Event) -> CollectorStats:
+        conn = open_central(self.db_path, self.db_timeout_s)
+        low, high = self.backoff_s
+        delay, failures = low, 0
+        try:
+            while not stop.is_set():
+                client = new_client(self.settings, self.client_id, clean_session=False)
+                try:
+                    self._open(client, conn)
+                except sqlite3.Error as exc:  # a queued message arrived while subscribing
+                    self.stats.db_errors += 1
+                    log.error("cannot write the central database %s: %s; reconnecting", self.db_path, exc)
+                    drop_client(client)
+                    stop.wait(delay * self.rng.uniform(0.8, 1.2))
+                    delay = min(delay * 2, high)
+                    continue
+                except BrokerUnavailable as exc:
+                    failures += 1
+                    (log.warning if failures == 1 else log.debug)("%s; retrying (attempt %d)", exc, failures)
+                    stop.wait(delay * self.rng.uniform(0.8, 1.2))
+                    delay = min(delay * 2, high)
+                    continue
+                if failures:
+                    log.info("connected to MQTT broker %s after %d failed attempts", self.settings.address, failures)
+                delay, failures = low, 0
+                self.stats.connects += 1
+                reason = self._serve(client, stop)
+                self.subscribed.clear()
+                if reason:
+                    log.warning("MQTT connection to %s lost (%s); reconnecting", self.settings.address, reason)
+                    drop_client(client)
+                    stop.wait(low * self.rng.uniform(0.8, 1.2))
+                else:
+                    client.disconnect()
+                    client.loop(0.05)
+        finally:
+            conn.close()
+        return self.stats
+
+    def _open(self, client, conn) -> None:
+        mqtt = import_paho()
+        def on_message(_client, _userdata, msg):
+            try:
+                self.handle(conn, msg.topic, msg.payload, bool(msg.retain))
+            except sqlite3.Error:
+                conn.rollback()
+                raise  # out of client.loop(), before paho acknowledges the message
+
+        client.on_message = on_message
+        connect_client(client, self.settings)
+        subs = [(f"{self.prefix}/+/{kind}", 1) for kind in ("events", "health", "status")]
+        granted = {}
+        client.on_subscribe = lambda _c, _u, mid, codes, _p: granted.setdefault(mid, codes)
+        rc, mid = client.subscribe(subs)
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        while mid not in granted:
+            if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
+                drop_client(client)
+                raise BrokerUnavailable(f"MQTT broker {self.settings.address} did not confirm the subscription")
+        if any(code.is_failure for code in granted[mid]):
+            drop_client(client)
+            raise BrokerUnavailable(
+                f"MQTT broker {self.settings.address} refused the subscription {granted[mid]}",
+                hint="check the broker's ACL for the collector's user",
+            )
+        self.subscribed.set()
+        log.info("collecting %s/+/{events,health,status} from %s", self.prefix, self.settings.address)
+
+    def _serve(self, client, stop: threading.Event) -> str | None:
+        """Process messages until ``stop``; returns why the connection ended (None: asked to stop).
+
+        If the central database cannot be written (disk full, locked), the message is not acknowledged: the
+        connection is dropped and the broker redelivers it to the persistent session after the reconnect."""
+        mqtt = import_paho()
+        while not stop.is_set():
+            try:
+                rc = client.loop(0.1)
+            except sqlite3.Error as exc:
+                self.stats.db_errors += 1
+                log.error("cannot write the central database %s: %s", self.db_path, exc)
+                return f"central database error: {exc}"
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return mqtt.error_string(rc)
+        return None
+
+    # ---- storing one message ----
+
+    def handle(self, conn: sqlite3.Connection, topic: str, payload: bytes, retained: bool = False) -> str:
+        """Store one message; returns what happened: stored, duplicate, conflict, status, rejected."""
+        now = self.clock()
+        parts = topic.split("/")
+        prefix_len = len(self.prefix.split("/"))
+        if len(parts) != prefix_len + 2:
+            return self._reject(topic, "unexpected topic")
+        device, kind = parts[prefix_len], parts[prefix_len + 1]
+        if kind == "status":
+            state = payload.decode("utf-8", "replace").strip()
+            conn.execute(
+                "INSERT INTO status (device_id, state, received_ts) VALUES (?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET state = excluded.state, received_ts = excluded.received_ts",
+                (device, state, now),
+            )
+            conn.execute(
+                "INSERT INTO status_log (device_id, state, retained, received_ts) VALUES (?, ?, ?, ?)",
+                (device, state, int(retained), now),
+            )
+            conn.commit()
+            self.stats.status += 1
+            log.info("device %s is %s", device, state)
+            return "status"
+        try:
+            msg = json.loads(payload)
+            if not isinstance(msg, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            return self._reject(topic, f"bad JSON: {exc}")
+        if kind == "events":
+            return self._store_event(conn, device, msg, now)
+        if kind == "health":
+            return self._store_health(conn, device, msg, now)
+        return self._reject(topic, "unknown message kind")
+
+    def _store_event(self, conn, device: str, msg: dict, now: float) -> str:
+        event_id = msg.get("event_id")
+        if not isinstance(event_id, int):
+            return self._reject(f"{device}/events", "no integer event_id")
+        settings = msg.get("settings")
+        values = [msg.get(c) for c in EVENT_COLUMNS]
+        cur = conn.execute(
+            f"INSERT OR IGNORE INTO events (device_id, event_id, {', '.join(EVENT_COLUMNS)}, settings_json, sent_ts, "
+            f"received_ts) VALUES (?, ?, {', '.join('?' * len(EVENT_COLUMNS))}, ?, ?, ?)",
+            [device, event_id, *values, json.dumps(settings) if settings is not None else None, msg.get("sent_ts"), now],
+        )
+        conn.commit()
+        if cur.rowcount == 1:
+            self.stats.events += 1
+            self.stats.by_device[device] = self.stats.by_device.get(device, 0) + 1
+            return "stored"
+        old = conn.execute(
+            "SELECT label, start_utc FROM events WHERE device_id = ? AND event_id = ?", (device, event_id)
+        ).fetchone()
+        if old is not None and (old[0], old[1]) != (msg.get("label"), msg.get("start_utc")):
+            self.stats.conflicts += 1
+            log.warning(
+                "device %s sent event %d again with different content (was its log recreated?); kept the first",
+                device, event_id,
+            )
+            return "conflict"
+        self.stats.duplicates += 1
+        return "duplicate"
+
+    def _store_health(self, conn, device: str, msg: dict, now: float) -> str:
+        health_id = msg.get("health_id")
+        if not isinstance(health_id, int):
+            return self._reject(f"{device}/health", "no integer health_id")
+        health = msg.get("health")
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO health (device_id, health_id, t_utc, json, received_ts) VALUES (?, ?, ?, ?, ?)",
+            (device, health_id, msg.get("t_utc"), json.dumps(health) if health is not None else None, now),
+        )
+        conn.commit()
+        if cur.rowcount == 1:
+            self.stats.health += 1
+            return "stored"
+        self.stats.duplicates += 1
+        return "duplicate"
+
+    def _reject(self, topic: str, why: str) -> str:
+        self.stats.rejected += 1
+        log.warning("ignored a message on %s: %s", topic, why)
+        return "rejected"
+
+
+# ---- report ----
+
+

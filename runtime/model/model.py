@@ -1,0 +1,62 @@
+"""A loaded bundle ready to score blocks: the stages run in order, block -> label scores."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from runtime.errors import BundleError
+from runtime.model.bundle import Bundle, load_bundle
+from runtime.model.interpreter import Runner
+
+log = logging.getLogger(__name__)
+
+
+class Model:
+    def __init__(self, bundle: Bundle, threads: int | None = None, backend: str | None = None):
+        self.bundle = bundle
+        self.runners: list[Runner] = []
+        for stage in bundle.stages:
+            runner = Runner(bundle.stage_path(stage), threads=threads, backend=backend)
+            for side, got, want in (("input", runner.input_spec, stage.input), ("output", runner.output_spec, stage.output)):
+                if got["shape"] != list(want.get("shape", [])) or got["dtype"] != want.get("dtype"):
+                    raise BundleError(
+                        f"{bundle.path}: {stage.file} {side} is {got['dtype']}{got['shape']}, "
+                        f"model.json says {want.get('dtype')}{want.get('shape')}"
+                    )
+            self.runners.append(runner)
+        self.backend_name = self.runners[0].backend_name
+
+    @classmethod
+    def load(cls, path=None, threads: int | None = None, backend: str | None = None) -> "Model":
+        return cls(load_bundle(path), threads=threads, backend=backend)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def params(self):
+        return self.bundle.frontend
+
+    def score_block(self, block: np.ndarray) -> np.ndarray:
+        """One block (block_frames, n_mels) -> scores (n_labels,)."""
+        x = block
+        for runner in self.runners:
+            x = runner.run_one(x)
+        return x
+
+    def score_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """Blocks (n, block_frames, n_mels) -> scores (n, n_labels)."""
+        if len(blocks) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.stack([self.score_block(b) for b in blocks])
+
+    def pool(self, block_scores: np.ndarray) -> np.ndarray:
+        """Clip scores from block scores, as the bundle says (mean by default)."""
+        if len(block_scores) == 0:
+            return np.zeros(len(self.labels), dtype=np.float32)
+        if self.bundle.clip_pooling == "max":
+            return block_scores.max(axis=0)
+        return block_scores.mean(axis=0)

@@ -1,0 +1,88 @@
+"""The device log's schema: tables, columns, time format, and the one way to open the file (``connect``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import sqlite3
+from pathlib import Path
+
+from runtime.errors import FieldearError
+
+log = logging.getLogger(__name__)
+
+
+SCHEMA_VERSION = 1
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    label TEXT NOT NULL, start_utc TEXT NOT NULL, end_utc TEXT NOT NULL,
+    start_s REAL NOT NULL, end_s REAL NOT NULL, peak REAL NOT NULL, mean REAL NOT NULL,
+    model_sha TEXT, device_id TEXT, source TEXT, settings_json TEXT, clip_path TEXT);
+CREATE INDEX IF NOT EXISTS events_start_utc ON events(start_utc);
+CREATE TABLE IF NOT EXISTS windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    t_utc TEXT NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL, scores_json TEXT NOT NULL,
+    top_label TEXT, top_score REAL, model_sha TEXT, device_id TEXT, source TEXT, settings_sha TEXT);
+CREATE INDEX IF NOT EXISTS windows_t_utc ON windows(t_utc);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, t_utc TEXT NOT NULL, device_id TEXT, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS health_t_utc ON health(t_utc);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+EVENT_COLUMNS = ("id", "label", "start_utc", "end_utc", "start_s", "end_s", "peak", "mean", "model_sha",
+                 "device_id", "source", "settings_json", "clip_path")
+
+WINDOW_COLUMNS = ("id", "t_utc", "start_s", "end_s", "scores_json", "top_label", "top_score", "model_sha",
+                  "device_id", "source", "settings_sha")
+
+HEALTH_COLUMNS = ("id", "t_utc", "device_id", "json")
+
+TABLE_COLUMNS = {"events": EVENT_COLUMNS, "windows": WINDOW_COLUMNS, "health": HEALTH_COLUMNS}
+
+
+def utc_iso(ts: float) -> str:
+    """Unix seconds -> ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    d = _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def parse_utc(text: str) -> float:
+    """ISO 8601 (``Z`` or offset; naive means UTC) -> Unix seconds."""
+    d = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    return d.timestamp()
+
+
+def settings_sha(settings_json: str) -> str:
+    return hashlib.sha256(settings_json.encode()).hexdigest()[:16]
+
+
+def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
+    """Open a log database (created with the schema unless ``readonly``)."""
+    path = Path(path)
+    if readonly:
+        if not path.is_file():
+            raise FieldearError(f"no log database at {path}", "pass --db PATH or run `fieldear listen` first")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+        conn.row_factory = sqlite3.Row
+        return conn
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=timeout)
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.commit()
+    except (OSError, sqlite3.Error) as exc:
+        raise FieldearError(f"cannot open the log database {path}: {exc}",
+                            "check the directory is writable and the disk is not full") from None
+    conn.row_factory = sqlite3.Row
+    return conn
