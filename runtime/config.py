@@ -463,6 +463,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "hysteresis": ("detect", "hysteresis"),
     "min_event_s": ("detect", "min_event_s"),
     "merge_gap_s": ("detect", "merge_gap_s"),
+    "ignore": ("detect", "ignore"),
     "data_dir": ("store", "data_dir"),
     "db": ("store", "db"),
     "log_windows": ("store", "log_windows"),
@@ -479,7 +480,8 @@ OVERRIDES: dict[str, tuple[str, str]] = {
 def apply_overrides(config: Config, **cli_values: Any) -> Config:
     """A new Config with the given command-line values (None = not given) validated and applied.
 
-    Paths are relative to the current directory; ``thresholds`` (a dict) is merged into the file's.
+    Paths are relative to the current directory; ``thresholds`` (a dict) and ``ignore`` (labels) are merged into
+    the file's.
     """
     changed: dict[str, dict[str, Any]] = {}
     for name, value in cli_values.items():
@@ -497,6 +499,8 @@ def apply_overrides(config: Config, **cli_values: Any) -> Config:
             raise ConfigError(f"--{name.replace('_', '-')}: {shown}") from None
         if key == "thresholds":
             checked = MappingProxyType({**getattr(config, section).thresholds, **checked})
+        if key == "ignore":
+            checked = tuple(dict.fromkeys([*config.detect.ignore, *checked]))
         if key == "db" and checked is not None and not checked.is_absolute():
             checked = Path.cwd() / checked  # a --db on the command line is relative to where you are
         changed.setdefault(section, {})[key] = checked

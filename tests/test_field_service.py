@@ -111,8 +111,8 @@ def test_stalled_source_stops_watchdog_feeding(tmp_path, systemd, bundles, fores
     from runtime.audio.sources import FileSource
     from runtime.config import load_config
     from runtime.detect.events import PostSettings
-    from runtime.field.heartbeat import build_field_hooks
     from runtime.listen.loop import Listener
+    from runtime.listen.program import field_hooks
     from runtime.model.model import Model
     from runtime.store.writer import Store
 
@@ -140,7 +140,7 @@ def test_stalled_source_stops_watchdog_feeding(tmp_path, systemd, bundles, fores
     model = Model.load(config.model.path)
     source = StallingMic(forest, audio_s=4.0, silence_s=5.0)
     store = Store(tmp_path / "s.db", device_id="x", source=source.name, model_sha=model.bundle.sha256)
-    hooks = build_field_hooks(config, environ=systemd.env(watchdog_s=1.0))
+    hooks = field_hooks(config, environ=systemd.env(watchdog_s=1.0))
     listener = Listener(model, source, store, PostSettings(), hooks=hooks, tick_s=0.1)
     poller = threading.Thread(target=systemd.poll, args=(14.0,))
     poller.start()

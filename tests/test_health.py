@@ -11,7 +11,6 @@ import pytest
 from runtime.audio.sources import SourceStats
 from runtime.field.heartbeat import (
     HeartbeatHook,
-    build_field_hooks,
     cpu_temperature,
     disk_free_mb,
     rss_mb,
@@ -20,6 +19,7 @@ from runtime.field.sdnotify import Notifier
 from runtime.field.status import collect_status, format_status
 from runtime.field.watchdog import NotifyHook
 from runtime.listen.loop import ListenStats
+from runtime.listen.program import Signals, field_hooks
 from runtime.store.schema import utc_iso
 from runtime.store.writer import Store
 from tests.field_support import FakeSystemd
@@ -200,14 +200,14 @@ def test_status_ended_stalled_and_systemd(tmp_path):
     assert not missing["ok"] and "no log database" in missing["problems"][0]
 
 
-def test_build_field_hooks(tmp_path):
+def test_field_hooks(tmp_path):
     from runtime.config import default_config
 
     cfg = default_config("d")
-    hooks = build_field_hooks(cfg, environ={}, reload_config=lambda: cfg, install_signal=False)
+    hooks = field_hooks(cfg, environ={}, reload_config=lambda: cfg)
     assert [type(h).__name__ for h in hooks] == ["NotifyHook", "HeartbeatHook", "Reloader"]
     assert hooks[0].stall_s == cfg.health.watchdog_stall_s and hooks[1].every_s == cfg.health.every_s
-    assert len(build_field_hooks(cfg, environ={})) == 2
+    assert len(field_hooks(cfg, environ={})) == 2
 
 
 def test_reload_failure_keeps_running_and_tells_systemd(tmp_path, systemd):
@@ -220,8 +220,7 @@ def test_reload_failure_keeps_running_and_tells_systemd(tmp_path, systemd):
     swapped = []
     lst = fake_listener()
     lst.swap_model = swapped.append
-    reloader = Reloader(config, lambda: load_config(cfg, device_id="d"), notifier=Notifier(systemd.env()),
-                        install_signal=False)
+    reloader = Reloader(config, lambda: load_config(cfg, device_id="d"), notifier=Notifier(systemd.env()))
     reloader.on_start(lst)
     reloader.on_tick(lst, 0)
     assert reloader.thread is None  # nothing requested, nothing done
@@ -238,19 +237,22 @@ def test_reload_failure_keeps_running_and_tells_systemd(tmp_path, systemd):
     assert systemd.messages[1][1]["STATUS"].startswith("reload failed: ")
 
 
-def test_sighup_handler_only_sets_a_flag(tmp_path):
+def test_signals_only_set_flags_and_are_restored(tmp_path):
+    """SIGHUP asks the Reloader (through the shared event) for a reload; SIGTERM sets stop; both handlers go."""
     import os
     import signal
 
     from runtime.config import default_config
     from runtime.field.reload import Reloader
 
-    reloader = Reloader(default_config("d"), lambda: default_config("d"))
-    before = signal.getsignal(signal.SIGHUP)
-    reloader.on_start(fake_listener())
+    before = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)}
+    signals = Signals().install()
+    reloader = Reloader(default_config("d"), lambda: default_config("d"), requested=signals.reload)
     try:
         os.kill(os.getpid(), signal.SIGHUP)
-        assert reloader.requested.wait(2)
+        assert reloader.requested.wait(2) and not signals.stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.stop.wait(2)
     finally:
-        reloader.on_stop(fake_listener())
-    assert signal.getsignal(signal.SIGHUP) == before
+        signals.restore()
+    assert {s: signal.getsignal(s) for s in before} == before

@@ -13,6 +13,7 @@ import pytest
 
 from runtime.audio.sources import FileSource
 from runtime.detect.events import PostSettings
+from runtime.listen.hooks import Hook
 from runtime.listen.loop import Listener
 from runtime.store.writer import Store
 from tests.test_listen_support import ROOT, make_bundle
@@ -40,7 +41,7 @@ def dog(esc10):
     return esc10 / "dog" / "esc10_1-100032-A.wav"
 
 
-class Recorder:
+class Recorder(Hook):
     def __init__(self):
         self.calls = {}
         self.blocks = []
@@ -99,7 +100,7 @@ def test_streaming_any_chunk_size_gives_predict_block_scores(model, dog, tmp_pat
 
 
 def test_hooks_are_called_and_a_failing_hook_does_not_stop_listening(model, shared_data, tmp_path):
-    class Broken:
+    class Broken(Hook):
         def on_block(self, listener, block, scores):
             raise RuntimeError("boom")
 
@@ -230,7 +231,7 @@ def test_model_swap_between_chunks_keeps_audio(model, bundle, shared_data, tmp_p
     forest = shared_data / "soundscapes" / "forest_24h" / "S4A03895_20190522_000000.wav"
     other = Model.load(bundle, threads=1)
 
-    class SwapOnce:
+    class SwapOnce(Hook):
         done = False
 
         def on_block(self, listener, block, scores):

@@ -301,21 +301,19 @@ def test_tls_with_the_configured_ca(tmp_path):
     assert result.acked["events"] == 1 and result.status.total_pending == 0
 
 
-def test_listen_hooks_from_the_config_or_the_command_line(tmp_path):
-    import argparse
-
+def test_fleet_hooks_from_the_config_or_the_command_line(tmp_path):
     from runtime.config import load_config
-    from runtime.fleet.mqtt import listen_hooks
     from runtime.fleet.outbox import OutboxHook
+    from runtime.listen.program import ListenOptions, fleet_hooks
 
     (tmp_path / "with.toml").write_text(f'[device]\nid = "pi-9"\n[store]\ndb = "{tmp_path / "d.db"}"\n'
                                         '[mqtt]\nhost = "broker.lan"\nport = 1999\n')
     (tmp_path / "without.toml").write_text('[device]\nid = "pi-9"\n')
-    args = argparse.Namespace(mqtt=None, file="rec.wav", drain_timeout=None, ha_discovery=False)
-    [hook] = listen_hooks(load_config(tmp_path / "with.toml"), args)
+    replay = ListenOptions(file=Path("rec.wav"))
+    [hook] = fleet_hooks(load_config(tmp_path / "with.toml"), replay)
     assert isinstance(hook, OutboxHook) and hook.drain_timeout_s == 10.0  # --file: drain 10 s by default
     assert (hook.sink.settings.address, hook.sink.topics.events) == ("broker.lan:1999", "fieldear/pi-9/events")
-    assert listen_hooks(load_config(tmp_path / "without.toml"), args) == []  # no broker: no hook
-    mic = argparse.Namespace(mqtt="10.0.0.2:1883", file=None, drain_timeout=None, ha_discovery=True)
-    [hook] = listen_hooks(load_config(tmp_path / "without.toml"), mic)
+    assert fleet_hooks(load_config(tmp_path / "without.toml"), replay) == []  # no broker: no hook
+    mic = ListenOptions(mqtt="10.0.0.2:1883", ha_discovery=True)
+    [hook] = fleet_hooks(load_config(tmp_path / "without.toml"), mic)
     assert hook.drain_timeout_s == 0.0 and hook.sink.settings.address == "10.0.0.2:1883" and hook.sink.ha_discovery

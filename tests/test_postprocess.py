@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from runtime.detect.events import (
-    STREAM_THRESHOLD_FLOOR,
     EventDetector,
     MovingAverage,
     PostSettings,
     detect,
     segment_of,
 )
+from runtime.detect.thresholds import STREAM_THRESHOLD_FLOOR
 from runtime.errors import ConfigError
 
 pytestmark = pytest.mark.runtime

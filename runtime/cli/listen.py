@@ -1,21 +1,15 @@
 """`fieldear devices | listen | events | export`. Imports nothing heavy at import time.
 
-Hooks from other areas: ``listen`` imports each module in ``HOOK_MODULES`` (skipping ones not installed)
-and calls its ``listen_hooks(config, args)`` -> list of hook objects (see ``runtime.listen`` for the hook
-methods). ``config`` is the validated ``runtime.config.Config`` with the command-line overrides applied.
+``listen`` turns its flags into a ``runtime.listen.program.ListenOptions``; the listener is assembled there.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 log = logging.getLogger(__name__)
-
-HOOK_MODULES = ("runtime.field.heartbeat", "runtime.fleet.mqtt")  # sd_notify hooks come from runtime.health
-
 
 def register(sub) -> None:
     p = sub.add_parser("devices", help="list audio input devices (--test records 3 s and shows the level)")
@@ -31,8 +25,8 @@ def register(sub) -> None:
     src = p.add_argument_group("audio")
     src.add_argument("--file", default=None, help="replay this recording instead of a microphone; exits at its end")
     src.add_argument("--realtime", action="store_true", help="with --file: pace the replay at real time")
-    src.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)  # pacing factor for --realtime
-    src.add_argument("--device-queue", type=int, default=0, help=argparse.SUPPRESS)  # file replay through a bounded queue
+    src.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="with --realtime: replay at X times real time (default 1)")
     src.add_argument("--device", default=None, help="input device index or name (`fieldear devices`)")
     src.add_argument("--sample-rate", type=int, default=None, help="capture rate (default: the model's if the device has it)")
     det = p.add_argument_group("detection")
@@ -59,7 +53,6 @@ def register(sub) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--summary", action="store_true", help="at the end, print the events heard as a table")
     out.add_argument("--json", action="store_true", help="at the end, print the run summary as JSON")
-    # -- fleet area (runtime/mqtt_sink.py listen_hooks): report to an MQTT broker --
     fl = p.add_argument_group("fleet (MQTT)")
     fl.add_argument("--mqtt", default=None, metavar="HOST:PORT",
                     help="send events and heartbeats to this MQTT broker (default: [mqtt] host of --config)")
@@ -67,7 +60,6 @@ def register(sub) -> None:
                     help="at the end, wait at most S s for the outbox to empty (default 10 with --file, else 0)")
     fl.add_argument("--ha-discovery", action="store_true",
                     help="publish Home Assistant MQTT discovery config (retained)")
-    # -- end fleet area --
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("events", help="show logged events")
@@ -129,105 +121,32 @@ def _device_arg(value):
 # ---------------------------------------------------------------- listen
 
 
-def _parse_thresholds(items) -> dict:
-    from runtime.errors import ConfigError
+def listen_options(args):
+    """The command line as typed listen settings (flags not given stay None: the config file's value)."""
+    from pathlib import Path
 
-    out = {}
-    for item in items:
-        label, sep, value = item.partition("=")
-        try:
-            out[label.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"--threshold {item!r}: expected LABEL=VALUE", "e.g. --threshold dog=0.6") from None
-        if not sep or not label.strip():
-            raise ConfigError(f"--threshold {item!r}: expected LABEL=VALUE", "e.g. --threshold dog=0.6")
-    return out
+    from runtime.detect.thresholds import parse_label_thresholds
+    from runtime.listen.program import ListenOptions
 
-
-def build_config(args):
-    """The config file (or defaults) with the command-line values applied."""
-    from runtime.config import apply_overrides, default_config, load_config
-    from runtime.paths import user_data_dir
-
-    config = load_config(args.config, device_id=args.device_id) if args.config else default_config(args.device_id)
-    data_dir = args.data_dir if args.data_dir is not None else (None if args.config else str(user_data_dir()))
-    return apply_overrides(
-        config, device_id=args.device_id, model=args.model, threads=args.threads, device=args.device,
-        sample_rate=args.sample_rate, block_hop=args.block_hop, threshold=args.default_threshold,
-        thresholds=_parse_thresholds(args.threshold) or None, smoothing=args.smoothing, hysteresis=args.hysteresis,
-        min_event_s=args.min_event_s, merge_gap_s=args.merge_gap_s, data_dir=data_dir, db=args.db,
-        log_windows=False if args.no_windows else None, window_every=args.window_every, keep_days=args.keep_days,
-        max_db_mb=args.max_db_mb, clips=args.clips, clip_quota_mb=args.clip_quota_mb)
-
-
-def build_hooks(config, args) -> list:
-    hooks = []
-    for name in HOOK_MODULES:  # each module's listen_hooks(config, args) returns the hooks it wants
-        hooks.extend(importlib.import_module(name).listen_hooks(config, args) or [])
-    return hooks
+    path = lambda v: Path(v) if v is not None else None  # noqa: E731
+    overrides = dict(
+        model=args.model, threads=args.threads, device=args.device, sample_rate=args.sample_rate,
+        block_hop=args.block_hop, threshold=args.default_threshold,
+        thresholds=parse_label_thresholds(args.threshold, "--threshold") or None, ignore=args.ignore or None,
+        smoothing=args.smoothing, hysteresis=args.hysteresis, min_event_s=args.min_event_s,
+        merge_gap_s=args.merge_gap_s, db=args.db, log_windows=False if args.no_windows else None,
+        window_every=args.window_every, keep_days=args.keep_days, max_db_mb=args.max_db_mb, clips=args.clips,
+        clip_quota_mb=args.clip_quota_mb)
+    return ListenOptions(config=path(args.config), device_id=args.device_id, data_dir=path(args.data_dir),
+                         overrides=overrides, file=path(args.file), realtime=args.realtime, speed=args.speed,
+                         mqtt=args.mqtt, drain_timeout_s=args.drain_timeout, ha_discovery=args.ha_discovery)
 
 
 def cmd_listen(args) -> int:
-    import signal
-    import threading
+    from runtime.listen.program import Signals, run
 
-    from runtime.audio.sources import FileSource, MicSource
-    from runtime.config import check_labels
-    from runtime.detect.events import PostSettings
-    from runtime.listen.clips import ClipRecorder
-    from runtime.listen.loop import Listener
-    from runtime.model.model import Model
-    from runtime.store.writer import Store
-
-    config = build_config(args)
-    model = Model.load(config.model.path, threads=config.model.threads)
-    check_labels(config, model.labels)
-    post = config.detect.post_kwargs()
-    post["ignore"] = tuple(dict.fromkeys([*post.get("ignore", ()), *args.ignore]))
-    unknown = sorted(set(post["ignore"]) - set(model.labels))
-    if unknown:
-        from runtime.errors import ConfigError
-
-        raise ConfigError(f"--ignore: unknown label(s) {', '.join(unknown)}", f"the model's labels are: {', '.join(model.labels)}")
-    settings = PostSettings.for_bundle(model.bundle, dict(config.detect.thresholds), **post)
-    settings = settings.resolved(model.labels)
-    block_hop = config.audio.block_hop
-    params = model.params if block_hop is None else model.params.with_block_hop(block_hop)
-    if args.file:
-        # as fast as possible: larger reads (fewer calls per second of audio); paced or queued: mic-sized chunks
-        chunk_s = 0.5 if args.realtime or args.device_queue else 5.0
-        source = FileSource(args.file, realtime=args.realtime, speed=args.speed, device_queue=args.device_queue,
-                            chunk_seconds=chunk_s)
-    else:
-        source = MicSource(device=_device_arg(config.audio.device),
-                           model_rate=config.audio.sample_rate or params.sample_rate)
-    window_every = config.store.window_every if config.store.log_windows else 0
-    db_path = config.store.db_path
-    run_settings = {**settings.to_dict(), "block_hop": params.block_hop, "window_every": window_every}
-    store = Store(db_path, device_id=config.device_id, source=source.name, model_sha=model.bundle.sha256,
-                  settings=run_settings, window_every=window_every, keep_days=config.store.keep_days,
-                  max_db_mb=config.store.max_db_mb)
-    clips = None
-    if config.clips.enabled:
-        clips = ClipRecorder(db_path.parent / "clips", pre_s=config.clips.pre_s, post_s=config.clips.post_s,
-                             quota_mb=config.clips.quota_mb)
-    hooks = build_hooks(config, args)
-    listener = Listener(model, source, store, settings, hooks=hooks, block_hop=block_hop, clips=clips)
-
-    stop = threading.Event()
-
-    def _stop(signum, frame):
-        log.info("signal %d: closing open events and stopping", signum)
-        stop.set()
-
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    log.info("listening to %s with %s (%s), logging to %s", source.name, model.bundle.name, model.bundle.short_sha, db_path)
-    try:
-        summary = listener.run(stop)
-    finally:
-        store.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+    signals = Signals().install()  # first: a SIGHUP or SIGTERM during start-up is handled, not fatal
+    summary = run(listen_options(args), signals)
     _print_summary(summary, args)
     return 0
 
@@ -245,15 +164,12 @@ def _print_summary(summary: dict, args) -> None:
     if problems:
         print("problems: " + ", ".join(f"{k} {v}" for k, v in problems.items()))
     if args.summary:
-        from runtime.store.queries import runs
+        from runtime.store.queries import find_run, run_events
         from runtime.store.schema import connect
 
         conn = connect(summary["db"], readonly=True)
         try:
-            run = next((r for r in runs(conn) if r["key"] == summary["run"]), None)
-            first = run["first_event_id"] if run else 0
-            rows = conn.execute("SELECT id, label, start_s, end_s, peak, mean, start_utc FROM events WHERE id >= ? "
-                                "ORDER BY start_s", (first,)).fetchall()
+            rows = run_events(conn, find_run(conn, summary["run"]))
         finally:
             conn.close()
         _print_event_table(rows, offsets=True)

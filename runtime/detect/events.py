@@ -19,13 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from runtime.detect.thresholds import check_known, stream_thresholds
 from runtime.errors import ConfigError
-
-# A bundle's per-label thresholds are F1-optimal on clip-level cross-validation, where every clip is one of the
-# labels; in a field stream most audio is none of them, so listen raises a bundle threshold below this floor to
-# it (stream bench, ESC-10 fold 5 over forest soundscapes: event F1 0.844 -> 0.892, false alarms 92 -> 25 per
-# hour). Thresholds the user gives are taken as they are.
-STREAM_THRESHOLD_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,14 +65,9 @@ class PostSettings:
 
     @classmethod
     def for_bundle(cls, bundle, overrides: dict | None = None, **kwargs) -> "PostSettings":
-        """Bundle thresholds (at least STREAM_THRESHOLD_FLOOR), then per-label ``overrides``, then the rest."""
-        thresholds = {label: max(float(t), STREAM_THRESHOLD_FLOOR) for label, t in bundle.thresholds.items()}
-        for label, value in (overrides or {}).items():
-            if label not in bundle.labels:
-                raise ConfigError(f"threshold for unknown label {label!r}",
-                                  f"the model's labels are: {', '.join(bundle.labels)}")
-            thresholds[label] = float(value)
-        return cls(thresholds=thresholds, **kwargs)
+        """Bundle thresholds (raised to the stream floor), then per-label ``overrides``, then the rest."""
+        check_known(overrides or {}, bundle.labels)
+        return cls(thresholds=stream_thresholds(bundle.thresholds, overrides), **kwargs)
 
 
 @dataclass
@@ -172,9 +162,6 @@ class EventDetector:
             out.extend(self._step(a, b, smoothed))
         return out
 
-    def smoothed_pending(self) -> int:
-        return self.smoother._pushed - self.smoother._emitted
-
     def _step(self, a: float, b: float, s: np.ndarray) -> list[Event]:
         out = []
         self.last_time = b
@@ -218,9 +205,6 @@ class EventDetector:
             self.discarded_short += 1
             return []
         return [e]
-
-    def open_events(self) -> list[Event]:
-        return [t.open for t in self.tracks if t.open is not None]
 
     def close(self) -> list[Event]:
         """End of stream (or stop): smooth out the tail, close open events, emit held ones."""

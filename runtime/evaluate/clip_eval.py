@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.detect.thresholds import check_known, parse_threshold_specs
 from runtime.errors import FieldearError
 
 log = logging.getLogger(__name__)
@@ -153,26 +154,8 @@ def truth_function(spec: str):
 
 def parse_thresholds(specs: list[str] | None, labels: list[str]) -> tuple[float | None, dict[str, float]]:
     """``["0.5", "dog=0.7"]`` -> (0.5, {"dog": 0.7}); values in [0, 1], labels must exist."""
-    default: float | None = None
-    per_label: dict[str, float] = {}
-    for spec in specs or []:
-        for part in str(spec).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, _, value = part.rpartition("=")
-            try:
-                x = float(value)
-            except ValueError:
-                raise FieldearError(f"bad --threshold {part!r}", "use a number (0.5) or label=number (dog=0.7)") from None
-            if not 0.0 <= x <= 1.0:
-                raise FieldearError(f"--threshold {part!r} is outside [0, 1]")
-            if not name:
-                default = x
-            elif name not in labels:
-                raise FieldearError(f"--threshold for unknown label {name!r}", f"labels are: {', '.join(labels)}")
-            else:
-                per_label[name] = x
+    default, per_label = parse_threshold_specs(specs)
+    check_known(per_label, labels)
     return default, per_label
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import FieldearError
 from runtime.evaluate.annotations import load_annotations
 
 log = logging.getLogger(__name__)
@@ -163,33 +162,14 @@ def format_report(result: dict) -> str:
 
 def load_run(db, run: str | None = None) -> tuple[list[Interval], float, dict]:
     """Events of one listen run (default: the latest), its audio duration and its run record."""
-    from runtime.store.queries import runs
+    from runtime.store.queries import find_run, run_events, stream_end_s
     from runtime.store.schema import connect
 
     conn = connect(db, readonly=True)
     try:
-        records = runs(conn)
-        rec = {}
-        if records:
-            if run is None:
-                rec = records[-1]
-            else:
-                key = run if run.startswith("run:") else f"run:{int(run):06d}"
-                rec = next((r for r in records if r["key"] == key), None)
-                if rec is None:
-                    raise FieldearError(f"{db}: no run {run}", f"runs: {', '.join(r['key'] for r in records)}")
-            nxt = next((r["first_event_id"] for r in records if r["first_event_id"] > rec["first_event_id"]), None)
-            sql, params = "SELECT label, start_s, end_s FROM events WHERE id >= ?", [rec["first_event_id"]]
-            if nxt is not None:
-                sql += " AND id < ?"
-                params.append(nxt)
-        else:
-            sql, params = "SELECT label, start_s, end_s FROM events", []
-        events = [Interval(float(r[1]), float(r[2]), r[0]) for r in conn.execute(sql + " ORDER BY start_s", params)]
-        duration = float(rec.get("audio_s") or 0.0)
-        if not duration:
-            row = conn.execute("SELECT MAX(end_s) FROM windows").fetchone()
-            duration = float(row[0] or 0.0)
+        rec = find_run(conn, run, where=str(db))
+        events = [Interval(float(r["start_s"]), float(r["end_s"]), r["label"]) for r in run_events(conn, rec)]
+        duration = float(rec.get("audio_s") or 0.0) or stream_end_s(conn)
     finally:
         conn.close()
     return events, duration, rec

@@ -9,8 +9,7 @@
   background thread and, if the model bundle changed (e.g. deploy switched ``models/current``), loads it and
   hands it to ``listener.swap_model`` (which switches between two chunks: no audio is lost).
 
-``build_field_hooks(config, ...)`` makes all three; ``listen_hooks(config, args)`` is what ``fieldear listen``
-calls (``runtime.cli_listen.HOOK_MODULES``).
+``runtime.listen.program.field_hooks(config, ...)`` makes all three.
 """
 
 from __future__ import annotations
@@ -20,11 +19,10 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
-from runtime.field.reload import Reloader
-from runtime.field.sdnotify import Notifier
 from runtime.field.watchdog import NotifyHook
+from runtime.listen.hooks import Hook
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +82,7 @@ def disk_free_mb(path: Path) -> float | None:
 # ---------------------------------------------------------------- heartbeat rows
 
 
-class HeartbeatHook:
+class HeartbeatHook(Hook):
     """A ``health`` row at start, every ``every_s`` seconds, and at stop."""
 
     def __init__(self, every_s: float, location: str | None = None, clock: Callable[[], float] = time.time,
@@ -160,43 +158,3 @@ class HeartbeatHook:
 
 
 # ---------------------------------------------------------------- SIGHUP reload
-
-
-# ---------------------------------------------------------------- wiring
-
-
-def build_field_hooks(config, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                      environ: Mapping[str, str] | None = None, reload_config: Callable[[], object] | None = None,
-                      install_signal: bool = True) -> list:
-    """The field hooks for a listen run: notify/watchdog, heartbeat and (given ``reload_config``) SIGHUP reload."""
-    notifier = Notifier(environ)
-    notify = NotifyHook(notifier, stall_s=config.health.watchdog_stall_s, monotonic=monotonic)
-    heartbeat = HeartbeatHook(config.health.every_s, location=config.device.location, clock=clock,
-                              monotonic=monotonic, notify=notify)
-    hooks: list = [notify, heartbeat]
-    if reload_config is not None:
-
-        def apply_health(new) -> None:
-            notify.stall_s = new.health.watchdog_stall_s
-            heartbeat.every_s = new.health.every_s
-            heartbeat.location = new.device.location
-
-        hooks.append(Reloader(config, reload_config, notifier=notifier, install_signal=install_signal,
-                              on_config=[apply_health], monotonic=monotonic))
-    if notifier.enabled:
-        log.info("systemd notify socket found; watchdog %s", f"{notifier.watchdog_s:g} s" if notifier.watchdog_s
-                 else "off")
-    return hooks
-
-
-def listen_hooks(config, args) -> list:
-    """Called by ``fieldear listen`` (runtime.cli_listen.HOOK_MODULES): the field hooks, reload re-reading the
-    same config file with the same command-line options."""
-    from runtime.cli.listen import build_config
-
-    return build_field_hooks(config, reload_config=lambda: build_config(args))
-
-
-# ---------------------------------------------------------------- status (fieldear status)
-
-

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from typing import Callable
 
 from runtime.errors import FieldearError
 from runtime.field.sdnotify import Notifier
+from runtime.listen.hooks import Hook
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def _default_model_loader(path, threads):
     return Model.load(path, threads=threads)
 
 
-class Reloader:
+class Reloader(Hook):
     """SIGHUP -> re-read the config; swap in the model bundle if it changed. The loop never waits for it.
 
     ``reload_config()`` returns the new (validated, overrides applied) Config. Changes other than the model
@@ -30,37 +30,27 @@ class Reloader:
     RESTART_SECTIONS = ("device", "audio", "detect", "store", "clips", "mqtt")
 
     def __init__(self, config, reload_config: Callable[[], object], notifier: Notifier | None = None,
-                 load_model: Callable = _default_model_loader, install_signal: bool = True,
+                 load_model: Callable = _default_model_loader, requested: threading.Event | None = None,
                  on_config: list[Callable] | None = None, monotonic: Callable[[], float] = time.monotonic):
         self.config = config
         self.reload_config = reload_config
         self.notifier = notifier or Notifier({})
         self.load_model = load_model
-        self.install_signal = install_signal
         self.on_config = list(on_config or [])
         self.monotonic = monotonic
-        self.requested = threading.Event()
+        self.requested = requested if requested is not None else threading.Event()  # set by SIGHUP
         self.thread: threading.Thread | None = None
         self.reloads = 0
         self.failures = 0
         self.last_error: str | None = None
-        self._previous_handler = None
         self._model_sha: str | None = None  # the bundle the listener runs or is about to run
 
     def request(self) -> None:
-        """Ask for a reload (the SIGHUP handler does only this)."""
-        self.requested.set()
-
-    def _on_signal(self, signum, frame) -> None:
+        """Ask for a reload (what SIGHUP does, through ``runtime.listen.program.Signals``)."""
         self.requested.set()
 
     def on_start(self, listener) -> None:
         self._model_sha = listener.model.bundle.sha256
-        if self.install_signal:
-            if threading.current_thread() is threading.main_thread():
-                self._previous_handler = signal.signal(signal.SIGHUP, self._on_signal)
-            else:
-                log.warning("not in the main thread: SIGHUP reload is not available")
 
     def on_tick(self, listener, now_wall: float) -> None:
         if not self.requested.is_set() or (self.thread is not None and self.thread.is_alive()):
@@ -72,9 +62,6 @@ class Reloader:
     def on_stop(self, listener) -> None:
         if self.thread is not None:
             self.thread.join(timeout=30)
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGHUP, self._previous_handler)
-            self._previous_handler = None
 
     def reload(self, listener) -> bool:
         """Re-read the config and swap the model if its bundle changed. Returns True on success."""

@@ -40,11 +40,10 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
     Running is decided by systemd when it manages the machine (``state``: injected for tests), else by the
     log: the latest run has not ended and its last heartbeat is recent (2 intervals + 30 s).
     """
-    import json
     import sqlite3
 
-    from runtime.store.queries import runs
-    from runtime.store.schema import parse_utc
+    from runtime.store.queries import count_rows, latest_event, latest_health, runs
+    from runtime.store.schema import connect, parse_utc
 
     if state is ...:
         state = service_state(service)
@@ -54,21 +53,15 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
                  "heartbeat": None, "heartbeat_age_s": None, "last_event": None, "run": None}
     if Path(db).is_file():
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-            conn.row_factory = sqlite3.Row
+            conn = connect(db, readonly=True, timeout=5)
             try:
-                row = conn.execute("SELECT t_utc, json FROM health ORDER BY id DESC LIMIT 1").fetchone()
-                if row is not None:
-                    beat = json.loads(row["json"])
-                    beat["t_utc"] = row["t_utc"]
-                    out["heartbeat"] = beat
-                    out["heartbeat_age_s"] = round(now - parse_utc(row["t_utc"]), 1)
-                ev = conn.execute("SELECT id, label, start_utc, end_utc, peak, source FROM events "
-                                  "ORDER BY id DESC LIMIT 1").fetchone()
-                out["last_event"] = dict(ev) if ev is not None else None
+                out["heartbeat"] = latest_health(conn)
+                if out["heartbeat"] is not None:
+                    out["heartbeat_age_s"] = round(now - parse_utc(out["heartbeat"]["t_utc"]), 1)
+                out["last_event"] = latest_event(conn)
                 all_runs = runs(conn)
                 out["run"] = all_runs[-1] if all_runs else None
-                out["events_total"] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+                out["events_total"] = count_rows(conn, "events")
             finally:
                 conn.close()
         except (sqlite3.Error, ValueError) as exc:

@@ -7,11 +7,12 @@ import time
 from typing import Callable
 
 from runtime.field.sdnotify import Notifier
+from runtime.listen.hooks import Hook
 
 log = logging.getLogger(__name__)
 
 
-class NotifyHook:
+class NotifyHook(Hook):
     """sd_notify for ``Type=notify`` + ``WatchdogSec=``; a no-op outside systemd."""
 
     def __init__(self, notifier: Notifier, stall_s: float, monotonic: Callable[[], float] = time.monotonic,

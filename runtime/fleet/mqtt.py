@@ -521,24 +521,3 @@ class MqttSink:
         finally:
             for s in outbox.STREAMS:
                 self.acked[s] += sender.acked[s]
-
-
-def listen_hooks(config, args) -> list:
-    """Called by ``fieldear listen`` (``runtime.cli_listen.HOOK_MODULES``): an ``OutboxHook`` sending the log's
-    events and health rows when a broker is configured (``--mqtt HOST:PORT`` or ``[mqtt] host``), else none.
-
-    ``--drain-timeout S`` bounds the wait for the outbox to empty at the end (default: 10 s with ``--file``,
-    0 for a microphone, whose service manager has its own stop timeout).
-    """
-    hostport = getattr(args, "mqtt", None)
-    section = getattr(config, "mqtt", None)
-    if not hostport and (section is None or not getattr(section, "host", None)):
-        return []
-    settings = MqttSettings.from_config(section, hostport)
-    drain = getattr(args, "drain_timeout", None)
-    if drain is None:
-        drain = 10.0 if getattr(args, "file", None) else 0.0
-    sink = MqttSink(config.store.db_path, settings, config.device_id,
-                    ha_discovery=bool(getattr(args, "ha_discovery", False)))
-    log.info("reporting to MQTT broker %s as %s", settings.address, config.device_id)
-    return [outbox.OutboxHook(sink, drain_timeout_s=drain)]

@@ -23,6 +23,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.listen.hooks import Hook
+
 log = logging.getLogger(__name__)
 
 # stream name -> table holding its rows (both are written by runtime/store.py)
@@ -173,7 +175,7 @@ def health_payload(row: dict, device_id: str, sent_ts: float) -> dict:
 PAYLOADS = {"events": event_payload, "health": health_payload}
 
 
-class OutboxHook:
+class OutboxHook(Hook):
     """Listener hook: runs an ``MqttSink`` sender thread beside the audio loop.
 
     ``on_event``/``on_tick`` only wake the sender; ``on_stop`` drains for at most ``drain_timeout_s``

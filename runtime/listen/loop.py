@@ -2,22 +2,7 @@
 
 ``Listener(model, source, store, post_settings, hooks=[...], clock=time.time).run(stop_event)``
 
-Hooks are objects with any of these methods (all optional, exceptions are logged, never propagated):
-
-- ``on_start(listener)``: model loaded, source open, store ready (sd_notify READY=1 goes here)
-- ``on_audio(listener, n_samples)``: audio arrived (feed the watchdog here: it is *not* called while the
-  source delivers nothing)
-- ``on_block(listener, block, scores)``: every block scored (``block`` is a ``runtime.pipeline.Block`` whose
-  times are offsets in this run's stream; ``scores`` a float array in ``listener.labels`` order)
-- ``on_event(listener, row)``: an event row once it is committed to the log (dict with the ``events`` columns,
-  ``id`` included)
-- ``on_tick(listener, now)``: about once a second (``now`` from the injected clock), also when no audio comes
-- ``on_stop(listener)``: after the last event was logged, before the store is closed
-
-What a hook may read: ``listener.stats`` (``ListenStats``), ``listener.source.stats`` (overruns,
-dropped_blocks, reconnects), ``listener.store`` (``add_health(dict)``, ``dropped_rows``, ``path``),
-``listener.model``, ``listener.labels``, ``listener.settings``. ``listener.swap_model(model)`` (thread-safe)
-replaces the model between two chunks without losing audio (SIGHUP reload).
+Hooks (``runtime.listen.hooks.Hook`` subclasses) see every stage: start, audio, block, event, tick, stop.
 """
 
 from __future__ import annotations
@@ -32,6 +17,7 @@ import numpy as np
 
 from runtime.detect.events import Event, EventDetector, PostSettings
 from runtime.features.pipeline import BlockStream
+from runtime.listen.hooks import Hook
 from runtime.store.schema import utc_iso
 
 log = logging.getLogger(__name__)
@@ -40,8 +26,6 @@ CLIP_LEVEL = 0.999
 SILENCE_LEVEL = 1e-6  # peak below this: digital silence (muted input, wrong device)
 SILENCE_WARN_S = 60.0
 WARN_EVERY_S = 3600.0  # clipping / silence warnings at most this often
-
-HOOK_METHODS = ("on_start", "on_audio", "on_block", "on_event", "on_tick", "on_stop")
 
 
 @dataclass
@@ -75,6 +59,9 @@ class Listener:
         self.block_hop = block_hop
         self.settings = post_settings.resolved(model.labels)
         self.hooks = list(hooks)
+        for hook in self.hooks:
+            if not isinstance(hook, Hook):
+                raise TypeError(f"listen hooks subclass runtime.listen.hooks.Hook; {type(hook).__name__} does not")
         self.clock = clock
         self.monotonic = monotonic
         self.clips = clips
@@ -143,11 +130,8 @@ class Listener:
 
     def _call(self, name: str, *args) -> None:
         for hook in self.hooks:
-            fn = getattr(hook, name, None)
-            if fn is None:
-                continue
             try:
-                fn(self, *args)
+                getattr(hook, name)(self, *args)
             except Exception:
                 self.stats.hook_errors += 1
                 key = (id(hook), name)

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 from runtime.errors import FieldearError
-from runtime.store.schema import TABLE_COLUMNS, parse_utc, utc_iso
+from runtime.store.schema import EVENT_COLUMNS, TABLE_COLUMNS, parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +61,56 @@ def runs(conn: sqlite3.Connection) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def find_run(conn: sqlite3.Connection, run: str | int | None = None, where: str = "the log") -> dict:
+    """One run record: ``run`` as ``run:000003``, ``3`` or None (the latest); {} when the log has none."""
+    records = runs(conn)
+    if not records:
+        return {}
+    if run is None:
+        return records[-1]
+    text = str(run)
+    key = text if text.startswith("run:") else f"run:{int(text):06d}"
+    found = next((r for r in records if r["key"] == key), None)
+    if found is None:
+        raise FieldearError(f"{where}: no run {run}", f"runs: {', '.join(r['key'] for r in records)}")
+    return found
+
+
+def run_events(conn: sqlite3.Connection, record: dict | None = None) -> list[sqlite3.Row]:
+    """The events of one run (all events when ``record`` is empty), ordered by stream time."""
+    sql, params = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events", []
+    if record:
+        sql += " WHERE id >= ?"
+        params.append(record["first_event_id"])
+        later = [r["first_event_id"] for r in runs(conn) if r["first_event_id"] > record["first_event_id"]]
+        if later:
+            sql += " AND id < ?"
+            params.append(min(later))
+    return conn.execute(sql + " ORDER BY start_s, id", params).fetchall()
+
+
+def stream_end_s(conn: sqlite3.Connection) -> float:
+    """The latest block end offset logged (a run's duration when its record has none)."""
+    row = conn.execute("SELECT MAX(end_s) FROM windows").fetchone()
+    return float(row[0] or 0.0)
+
+
+def latest_health(conn: sqlite3.Connection) -> dict | None:
+    """The newest heartbeat (its JSON, plus ``t_utc``), or None."""
+    row = conn.execute("SELECT t_utc, json FROM health ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return {**json.loads(row["json"]), "t_utc": row["t_utc"]}
+
+
+def latest_event(conn: sqlite3.Connection) -> dict | None:
+    row = conn.execute("SELECT id, label, start_utc, end_utc, peak, source FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    return dict(row) if row is not None else None
+
+
+def count_rows(conn: sqlite3.Connection, table: str) -> int:
+    if table not in TABLE_COLUMNS:
+        raise FieldearError(f"unknown table {table!r}", f"choose one of {', '.join(TABLE_COLUMNS)}")
+    return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.listen.hooks import Hook
 from tests.bench.make_demo import RATE, active_region, build_bed, load, write_truth
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,7 +368,7 @@ def rss_run(args) -> dict:
     store = Store(args.db, device_id="bench", source=source.name, model_sha=model.bundle.sha256, settings={})
     samples: list[tuple[float, int]] = []
 
-    class Probe:
+    class Probe(Hook):
         def on_block(self, listener, block, scores):
             if args.slow_ms:
                 time.sleep(args.slow_ms / 1000.0)
