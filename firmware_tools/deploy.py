@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from firmware_tools.shell import CommandFailed, run_command
 from runtime.errors import FieldearError
 from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
 
@@ -70,10 +71,6 @@ class DeployResult:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-class CommandFailed(FieldearError):
-    pass
 
 
 class Deployer:
@@ -194,19 +191,10 @@ class Deployer:
             return subprocess.CompletedProcess(argv, 0, "", "")
         log.info("deploy: %s", what)
         log.debug("+ %s", text)
-        try:
-            proc = self.run_proc(argv, capture_output=True, text=True, timeout=timeout)
-        except FileNotFoundError:
-            raise FieldearError(f"deploy: {what}: command not found: {argv[0]}",
-                                "install it, or pass --ssh-command / --rsync-command") from None
-        except subprocess.TimeoutExpired:
-            raise CommandFailed(f"deploy: {what}: timed out after {timeout:.0f} s") from None
-        if check and proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout or "").strip().splitlines()
-            raise CommandFailed(f"deploy: {what} failed (exit {proc.returncode})" + (f": {detail[-1]}" if detail else ""),
-                                "nothing was switched on the device" if what.startswith(("upload", "prepare", "install"))
-                                else None)
-        return proc
+        untouched = what.startswith(("upload", "prepare", "install"))
+        return run_command(argv, f"deploy: {what}", check=check, timeout=timeout, run=self.run_proc,
+                           hint="nothing was switched on the device" if untouched else None,
+                           missing_hint="install it, or pass --ssh-command / --rsync-command")
 
     def healthy(self, expect_sha: str | None, attempts: int) -> tuple[bool, str]:
         """Run the check command until it passes (and reports the expected model, when it reports one)."""

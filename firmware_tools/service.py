@@ -17,11 +17,11 @@ import os
 import pwd
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from firmware_tools.shell import run_command
 from firmware_tools.unit import (
     SERVICE_USER,
     UNIT_NAME,
@@ -75,14 +75,7 @@ class Runner:
     """Runs system commands; raises FieldearError with the command's stderr when one fails."""
 
     def __call__(self, argv: list[str]) -> None:
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        except FileNotFoundError:
-            raise FieldearError(f"command not found: {argv[0]}") from None
-        if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise FieldearError(f"`{' '.join(argv)}` failed (exit {proc.returncode})" +
-                                (f": {detail[-1]}" if detail else ""))
+        run_command(argv)
 
 
 def require_root_and_systemd(euid: int | None = None, which: Callable[[str], str | None] = shutil.which,

@@ -10,11 +10,11 @@ import logging
 import math
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from firmware_tools.shell import run_command
 from runtime.errors import ConfigError
 from runtime.paths import SYSTEM_CONFIG, SYSTEM_DATA_DIR
 
@@ -144,5 +144,5 @@ def systemd_analyze_verify(unit_text: str, workdir: Path, name: str = UNIT_NAME,
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / name
     path.write_text(unit_text, encoding="utf-8")
-    proc = subprocess.run([tool, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
+    proc = run_command([tool, "verify", "--man=no", str(path)], check=False, timeout=60)
     return proc.returncode, (proc.stdout + proc.stderr).strip()

@@ -58,11 +58,6 @@ class FrontendParams:
             raise BundleError("invalid frontend parameters: " + "; ".join(problems))
 
     @property
-    def frame_seconds(self) -> float:
-        """Time between frames (the hop), in seconds."""
-        return self.hop / self.sample_rate
-
-    @property
     def block_seconds(self) -> float:
         """Duration one block covers, in seconds."""
         return self.block_frames * self.hop / self.sample_rate
@@ -270,19 +265,6 @@ def block_starts(n_frames: int, params: FrontendParams) -> list[int]:
     return list(range(0, n_frames - params.block_frames + 1, params.block_hop))
 
 
-def frames_to_blocks(frames: np.ndarray, params: FrontendParams) -> np.ndarray:
-    """Log-mel frames (n, n_mels) to blocks (n_blocks, block_frames, n_mels); short input is padded."""
-    starts = block_starts(len(frames), params)
-    out = np.zeros((len(starts), params.block_frames, params.n_mels), dtype=np.float32)
-    for i, s in enumerate(starts):
-        chunk = frames[s : s + params.block_frames]
-        out[i, : len(chunk)] = chunk
-    return out
-
-
-def clip_blocks(samples: np.ndarray, params: FrontendParams) -> np.ndarray:
-    """Whole clip (at params.sample_rate) to model input blocks."""
-    return frames_to_blocks(logmel(samples, params), params)
 
 
 # ---------------------------------------------------------------- streaming
@@ -299,10 +281,6 @@ class StreamingFrontend:
         self._buf = np.zeros(params.n_fft // 2, dtype=np.float32)  # centred first frame
         self._samples_in = 0
         self._frames_out = 0
-
-    @property
-    def frames_out(self) -> int:
-        return self._frames_out
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Add samples; return the log-mel frames that became complete (n, n_mels)."""
@@ -331,7 +309,7 @@ class StreamingFrontend:
 
 
 class BlockAssembler:
-    """Frames in, model blocks out, at the params' block size and hop (same rule as ``frames_to_blocks``)."""
+    """Frames in, model blocks out, at the params' block size and hop (the rule of ``block_starts``)."""
 
     def __init__(self, params: FrontendParams):
         self.params = params

@@ -163,7 +163,7 @@ def bench_blocks(model_dir: Path, repeats: int) -> dict:
     n = len(blocks)
     out = {"clip_s": round(len(x) / rate, 3), "clip_rate": rate, "blocks_per_clip": n, "threads": 1}
     out["resample_us"] = round(best_of(lambda: resample(x, rate, p.sample_rate), repeats) / n * 1e6, 1)
-    out["frontend_us"] = round(best_of(lambda: fe.frames_to_blocks(fe.logmel(y, p), p), repeats) / n * 1e6, 1)
+    out["frontend_us"] = round(best_of(lambda: fe.logmel(y, p), repeats) / n * 1e6, 1)
     out["pipeline_us"] = round(best_of(lambda: blocks_of(x, rate, p), repeats) / n * 1e6, 1)
     stage_in = blocks[0]
     for stage, runner in zip(model.bundle.stages, model.runners):
