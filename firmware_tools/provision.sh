@@ -84,7 +84,7 @@ if [ "$SERVICE" = 1 ]; then
     args+=(--model "$MODEL")
   elif [ ! -e /var/lib/fieldear/models/current ]; then
     # first install: the bundle shipped with fieldear becomes models/current
-    args+=(--model "$("$VENV/bin/python" -c 'from runtime.bundle import DEFAULT_BUNDLE; print(DEFAULT_BUNDLE)')")
+    args+=(--model "$("$VENV/bin/python" -c 'from runtime.paths import DEFAULT_BUNDLE; print(DEFAULT_BUNDLE)')")
   fi
   "$VENV/bin/fieldear" service install "${args[@]}"
   # the log is readable by group fieldear only: let the admin user run `fieldear status` without sudo

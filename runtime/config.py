@@ -74,7 +74,7 @@ class DetectConfig:
     ignore: tuple[str, ...] = ()  # labels never turned into events (e.g. "background")
 
     def post_kwargs(self) -> dict:
-        """Keyword arguments for ``runtime.postprocess.PostSettings.for_bundle(bundle, thresholds, **kw)``."""
+        """Keyword arguments for ``runtime.detect.events.PostSettings.for_bundle(bundle, thresholds, **kw)``."""
         kw: dict[str, Any] = {"smoothing": self.smoothing, "hysteresis": self.hysteresis,
                               "min_event_s": self.min_event_s, "merge_gap_s": self.merge_gap_s,
                               "ignore": tuple(self.ignore)}
