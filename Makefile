@@ -60,9 +60,9 @@ lint: setup
 bench: setup sysdeps $(TORCH_VENV)/.stamp
 	$(PY) -m tests.bench.run --out bench/results
 
-# Not a benchmark: a measured experiment (tests/bench/exp_finetune.py); writes bench/results/finetune.json.
+# Not a benchmark: a measured experiment (tests/experiments/exp_finetune.py); writes bench/results/finetune.json.
 experiment-finetune: setup $(TORCH_VENV)/.stamp
-	$(PY) -m tests.bench.exp_finetune --out bench/results --torch-python $(TORCH_VENV)/bin/python
+	$(PY) -m tests.experiments.exp_finetune --out bench/results --torch-python $(TORCH_VENV)/bin/python
 
 # PyTorch is needed for this one step only (torch 2.13.0 CPU; aisfx pins numpy 1.23 there, hence its own venv).
 $(TORCH_VENV)/.stamp:

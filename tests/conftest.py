@@ -34,8 +34,8 @@ def esc10(shared_data) -> Path:
 
 @pytest.fixture
 def broker(tmp_path):
-    """A real Mosquitto on 127.0.0.1 (a free port), stopped after the test (tests/fleet_broker.py)."""
-    from tests.fleet_broker import Broker, require_mosquitto
+    """A real Mosquitto on 127.0.0.1 (a free port), stopped after the test (tests/fleet/broker.py)."""
+    from tests.fleet.broker import Broker, require_mosquitto
 
     require_mosquitto()
     b = Broker(tmp_path / "broker")

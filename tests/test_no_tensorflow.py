@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_predict import model_dir, real_clip
+from tests.predict.test_predict import model_dir, real_clip
 
 pytestmark = pytest.mark.runtime
 

@@ -197,7 +197,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 600.0, speed: float = 20.0,
         restart_at: float = 0.5, down_s: float = 3.0, model: Path | None = None, seed: int = 7) -> dict:
-    from tests.fleet_broker import Broker, CollectorThread
+    from tests.fleet.broker import Broker, CollectorThread
 
     out_dir = Path(out_dir)
     work = out_dir / "fleet_work"

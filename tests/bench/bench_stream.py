@@ -216,10 +216,10 @@ def train(manifest: Path, out: Path) -> dict:
 
 def fallback_head(manifest: Path, out: Path) -> dict:
     """When `fieldear train` is missing: a logistic-regression head on the backbone's mean clip embeddings
-    (scikit-learn), quantized with the backbone into a bundle by tests/test_listen_support.make_bundle."""
+    (scikit-learn), quantized with the backbone into a bundle by tests/listen/support.make_bundle."""
     from sklearn.linear_model import LogisticRegression
 
-    from tests.test_listen_support import embeddings, make_bundle
+    from tests.listen.support import embeddings, make_bundle
 
     t = time.perf_counter()
     with open(manifest, newline="", encoding="utf-8") as f:

@@ -1,0 +1,53 @@
+"""The listening path with the committed default model (no TensorFlow: runs under tflite-runtime too)."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from runtime.paths import DEFAULT_BUNDLE, DEMO_DIR
+from tests.listen.test_loop import Recorder, listen_file
+
+pytestmark = [pytest.mark.runtime,
+              pytest.mark.skipif(not (DEFAULT_BUNDLE / "model.json").is_file(), reason="no default model bundle")]
+
+DEMO = DEMO_DIR
+
+
+@pytest.fixture(scope="module")
+def model():
+    from runtime.model.model import Model
+
+    return Model.load(None, threads=1)
+
+
+def test_stream_block_scores_equal_predict_path_default_model(model, esc10, tmp_path):
+    from runtime.audio.files import read_audio
+    from runtime.features.pipeline import blocks_of, stack
+
+    path = esc10 / "rooster" / "esc10_1-100038-A.wav"
+    if not path.exists():
+        path = sorted((esc10 / "rooster").glob("*.wav"))[0]
+    x, rate = read_audio(path)
+    expected = model.score_blocks(stack(blocks_of(x, rate, model.params), model.params))
+    for chunk_seconds in (0.02, 0.5, 3.3):
+        rec = Recorder()
+        listen_file(model, path, tmp_path / f"{chunk_seconds}.db", chunk_seconds, [rec])
+        np.testing.assert_array_equal(np.stack([s for _, _, s in rec.blocks]), expected)
+
+
+def test_demo_recording_is_heard(tmp_path, capsys):
+    from runtime.cli.main import main
+    from runtime.evaluate import stream_eval
+
+    db = tmp_path / "demo.db"
+    assert main(["listen", "--file", str(DEMO / "demo.wav"), "--db", str(db), "--device-id", "demo", "--summary"]) == 0
+    out = capsys.readouterr().out
+    assert "file:demo.wav: 36.0 s of audio" in out
+    report = tmp_path / "eval.json"
+    assert stream_eval.main(SimpleNamespace(db=db, annotations=DEMO / "demo_truth.csv", tolerance=None, out=report)) == 0
+    result = json.loads(report.read_text())
+    # every mixed-in sound is a label of the default model and at least 4 of the 5 are found (overlap criterion)
+    assert all(v["in_model"] for v in result["per_label"].values() if v["n_true"])
+    assert result["micro"]["event_overlap"]["tp"] >= 4
