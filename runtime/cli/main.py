@@ -8,6 +8,7 @@ exits non-zero; the traceback goes to debug logging (``-v``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -81,16 +82,57 @@ def positive_int(text: str) -> int:
     return value
 
 
+EXIT_CODES = """exit codes:
+  0    ok
+  1    some items failed (e.g. batch with unreadable files, outbox send with messages left pending)
+  2    usage or input error (a bad option, a missing file, an invalid config or bundle)
+  3    status: the service is not healthy
+  130  interrupted (Ctrl-C)"""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of `fieldear` and of each subcommand: -q/-v are accepted at every level, and a mistyped
+    option is reported by the subcommand it was given to, with a suggestion."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.has_subcommands = False
+        # SUPPRESS: a subcommand's parser leaves a -q/-v given before the subcommand as it is
+        self.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                          help="debug logging, including tracebacks of errors (-vv: also of libraries)")
+        self.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                          help="print only errors on stderr (no warnings, no progress)")
+
+    def add_subparsers(self, **kwargs):
+        self.has_subcommands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not self.has_subcommands:  # the innermost command reports what it does not know
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            options = [o for action in self._actions for o in action.option_strings]
+            for word in message.split(": ", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1) if word.startswith("-") else []
+                if close:
+                    message += f"; did you mean {close[0]}?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="fieldear",
         description="Sound classification for field monitoring: train an int8 TFLite model from labelled "
         "recordings, predict on files, listen to a microphone and log what is heard.",
-        epilog="Run `fieldear COMMAND --help` for the options of each command.",
+        epilog="Run `fieldear COMMAND --help` for the options of each command.\n\n" + EXIT_CODES,
     )
+    parser.set_defaults(verbose=0, quiet=False, func=None)
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging, including tracebacks of errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -100,12 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(verbose: int, quiet: bool) -> None:
     from runtime.field.sdnotify import use_journal_levels
 
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when logging was configured before (main() called twice)
     use_journal_levels()  # under systemd, journald keeps the levels
     if verbose < 2:
         for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    if not getattr(args, "func", None):
+    if args.func is None:
         parser.print_help(sys.stderr)
         return 2
     try:

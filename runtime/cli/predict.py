@@ -87,8 +87,14 @@ def cmd_predict(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from pathlib import Path
+
+    from runtime.errors import FieldearError
     from runtime.predict.batch import Progress, run_batch
 
+    missing = [path for path in args.inputs if not Path(path).exists()]
+    if missing:
+        raise FieldearError(f"no such file or folder: {', '.join(missing)}")
     progress = None if args.quiet else Progress(sys.stderr)
     summary = run_batch(args.inputs, args.out, model_dir=args.model, jobs=args.jobs, resume=args.resume,
                         force=args.force, threads=args.threads, progress=progress)

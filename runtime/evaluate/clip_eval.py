@@ -303,6 +303,10 @@ def evaluate(preds: str | os.PathLike, truth: str = "prefix", thresholds: list[s
             raise FieldearError(f"predictions were made by model {other[0][:12]}, --model is {bundle.short_sha}",
                                 "pass the bundle that made the predictions, or --threshold instead of --model")
     ev = evaluate_rows(rows, labels, truth_function(truth), resolve_thresholds(labels, thresholds, bundle))
+    if ev.report["n"] and sum(ev.unknown_truth.values()) == ev.report["n"]:
+        raise FieldearError(f"{preds}: no truth label is a label of the model (truth: "
+                            f"{', '.join(sorted(ev.unknown_truth))}; model: {', '.join(labels)})",
+                            f"check --truth (now {truth!r}): prefix, folder or a CSV of path,label")
     if ev.unknown_truth:
         log.warning("truth labels not in the model: %s", ", ".join(sorted(ev.unknown_truth)))
     return ev
