@@ -37,21 +37,21 @@ def register(subparsers) -> None:
         "retrained on all data, quantized to int8 and written with report.md/report.json/confusion.png "
         "into the --out bundle directory.")
     t.add_argument("data", nargs="?", metavar="DATA", help="folder per label, or CSV manifest")
-    t.add_argument("--out", metavar="DIR", help="bundle directory to create")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--time-budget", type=_positive_float, default=120.0, metavar="SECONDS",
-                   help="time for evaluating candidates; a candidate that would not fit is skipped (default 120)")
+                   help="time for evaluating candidates; a candidate that would not fit is skipped (default: 120)")
     t.add_argument("--force", action="store_true", help="replace an existing --out directory")
     t.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
     t.add_argument("--candidates", type=_candidates, default=("backbone", "cnn"), metavar="LIST",
-                   help="candidate families to try, comma-separated: backbone,cnn (default both)")
-    t.add_argument("--folds", type=positive_int, default=5, metavar="N", help="cross-validation folds (default 5; "
+                   help="candidate families to try, comma-separated: backbone,cnn (default: both)")
+    t.add_argument("--folds", type=positive_int, default=5, metavar="N", help="cross-validation folds (default: 5; "
                    "a manifest's fold column takes precedence)")
     t.add_argument("--cache", metavar="DIR", default=None,
-                   help="embedding cache directory (default ~/.cache/fieldear)")
+                   help="embedding cache directory (default: ~/.cache/fieldear)")
     t.add_argument("--threads", type=positive_int, default=None, metavar="N", help="TFLite interpreter threads")
     t.add_argument("--cnn-epochs", type=positive_int, default=None, metavar="N",
-                   help="maximum epochs for the CNN candidate (default 40)")
+                   help="maximum epochs for the CNN candidate (default: 40)")
     t.add_argument("--no-augment", dest="augment", action="store_false",
                    help="backbone heads: do not add level-shifted (-12/+6 dB) copies of the training audio")
     t.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
@@ -74,8 +74,8 @@ def register(subparsers) -> None:
                    help="the log-mel the model expects: small (16 kHz, 62x64, default) or backbone (44.1 kHz, 100x96)")
     c.add_argument("--labels", default=None, metavar="A,B,...",
                    help="label of each model output, in order (default: the data's labels sorted)")
-    c.add_argument("--pooling", choices=("mean", "max"), default="mean", help="clip score from block scores (default mean)")
-    c.add_argument("--seed", type=int, default=0, help="random seed for the calibration sample (default 0)")
+    c.add_argument("--pooling", choices=("mean", "max"), default="mean", help="clip score from block scores (default: mean)")
+    c.add_argument("--seed", type=int, default=0, help="random seed for the calibration sample (default: 0)")
     c.add_argument("--force", action="store_true", help="replace an existing --out directory")
     c.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
     c.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
@@ -92,13 +92,9 @@ def cmd_train(args) -> int:
             raise FieldearError("give either DATA or --default-model, not both")
         if not args.shared:
             raise FieldearError("--default-model needs --shared DIR", "e.g. --shared ../shared/data (see `make default-model`)")
-        if not args.out:
-            raise FieldearError("--out is required", "for the default model: --out runtime/models/default")
     else:
         if not args.data:
             raise FieldearError("no training data given", "fieldear train DATA --out DIR (DATA: a folder per label or a CSV)")
-        if not args.out:
-            raise FieldearError("--out is required", "fieldear train DATA --out models/mine")
     options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
                            force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,

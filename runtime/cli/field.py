@@ -26,7 +26,7 @@ def register(sub) -> None:
                    "else the user data dir's)")
     p.add_argument("--config", default=None, help="TOML config (for the database path and heartbeat interval)")
     p.add_argument("--json", action="store_true", help="machine-readable output (what `fieldear deploy` checks)")
-    p.add_argument("--service", default=SERVICE, help=f"systemd unit name (default {SERVICE})")
+    p.add_argument("--service", default=SERVICE, help=f"systemd unit name (default: {SERVICE})")
     p.set_defaults(func=cmd_status)
 
 

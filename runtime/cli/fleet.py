@@ -37,7 +37,7 @@ def register(sub) -> None:
 
     r = sub.add_parser("report", help="summarise the central database per device, label or day")
     r.add_argument("--db", required=True, help="the central database written by `fieldear collect`")
-    r.add_argument("--by", choices=("device", "label", "day"), default="device")
+    r.add_argument("--by", choices=("device", "label", "day"), default="device", help="one row per device, label or day")
     r.set_defaults(func=cmd_report)
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -15,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("devices", help="list audio input devices (--test records 3 s and shows the level)")
     p.add_argument("--test", action="store_true", help="record 3 s from the (or --device) input and show its level")
     p.add_argument("--device", default=None, help="device index or name for --test (default: the default input)")
-    p.add_argument("--seconds", type=float, default=3.0, help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=3.0, help="with --test: seconds to record")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("listen", help="classify a microphone (or --file) continuously and log what is heard")
@@ -26,15 +25,15 @@ def register(sub) -> None:
     src.add_argument("--file", default=None, help="replay this recording instead of a microphone; exits at its end")
     src.add_argument("--realtime", action="store_true", help="with --file: pace the replay at real time")
     src.add_argument("--speed", type=float, default=1.0, metavar="X",
-                     help="with --realtime: replay at X times real time (default 1)")
+                     help="with --realtime: replay at X times real time (default: 1)")
     src.add_argument("--device", default=None, help="input device index or name (`fieldear devices`)")
     src.add_argument("--sample-rate", type=int, default=None, help="capture rate (default: the model's if the device has it)")
     det = p.add_argument_group("detection")
-    det.add_argument("--threshold", action="append", default=[], metavar="LABEL=T",
+    det.add_argument("--threshold", action="append", default=[], metavar="LABEL=X",
                      help="per-label threshold (repeatable); default: the bundle's F1-optimal thresholds")
     det.add_argument("--default-threshold", type=float, default=None, help="threshold for labels without one")
-    det.add_argument("--smoothing", type=int, default=None, help="moving average over N blocks (default 1)")
-    det.add_argument("--hysteresis", type=float, default=None, help="off threshold = threshold - this (default 0.1)")
+    det.add_argument("--smoothing", type=int, default=None, help="moving average over N blocks (default: 1)")
+    det.add_argument("--hysteresis", type=float, default=None, help="off threshold = threshold - this (default: 0.1)")
     det.add_argument("--min-event", type=float, default=None, dest="min_event_s", help="minimum event seconds")
     det.add_argument("--merge-gap", type=float, default=None, dest="merge_gap_s", help="merge events of a label closer than this (s)")
     det.add_argument("--ignore", action="append", default=[], metavar="LABEL",
@@ -44,7 +43,7 @@ def register(sub) -> None:
     st.add_argument("--db", default=None, help="log database (default: $FIELDEAR_DATA_DIR or ~/.local/share/fieldear, fieldear.db)")
     st.add_argument("--data-dir", default=None, help="data directory for the default database and clips")
     st.add_argument("--device-id", default=None, help="this device's id in the log (default: from /etc/machine-id)")
-    st.add_argument("--window-every", type=int, default=None, help="log every Nth block's scores (default 1)")
+    st.add_argument("--window-every", type=int, default=None, help="log every Nth block's scores (default: 1)")
     st.add_argument("--no-windows", action="store_true", help="do not log block scores, only events")
     st.add_argument("--keep-days", type=float, default=None, help="delete log rows older than this")
     st.add_argument("--max-db-mb", type=float, default=None, help="keep the log under this size (oldest first, windows before events)")
@@ -57,7 +56,7 @@ def register(sub) -> None:
     fl.add_argument("--mqtt", default=None, metavar="HOST:PORT",
                     help="send events and heartbeats to this MQTT broker (default: [mqtt] host of --config)")
     fl.add_argument("--drain-timeout", type=float, default=None, metavar="S",
-                    help="at the end, wait at most S s for the outbox to empty (default 10 with --file, else 0)")
+                    help="at the end, wait at most S s for the outbox to empty (default: 10 with --file, else 0)")
     fl.add_argument("--ha-discovery", action="store_true",
                     help="publish Home Assistant MQTT discovery config (retained)")
     p.set_defaults(func=cmd_listen)
@@ -65,14 +64,15 @@ def register(sub) -> None:
     p = sub.add_parser("events", help="show logged events")
     p.add_argument("--db", default=None, help="log database (default: the data dir's fieldear.db)")
     p.add_argument("--since", default=None, help="e.g. 30m, 1h, 2d or an ISO time")
-    p.add_argument("--label", default=None)
+    p.add_argument("--label", default=None, help="only events of this label")
     p.add_argument("--limit", type=int, default=50, help="at most this many (latest; 0 = all)")
     p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("export", help="export logged events, block scores or health rows as CSV or JSON lines")
     p.add_argument("--db", default=None, help="log database (default: the data dir's fieldear.db)")
-    p.add_argument("--what", choices=("events", "windows", "health"), default="events")
-    p.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    p.add_argument("--what", choices=("events", "windows", "health"), default="events",
+                   help="events, block scores (windows) or health rows")
+    p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="CSV or JSON lines")
     p.add_argument("--since", default=None, help="e.g. 30m, 1h, 2d or an ISO time")
     p.add_argument("--out", default=None, help="output file (default: stdout)")
     p.set_defaults(func=cmd_export)

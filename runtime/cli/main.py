@@ -124,6 +124,59 @@ class CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
+# One placeholder per kind of value, so every command spells `--db PATH`, `--model DIR`, `--threads N` alike.
+METAVARS = {
+    "db": "PATH", "model": "DIR", "config": "FILE", "file": "FILE", "out": "PATH", "data_dir": "DIR",
+    "root": "DIR", "exec_path": "PATH", "threads": "N", "device": "DEVICE", "device_id": "ID",
+    "since": "WHEN", "label": "LABEL", "seed": "N", "name": "NAME", "client_id": "ID", "frontend": "NAME",
+    "pooling": "NAME", "sample_rate": "HZ", "seconds": "S", "timeout": "S", "check_interval": "S",
+}
+
+
+def _placeholder(action: argparse.Action) -> str:
+    if action.dest in METAVARS:
+        return METAVARS[action.dest]
+    if action.type is int or action.type is positive_int:
+        return "N"
+    if action.dest.endswith("_s"):
+        return "S"
+    if action.type is float:
+        return "X"
+    return action.dest.upper()
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    default = action.default
+    if action.nargs == 0 or default in (None, False, argparse.SUPPRESS) or default == [] or default == ():
+        return False
+    return bool(action.help) and action.help is not argparse.SUPPRESS and "default" not in action.help
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    """(choice action, parser) of every subcommand under ``parser``, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield helps.get(name), sub
+                yield from _subcommands(sub)
+
+
+def polish(parser: argparse.ArgumentParser) -> None:
+    """The CLI's one style, applied once to every command: a placeholder for each option's value, its
+    default in its help, and the one-line help of a subcommand as its description when it has none."""
+    for one_line, sub in [(None, parser), *_subcommands(parser)]:
+        if sub.description is None and one_line:
+            sub.description = one_line[0].upper() + one_line[1:] + "."
+        for action in sub._actions:
+            if not action.option_strings:
+                continue
+            if action.metavar is None and action.nargs != 0 and action.choices is None:
+                action.metavar = _placeholder(action)
+            if _shows_default(action):
+                action.help += " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="fieldear",
@@ -136,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    polish(parser)
     return parser
 
 

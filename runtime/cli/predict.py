@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                               "Files are streamed from disk (any length). Exit code 1 if any file failed.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV; FLAC/OGG/MP3 with fieldear[formats])")
     _model_options(p)
-    p.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="labels shown per file (default 3)")
+    p.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="labels shown per file (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout (all scores)")
     p.set_defaults(func=cmd_predict)
 
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     b.add_argument("inputs", nargs="+", metavar="DIR_OR_FILE", help="folders (searched recursively) and/or files")
     b.add_argument("--out", required=True, metavar="FILE", help="output file, *.csv or *.jsonl")
     _model_options(b)
-    b.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    b.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default: 1)")
     b.add_argument("--resume", action="store_true", help="append to --out, skipping files already in it")
     b.add_argument("--force", action="store_true", help="overwrite an existing --out")
     b.set_defaults(func=cmd_batch)

@@ -7,10 +7,13 @@ the reference kernels, whose outputs are identical across backends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,33 @@ def _op_resolver_type(interpreter_cls):
     return getattr(module, "OpResolverType", None)
 
 
+# The one line the TFLite C++ runtime writes to stderr on every interpreter it builds; it says nothing to a user.
+_DELEGATE_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_delegate_banner():
+    """Capture the C-level stderr (fd 2) while the body runs; pass on every line but the XNNPACK banner."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured if line.rstrip(b"\r\n") != _DELEGATE_BANNER]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def _tensor_spec(detail: dict) -> dict:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return {
@@ -92,11 +122,12 @@ class Runner:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.xnnpack = xnnpack
         try:
-            if isinstance(model, (bytes, bytearray)):
-                self._interp = cls(model_content=bytes(model), **kwargs)
-            else:
-                self._interp = cls(model_path=str(model), **kwargs)
-            self._interp.allocate_tensors()
+            with _without_delegate_banner():
+                if isinstance(model, (bytes, bytearray)):
+                    self._interp = cls(model_content=bytes(model), **kwargs)
+                else:
+                    self._interp = cls(model_path=str(model), **kwargs)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             where = "in-memory model" if isinstance(model, (bytes, bytearray)) else str(model)
             raise BundleError(f"cannot load TFLite model {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 
 from runtime.cli.main import build_parser, main, setup_logging
+from tests.conftest import shared_path
 
 
 @pytest.mark.parametrize("argv", [["-q", "predict", "f.wav"], ["predict", "f.wav", "-q"], ["predict", "-q", "f.wav"]])
@@ -60,3 +64,13 @@ def test_evaluate_with_no_truth_label_of_the_model_is_an_error(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "no truth label is a label of the model" in err and "zebra" in err
     assert main(["evaluate", str(preds), "--truth", "folder"]) == 2  # folder "a": not a model label either
+
+
+def test_no_interpreter_banner_on_stderr():
+    """The TFLite runtime's `INFO: Created TensorFlow Lite XNNPACK delegate` line is filtered at its source."""
+    clip = shared_path("esc10", "dog", "esc10_1-100032-A.wav")
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "predict", str(clip)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FIELDEAR_TFLITE_XNNPACK": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "dog" in done.stdout
+    assert "XNNPACK" not in done.stderr and "INFO:" not in done.stderr, done.stderr
