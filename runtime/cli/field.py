@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from runtime.paths import SYSTEM_CONFIG, system_db_path
 
@@ -46,9 +47,15 @@ def cmd_config_check(args) -> int:
         from runtime.model.bundle import load_bundle
         from runtime.paths import DEFAULT_BUNDLE
 
-        bundle = load_bundle(config.model.path if config.model.path is not None else DEFAULT_BUNDLE)
-        check_labels(config, bundle.labels)
-        model_text = f"{bundle.name} ({bundle.short_sha}, {len(bundle.labels)} labels) at {bundle.path}"
+        path = Path(config.model.path) if config.model.path is not None else DEFAULT_BUNDLE
+        if path.exists():
+            bundle = load_bundle(path)
+            check_labels(config, bundle.labels)
+            model_text = f"{bundle.name} ({bundle.short_sha}, {len(bundle.labels)} labels) at {bundle.path}"
+        else:  # e.g. the example config on a laptop: not an error until `listen` needs the bundle
+            log.warning("model directory %s does not exist (yet): labels in the config are not checked; "
+                        "`listen` will refuse to start without it", path)
+            model_text = f"not found: {path}"
     if config.mqtt.password_file is not None:
         config.mqtt.read_password()
     if args.print_config:

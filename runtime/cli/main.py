@@ -193,12 +193,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UserFormatter(logging.Formatter):
+    """What a user reads: progress lines as they are, warnings and errors led by their level; no module names
+    (those come with -v)."""
+
+    def __init__(self):
+        super().__init__("%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     from runtime.field.sdnotify import use_journal_levels
 
     level = logging.ERROR if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)  # also when logging was configured before (main() called twice)
+    logging.basicConfig(level=level, stream=sys.stderr)
+    root = logging.getLogger()
+    root.setLevel(level)  # also when logging was configured before (main() called twice)
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose else UserFormatter())
     use_journal_levels()  # under systemd, journald keeps the levels
     if verbose < 2:
         for noisy in ("matplotlib", "PIL", "absl", "tensorflow", "h5py"):

@@ -56,6 +56,8 @@ def register(subparsers) -> None:
                    help="the bundle that made the predictions: its per-label thresholds are the defaults")
     e.add_argument("--db", metavar="PATH", default=None, help="stream evaluation: a `fieldear listen` database")
     e.add_argument("--annotations", metavar="FILE", default=None, help="stream evaluation: annotated events")
+    e.add_argument("--run", metavar="N", default=None,
+                   help="stream evaluation: which run of the database (N or run:00000N; default: the latest)")
     e.add_argument("--tolerance", type=float, metavar="S", default=None,
                    help="stream evaluation: time tolerance in seconds when matching events")
     e.set_defaults(func=cmd_evaluate)
@@ -102,15 +104,34 @@ def cmd_batch(args) -> int:
     return 1 if summary.failed else 0
 
 
+def _evaluate_stream(args) -> int:
+    import json
+    from pathlib import Path
+
+    from runtime.errors import FieldearError
+    from runtime.evaluate.stream_eval import evaluate_run, format_report, run_line
+
+    if not args.annotations:
+        raise FieldearError("--db needs --annotations FILE", "fieldear evaluate --db PATH --annotations truth.csv")
+    result = evaluate_run(args.db, args.annotations, run=args.run, tolerance=args.tolerance)
+    print(run_line(result))
+    print(format_report(result))
+    if args.out:
+        out = Path(args.out) / "report.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"report: {out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from runtime.errors import FieldearError
 
     if args.db:
-        import runtime.evaluate.stream_eval
-
-        return runtime.evaluate.stream_eval.main(args)
-    if args.annotations or args.tolerance is not None:
-        raise FieldearError("--annotations and --tolerance need --db", "fieldear evaluate --db DB --annotations FILE")
+        return _evaluate_stream(args)
+    if args.annotations or args.tolerance is not None or args.run is not None:
+        raise FieldearError("--annotations, --run and --tolerance need --db",
+                            "fieldear evaluate --db PATH --annotations FILE")
     if not args.preds:
         raise FieldearError("no predictions file given", "fieldear evaluate preds.csv [--truth folder]")
     from runtime.evaluate.clip_eval import evaluate, report_text, write_report

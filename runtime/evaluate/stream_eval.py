@@ -18,7 +18,6 @@ positives), per hour of audio in the run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -175,21 +174,32 @@ def load_run(db, run: str | None = None) -> tuple[list[Interval], float, dict]:
     return events, duration, rec
 
 
-def main(args) -> int:
-    truth = load_annotations(args.annotations)
-    pred, duration, rec = load_run(args.db, getattr(args, "run", None))
+def _same_recording(source: str, annotations: Path) -> bool:
+    """Does the run's source (``file:NAME.wav``) look like the recording the annotation file is about?
+    Names match when one file stem contains the other (``demo.wav`` ~ ``demo_truth.csv``)."""
+    if not source.startswith("file:"):
+        return True  # a microphone run: nothing to compare
+    audio = Path(source[len("file:"):]).stem.lower()
+    notes = annotations.name.split(".")[0].lower()
+    return audio in notes or notes in audio
+
+
+def evaluate_run(db, annotations, run: str | int | None = None, tolerance: float | None = None) -> dict:
+    """Score one listen run of ``db`` (default: the latest) against an annotation file."""
+    truth = load_annotations(annotations)
+    pred, duration, rec = load_run(db, run)
+    if rec and not _same_recording(str(rec.get("source", "")), Path(annotations)):
+        log.warning("run %s listened to %s, but the annotations are %s: is this the right pair?",
+                    rec["key"], rec["source"][len("file:"):], Path(annotations).name)
     duration = max(duration, max((a.end_s for a in truth), default=0.0))
-    tolerance = DEFAULT_TOLERANCE if getattr(args, "tolerance", None) is None else float(args.tolerance)
-    result = evaluate_stream(truth, pred, duration, tolerance, rec.get("labels"))
-    result["db"] = str(args.db)
-    result["annotations"] = str(args.annotations)
+    result = evaluate_stream(truth, pred, duration, DEFAULT_TOLERANCE if tolerance is None else float(tolerance),
+                             rec.get("labels"))
+    result["db"] = str(db)
+    result["annotations"] = str(annotations)
     result["run"] = {k: rec.get(k) for k in ("key", "source", "model_sha", "started_utc", "settings_sha")} if rec else None
-    if rec:
-        print(f"run {rec['key']} ({rec.get('source')}, model {str(rec.get('model_sha'))[:12]})")
-    print(format_report(result))
-    out = getattr(args, "out", None)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        log.info("wrote %s", out)
-    return 0
+    return result
+
+
+def run_line(result: dict) -> str:
+    run = result.get("run")
+    return f"run {run['key']} ({run.get('source')}, model {str(run.get('model_sha'))[:12]})" if run else "no run record"

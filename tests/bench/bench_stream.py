@@ -270,10 +270,7 @@ def accuracy(shared: Path, work: Path, model: Path | None) -> dict:
     ignore = ["--ignore", "background"] if "background" in labels else []
     argv = ["--model", str(model), "--file", stream["wav"], "--db", str(db), "--device-id", "bench", *LISTEN_OPTS, *ignore]
     summary, wall = run_listen(argv)
-    out_json = work / "accuracy_eval.json"
-    args = argparse.Namespace(db=db, annotations=Path(stream["truth"]), tolerance=None, out=out_json)
-    stream_eval.main(args)
-    ev = json.loads(out_json.read_text())
+    ev = stream_eval.evaluate_run(db, Path(stream["truth"]))
     pred, duration, rec = stream_eval.load_run(db)
     loose = stream_eval.evaluate_stream(stream_eval.load_annotations(stream["truth"]), pred, duration, 1.0)
     result.update({

@@ -185,20 +185,9 @@ def test_cli_evaluate(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not found" in bad.stderr
 
 
-def test_cli_evaluate_db_goes_to_stream_eval(tmp_path, monkeypatch):
-    """--db hands the parsed arguments to runtime.stream_eval.main (the listening area's evaluation)."""
-    import types
-
+def test_cli_evaluate_stream_options_need_db():
     from runtime.cli import main as cli
 
-    seen = {}
-    fake = types.ModuleType("runtime.evaluate.stream_eval")
-    fake.main = lambda args: seen.setdefault("args", args) and 7
-    monkeypatch.setitem(sys.modules, "runtime.evaluate.stream_eval", fake)
-    monkeypatch.setattr("runtime.evaluate.stream_eval", fake, raising=False)
-    code = cli.main(["evaluate", "--db", str(tmp_path / "x.db"), "--annotations", "a.csv", "--tolerance", "0.5"])
-    assert code == 7
-    assert seen["args"].db == str(tmp_path / "x.db") and seen["args"].tolerance == 0.5
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--tolerance", "x"])
     assert cli.main(["evaluate", "--annotations", "a.csv"]) == 2  # needs --db

@@ -1,13 +1,13 @@
 """Stream evaluation: annotation formats and event/segment metrics against a logged run."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from runtime.errors import FieldearError
 from runtime.evaluate.annotations import Annotation, load_annotations, parse_annotations
-from runtime.evaluate.stream_eval import Interval, evaluate_stream, main
+from runtime.cli.main import main
+from runtime.evaluate.stream_eval import Interval, evaluate_stream
 from runtime.store.schema import utc_iso
 from runtime.store.writer import Store
 
@@ -72,8 +72,8 @@ def test_main_scores_the_latest_run_of_a_db(tmp_path, capsys):
         st.close()
     truth = tmp_path / "truth.csv"
     truth.write_text("start_s,end_s,label\n5.0,6.0,dog\n")
-    out = tmp_path / "eval.json"
-    assert main(SimpleNamespace(db=db, annotations=truth, tolerance=None, out=out)) == 0
+    out = tmp_path / "report.json"
+    assert main(["evaluate", "--db", str(db), "--annotations", str(truth), "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "run run:000002 (file:1.wav" in text and "onset P/R/F1" in text
     result = json.loads(out.read_text())

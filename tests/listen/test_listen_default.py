@@ -1,7 +1,6 @@
 """The listening path with the committed default model (no TensorFlow: runs under tflite-runtime too)."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -45,9 +44,9 @@ def test_demo_recording_is_heard(tmp_path, capsys):
     assert main(["listen", "--file", str(DEMO / "demo.wav"), "--db", str(db), "--device-id", "demo", "--summary"]) == 0
     out = capsys.readouterr().out
     assert "file:demo.wav: 36.0 s of audio" in out
-    report = tmp_path / "eval.json"
-    assert stream_eval.main(SimpleNamespace(db=db, annotations=DEMO / "demo_truth.csv", tolerance=None, out=report)) == 0
-    result = json.loads(report.read_text())
+    assert main(["evaluate", "--db", str(db), "--annotations", str(DEMO / "demo_truth.csv"), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "report.json").read_text())
+    assert result == stream_eval.evaluate_run(db, DEMO / "demo_truth.csv")
     # every mixed-in sound is a label of the default model and at least 4 of the 5 are found (overlap criterion)
     assert all(v["in_model"] for v in result["per_label"].values() if v["n_true"])
     assert result["micro"]["event_overlap"]["tp"] >= 4

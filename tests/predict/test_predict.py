@@ -316,7 +316,7 @@ def _copy_bundle(tmp_path: Path) -> Path:
 
 def _assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
     assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("INFO: Created")]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, r.stderr
     assert "Traceback" not in r.stderr
     for needle in needles:
