@@ -119,20 +119,15 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
+    from runtime.field.signals import Signals
     from runtime.fleet.central.collector import Collector
 
-    settings, _ = settings_from_args(args.broker, args.config)
-    collector = Collector(args.db, settings, client_id=args.client_id)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = Signals().install()
     try:
-        stats = collector.run(stop)
+        settings, _ = settings_from_args(args.broker, args.config)
+        stats = Collector(args.db, settings, client_id=args.client_id).run(signals.stop)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.restore()
     print(
         f"collected {stats.events} events and {stats.health} health messages from {len(stats.by_device)} devices "
         f"into {args.db}; {stats.duplicates} redelivered duplicates ignored, {stats.conflicts} conflicts, "

@@ -143,7 +143,8 @@ def listen_options(args):
 
 
 def cmd_listen(args) -> int:
-    from runtime.listen.program import Signals, run
+    from runtime.field.signals import Signals
+    from runtime.listen.program import run
 
     signals = Signals().install()  # first: a SIGHUP or SIGTERM during start-up is handled, not fatal
     summary = run(listen_options(args), signals)

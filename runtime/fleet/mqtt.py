@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.config import MqttConfig
 from runtime.errors import ConfigError, FieldearError
 from runtime.fleet import outbox
 
@@ -114,36 +115,49 @@ class MqttSettings:
         return f"{self.host}:{self.port}"
 
     @classmethod
-    def from_config(cls, section, hostport: str | None = None) -> "MqttSettings":
-        """From the config's ``[mqtt]`` section (any object with those attributes, or None); ``hostport``
-        (``--mqtt HOST:PORT``) overrides host and port."""
-        get = (lambda k, d=None: getattr(section, k, d)) if section is not None else (lambda k, d=None: d)
-        tls = bool(get("tls", False))
-        host, port = get("host"), get("port")
+    def from_config(cls, section: MqttConfig | None, hostport: str | None = None) -> "MqttSettings":
+        """From the config's ``[mqtt]`` section (validated when the config was loaded; None: no config);
+        ``hostport`` (``--mqtt HOST:PORT``) overrides host and port."""
+        section = section or MqttConfig()
+        host, port = section.host, section.effective_port
         if hostport:
-            host, port = parse_hostport(hostport, DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
+            host, port = parse_hostport(hostport, DEFAULT_TLS_PORT if section.tls else DEFAULT_PORT)
         if not host:
             raise ConfigError("no MQTT broker configured", hint="give --mqtt HOST:PORT or set [mqtt] host")
-        password = get("password")
-        password_file = get("password_file")
-        if password is None and password_file:
-            try:
-                password = Path(password_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read [mqtt] password_file {password_file}: {exc.strerror}") from None
-        prefix = (get("topic_prefix") or DEFAULT_PREFIX).strip("/")
-        if not prefix or any(c in prefix for c in "+#"):
-            raise ConfigError(f"bad [mqtt] topic_prefix {prefix!r}", hint="a topic path without + or #")
-        return cls(
-            host=str(host),
-            port=int(port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)),
-            tls=tls,
-            ca_file=str(get("ca_file")) if get("ca_file") else None,
-            username=get("username") or None,
-            password=password,
-            topic_prefix=prefix,
-            client_id=get("client_id") or None,
-        )
+        return cls(host=host, port=port, tls=section.tls, ca_file=str(section.ca_file) if section.ca_file else None,
+                   username=section.username, password=section.read_password(), topic_prefix=section.topic_prefix,
+                   client_id=section.client_id)
+
+
+class Backoff:
+    """Waits between connection attempts: jittered, doubling from ``low`` to ``high``; the first failure in a
+    row is a warning, the next ones debug lines, and the reconnect after failures is said once."""
+
+    def __init__(self, low: float, high: float, rng: random.Random, address: str):
+        self.low, self.high, self.rng, self.address = low, high, rng, address
+        self.delay, self.failures = low, 0
+
+    def _jitter(self, seconds: float) -> float:
+        return seconds * self.rng.uniform(0.8, 1.2)
+
+    def wait(self, stop: threading.Event) -> None:
+        """After a failed attempt: wait the current delay, then double it."""
+        stop.wait(self._jitter(self.delay))
+        self.delay = min(self.delay * 2, self.high)
+
+    def failed(self, exc: Exception, stop: threading.Event) -> None:
+        self.failures += 1
+        (log.warning if self.failures == 1 else log.debug)("%s; retrying (attempt %d)", exc, self.failures)
+        self.wait(stop)
+
+    def connected(self) -> None:
+        if self.failures:
+            log.info("connected to MQTT broker %s after %d failed attempts", self.address, self.failures)
+        self.delay, self.failures = self.low, 0
+
+    def lost(self, stop: threading.Event) -> None:
+        """After a lost connection: a short pause before the first new attempt."""
+        stop.wait(self._jitter(self.low))
 
 
 @dataclass(frozen=True)
@@ -463,21 +477,14 @@ class MqttSink:
             conn.close()
 
     def _reconnect_loop(self, conn) -> None:
-        low, high = self.backoff_s
-        delay = low
-        failures = 0
+        backoff = Backoff(*self.backoff_s, self.rng, self.settings.address)
         while not self._stop.is_set():
             try:
                 client = self._open()
             except BrokerUnavailable as exc:
-                failures += 1
-                (log.warning if failures == 1 else log.debug)("%s; retrying (attempt %d)", exc, failures)
-                self._stop.wait(delay * self.rng.uniform(0.8, 1.2))
-                delay = min(delay * 2, high)
+                backoff.failed(exc, self._stop)
                 continue
-            if failures:
-                log.info("connected to MQTT broker %s after %d failed attempts", self.settings.address, failures)
-            delay, failures = low, 0
+            backoff.connected()
             self.connects += 1
             self.connected.set()
             try:
@@ -485,7 +492,7 @@ class MqttSink:
             except _ConnectionLost as exc:
                 log.warning("MQTT connection to %s lost (%s); events stay in the outbox", self.settings.address, exc)
                 drop_client(client)
-                self._stop.wait(low * self.rng.uniform(0.8, 1.2))
+                backoff.lost(self._stop)
                 continue
             finally:
                 self.connected.clear()

@@ -7,7 +7,6 @@ config, listener, summary). The CLI only turns its flags into a ``ListenOptions`
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from runtime.config import (
     default_config,
     load_config,
 )
+from runtime.field.signals import Signals
 from runtime.paths import clips_dir, user_data_dir
 
 log = logging.getLogger(__name__)
@@ -156,40 +156,6 @@ def fleet_hooks(config: Config, options: ListenOptions) -> list:
     sink = MqttSink(config.store.db_path, settings, config.device_id, ha_discovery=options.ha_discovery)
     log.info("reporting to MQTT broker %s as %s", settings.address, config.device_id)
     return [OutboxHook(sink, drain_timeout_s=drain)]
-
-
-class Signals:
-    """SIGINT/SIGTERM set ``stop``; SIGHUP sets ``reload``. Installed before anything slow happens, so a
-    signal during start-up is never lost (SIGHUP's default action would kill the process; an early SIGTERM
-    still ends the run cleanly, with its end record)."""
-
-    STOP = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reload = threading.Event()
-        self._previous: dict = {}
-
-    def _on_stop(self, signum, frame) -> None:
-        log.info("signal %d: closing open events and stopping", signum)
-        self.stop.set()
-
-    def _on_hup(self, signum, frame) -> None:
-        self.reload.set()
-
-    def install(self) -> "Signals":
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("not in the main thread: signals are not handled (no SIGHUP reload)")
-            return self
-        for s in self.STOP:
-            self._previous[s] = signal.signal(s, self._on_stop)
-        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
-        return self
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
 
 
 def run(options: ListenOptions, signals: Signals | None = None) -> dict:

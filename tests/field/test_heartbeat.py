@@ -16,10 +16,11 @@ from runtime.field.heartbeat import (
     rss_mb,
 )
 from runtime.field.sdnotify import Notifier
+from runtime.field.signals import Signals
 from runtime.field.status import collect_status, format_status
 from runtime.field.watchdog import NotifyHook
 from runtime.listen.loop import ListenStats
-from runtime.listen.program import Signals, field_hooks
+from runtime.listen.program import field_hooks
 from runtime.store.schema import utc_iso
 from runtime.store.writer import Store
 from tests.field.support import FakeSystemd

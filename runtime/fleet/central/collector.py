@@ -23,6 +23,7 @@ from pathlib import Path
 
 from runtime.errors import FieldearError
 from runtime.fleet.mqtt import (
+    Backoff,
     BrokerUnavailable,
     MqttSettings,
     connect_client,
@@ -107,8 +108,7 @@ class Collector:
 
     def run(self, stop: threading.Event) -> CollectorStats:
         conn = open_central(self.db_path, self.db_timeout_s)
-        low, high = self.backoff_s
-        delay, failures = low, 0
+        backoff = Backoff(*self.backoff_s, self.rng, self.settings.address)
         try:
             while not stop.is_set():
                 client = new_client(self.settings, self.client_id, clean_session=False)
@@ -118,25 +118,19 @@ class Collector:
                     self.stats.db_errors += 1
                     log.error("cannot write the central database %s: %s; reconnecting", self.db_path, exc)
                     drop_client(client)
-                    stop.wait(delay * self.rng.uniform(0.8, 1.2))
-                    delay = min(delay * 2, high)
+                    backoff.wait(stop)
                     continue
                 except BrokerUnavailable as exc:
-                    failures += 1
-                    (log.warning if failures == 1 else log.debug)("%s; retrying (attempt %d)", exc, failures)
-                    stop.wait(delay * self.rng.uniform(0.8, 1.2))
-                    delay = min(delay * 2, high)
+                    backoff.failed(exc, stop)
                     continue
-                if failures:
-                    log.info("connected to MQTT broker %s after %d failed attempts", self.settings.address, failures)
-                delay, failures = low, 0
+                backoff.connected()
                 self.stats.connects += 1
                 reason = self._serve(client, stop)
                 self.subscribed.clear()
                 if reason:
                     log.warning("MQTT connection to %s lost (%s); reconnecting", self.settings.address, reason)
                     drop_client(client)
-                    stop.wait(low * self.rng.uniform(0.8, 1.2))
+                    backoff.lost(stop)
                 else:
                     client.disconnect()
                     client.loop(0.05)
