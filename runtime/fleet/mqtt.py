@@ -1,4 +1,4 @@
-"""MQTT sink: sends the device's outbox (``runtime.outbox``) to a broker with paho-mqtt 2.x.
+"""MQTT sink: sends the device's outbox (``runtime.fleet.outbox``) to a broker with paho-mqtt 2.x.
 
 Topics (``<prefix>`` defaults to ``fieldear``):
 

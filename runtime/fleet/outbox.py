@@ -11,7 +11,7 @@ Streams: ``events`` (table ``events``) and ``health`` (table ``health``). Ids ar
 ``INTEGER PRIMARY KEY``; ``events`` uses AUTOINCREMENT, so ids are never reused even after retention
 deletes the oldest rows (rows deleted before they were sent are skipped, not waited for).
 
-``OutboxHook`` plugs the sender (``runtime.mqtt_sink.MqttSink``) into the ``Listener``: it only wakes
+``OutboxHook`` plugs the sender (``runtime.fleet.mqtt.MqttSink``) into the ``Listener``: it only wakes
 the sender thread, so the audio loop never waits for the network.
 """
 

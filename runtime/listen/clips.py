@@ -71,7 +71,8 @@ class ClipRecorder:
             self._pending.remove(row)
             self._write(row)
 
-    def finish(self, offset_s: float) -> None:
+    def finish(self) -> None:
+        """At the end of the stream: write every pending clip with the audio there is."""
         for row in self._pending:
             self._write(row)
         self._pending.clear()

@@ -215,7 +215,7 @@ class Listener:
             self._on_block(block)
         self._close_events()
         if self.clips is not None:
-            self.clips.finish(self._offset_base + self._stream.seconds_in)
+            self.clips.finish()
         self.stats.wall_s = self.monotonic() - t0
         self._call("on_stop")
         summary = self.summary()

@@ -1,7 +1,7 @@
 """Clip prediction: a file streamed from disk -> blocks -> block scores -> pooled clip scores.
 
 The file is read in chunks (``runtime.audio.iter_chunks``) and pushed through
-``runtime.pipeline.BlockStream``, so memory stays bounded whatever the file's length; only the block
+``runtime.features.pipeline.BlockStream``, so memory stays bounded whatever the file's length; only the block
 scores (n_labels floats per block hop) are kept. A clip shorter than one block gives one zero-padded
 block (the pipeline does that).
 """

@@ -2,9 +2,9 @@
 
     python -m tests.bench.bench_backbone [--out bench/results] [--torch-python .venv-torch/bin/python]
 
-* The same real blocks (ESC-10, great tit, forest soundscapes, cut by ``runtime.pipeline``) go to
+* The same real blocks (ESC-10, great tit, forest soundscapes, cut by ``runtime.features.pipeline``) go to
   (a) aisfx's PyTorch ``EmbeddingNet`` (fp32, ``torch.set_num_threads(1)``, inference mode) in the torch venv
-  that ``make backbone`` creates, and (b) the committed int8 TFLite file through ``runtime.interpreter.Runner``
+  that ``make backbone`` creates, and (b) the committed int8 TFLite file through ``runtime.model.interpreter.Runner``
   with one thread, with XNNPACK (the device default) and with the reference kernels.
 * Each engine runs in its own process; rounds alternate between them, so a change of load hits both.
   A round's figure is the median over single-block invokes; the result is the fastest round of each

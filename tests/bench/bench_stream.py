@@ -3,7 +3,7 @@
 1. Stream accuracy: train on ESC-10 folds 1-4 (+ a ``background`` class cut from half of the forest
    soundscapes) with ``fieldear train MANIFEST --out DIR``; mix 40 fold-5 clips over the *other* half of
    the soundscapes at known times (this bench writes the truth file), replay with ``fieldear listen --file``,
-   score with ``fieldear evaluate --db`` (runtime.stream_eval): event F1 per label, false alarms per hour.
+   score with ``fieldear evaluate --db`` (runtime.evaluate.stream_eval): event F1 per label, false alarms per hour.
 2. Replay speed: 10 min of forest audio through ``fieldear listen --file`` as a whole process pinned to one
    core (``taskset -c 0``): audio seconds / wall seconds.
 3. One hour replayed through a bounded device queue (``FileSource(device_queue=...)``, the microphone's

@@ -1,4 +1,4 @@
-"""convert.dataset: import of real ESC-10 clips with generated bad files, manifests, errors."""
+"""convert.data.dataset: import of real ESC-10 clips with generated bad files, manifests, errors."""
 
 from __future__ import annotations
 

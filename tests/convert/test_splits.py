@@ -1,4 +1,4 @@
-"""convert.splits: no group and no identical audio on both sides of any split."""
+"""convert.data.splits: no group and no identical audio on both sides of any split."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Training and the device compute identical features: the brief's "one frontend" rule, proven.
 
-The same real recordings go through (a) the training import path (convert.embed), (b) the batch /
-predict path (runtime.predict reads the file in chunks) and (c) the live path (runtime.sources.FileSource
-replayed through runtime.pipeline.BlockStream, as `fieldear listen --file` does); the blocks must be
+The same real recordings go through (a) the training import path (convert.families.embed), (b) the batch /
+predict path (runtime.predict.predict reads the file in chunks) and (c) the live path (runtime.audio.sources.FileSource
+replayed through runtime.features.pipeline.BlockStream, as `fieldear listen --file` does); the blocks must be
 bit-identical, for both model families' frontends.
 """
 
@@ -50,7 +50,7 @@ def test_training_and_device_blocks_are_identical(shared_data, params, rel):
 
 
 def test_level_augmentation_changes_the_training_blocks(shared_data):
-    """convert.embed's gain reaches the audio (a regression once made every augmented copy identical)."""
+    """convert.families.embed's gain reaches the audio (a regression once made every augmented copy identical)."""
     from convert.families.embed import clip_blocks
     from runtime.audio.files import read_audio
     from runtime.features.pipeline import blocks_of

@@ -1,4 +1,4 @@
-"""runtime.health: notify/watchdog logic, heartbeat rows, system readings, status. No model needed."""
+"""runtime.field: notify/watchdog logic, heartbeat rows, system readings, status. No model needed."""
 
 from __future__ import annotations
 

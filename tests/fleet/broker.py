@@ -188,7 +188,7 @@ def add_health(conn, device_id: str, data: dict, t_utc: str = "2026-05-01T04:12:
 
 
 class CollectorThread:
-    """A runtime.collector.Collector in a thread (``with`` starts it and waits for its subscription)."""
+    """A runtime.fleet.central.collector.Collector in a thread (``with`` starts it and waits for its subscription)."""
 
     def __init__(self, db_path: Path, address: str, clock=time.time, timeout_s: float = 10.0):
         import threading

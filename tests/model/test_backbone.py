@@ -1,7 +1,7 @@
 """The committed int8 aisfx backbone against PyTorch fp32 embeddings stored by convert/backbone_port.py.
 
 Needs neither torch nor TensorFlow: blocks are recomputed from ../shared/data with the device's own
-path (runtime.audio -> runtime.pipeline.blocks_of) and run through runtime.interpreter.Runner.
+path (runtime.audio -> runtime.features.pipeline.blocks_of) and run through runtime.model.interpreter.Runner.
 """
 
 from __future__ import annotations
