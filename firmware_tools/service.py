@@ -25,6 +25,7 @@ from firmware_tools.shell import run_command
 from firmware_tools.unit import (
     SERVICE_USER,
     UNIT_NAME,
+    UnitOptions,
     options_from_config,
     render_unit,
     systemd_analyze_verify,
@@ -113,36 +114,32 @@ def _chown(path: Path, user: str, recursive: bool = False) -> None:
             os.chown(p, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid, follow_symlinks=False)
 
 
-def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Path | None, root: Path = Path("/"),
-                 user: str = SERVICE_USER, dynamic_user: bool = False, start: bool = True,
-                 systemctl: str | None = "systemctl", run: Callable[[list[str]], None] | None = None,
-                 verify: bool = True) -> Plan:
-    """The steps of ``service install``. ``systemctl`` None: only write files (for --root installs)."""
+def _checked_sources(config_file: Path | None, model_dir: Path | None, root: Path):
+    """The config to install and the bundle to copy (if any), both checked: labels, and the [model] path the
+    service will read."""
     from runtime.config import check_labels, load_config
     from runtime.model.bundle import load_bundle
 
-    run = run or Runner()
-    source_config = Path(config_file) if config_file else None
     installed_config = under(root, SYSTEM_CONFIG)
+    source_config = Path(config_file) if config_file else None
     if source_config is None:
         source_config = installed_config if installed_config.is_file() else EXAMPLE_CONFIG
     config = load_config(source_config)
-    data_dir = config.store.data_dir
-    models = data_dir / "models"
+    current = config.store.data_dir / "models" / "current"
     bundle = None
     if model_dir is not None:
         bundle = load_bundle(model_dir)
         check_labels(config, bundle.labels)
-        if config.model.path != models / "current":
+        if config.model.path != current:
             raise ConfigError(f"{source_config}: [model] path is {config.model.path}, but the service install puts "
-                              f"the bundle at {models / 'current'}", f'set [model] path = "{models / "current"}"')
+                              f"the bundle at {current}", f'set [model] path = "{current}"')
     elif config.model.path is not None:
         model_path = config.model.path
-        on_device = under(root, model_path) if model_path.is_absolute() else model_path
-        bundle_here = load_bundle(on_device)
-        check_labels(config, bundle_here.labels)
-    opts = options_from_config(config, exec_path=exec_path, config_path=SYSTEM_CONFIG, user=user,
-                               dynamic_user=dynamic_user)
+        check_labels(config, load_bundle(under(root, model_path) if model_path.is_absolute() else model_path).labels)
+    return source_config, installed_config, config, bundle
+
+
+def _verified_unit(opts: UnitOptions, verify: bool) -> str:
     unit_text = render_unit(opts)
     if verify and shutil.which("systemd-analyze") and Path(opts.exec_path).exists():
         import tempfile
@@ -153,14 +150,18 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
             raise FieldearError(f"the rendered unit does not pass systemd-analyze verify: {output}")
         if output:
             log.warning("systemd-analyze verify: %s", output)
+    return unit_text
 
-    plan = Plan()
-    if not dynamic_user and not _user_exists(user):
-        cmd = ["useradd", "--system", "--user-group", "--home-dir", str(data_dir), "--no-create-home",
-               "--shell", "/usr/sbin/nologin", "--groups", "audio", user]
-        if root != Path("/"):
-            cmd[1:1] = ["--root", str(root)]
-        plan.add(" ".join(cmd), lambda: run(cmd))
+
+def _add_user_step(plan: Plan, user: str, data_dir: Path, root: Path, run) -> None:
+    cmd = ["useradd", "--system", "--user-group", "--home-dir", str(data_dir), "--no-create-home",
+           "--shell", "/usr/sbin/nologin", "--groups", "audio", user]
+    if root != Path("/"):
+        cmd[1:1] = ["--root", str(root)]
+    plan.add(" ".join(cmd), lambda: run(cmd))
+
+
+def _add_data_dir_step(plan: Plan, data_dir: Path, root: Path, user: str, dynamic_user: bool) -> None:
     data_on_disk = under(root, data_dir)
 
     def make_data_dir() -> None:
@@ -169,43 +170,49 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
         if not dynamic_user and root == Path("/"):  # in an image root the host's user table does not apply
             _chown(data_on_disk, user, recursive=True)
 
-    plan.add(f"install -d -m 0750 -o {user} -g {user} {data_dir} {models}", make_data_dir)
+    plan.add(f"install -d -m 0750 -o {user} -g {user} {data_dir} {data_dir / 'models'}", make_data_dir)
 
-    if bundle is not None:
-        version = bundle_version(bundle)
-        target = under(root, models / version)
 
-        def copy_bundle() -> None:
-            if target.exists():
-                log.info("bundle %s already installed", version)
-            else:
-                tmp = target.with_name(f".{version}.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(bundle.path, tmp, symlinks=False)
-                os.rename(tmp, target)
-            link_tmp = under(root, models / ".current.new")
-            if link_tmp.is_symlink() or link_tmp.exists():
-                link_tmp.unlink()
-            link_tmp.symlink_to(version)
-            os.replace(link_tmp, under(root, models / "current"))
+def _add_bundle_step(plan: Plan, bundle, models: Path, root: Path) -> None:
+    """Copy the bundle under models/<version> and switch models/current to it atomically."""
+    version = bundle_version(bundle)
+    target = under(root, models / version)
 
-        plan.add(f"cp -a {bundle.path} {models / version} && ln -sfn {version} {models}/.current.new "
-                 f"&& mv -T {models}/.current.new {models}/current", copy_bundle)
+    def copy_bundle() -> None:
+        if target.exists():
+            log.info("bundle %s already installed", version)
+        else:
+            tmp = target.with_name(f".{version}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(bundle.path, tmp, symlinks=False)
+            os.rename(tmp, target)
+        link_tmp = under(root, models / ".current.new")
+        if link_tmp.is_symlink() or link_tmp.exists():
+            link_tmp.unlink()
+        link_tmp.symlink_to(version)
+        os.replace(link_tmp, under(root, models / "current"))
 
-    if source_config.resolve() != installed_config.resolve():
-        def copy_config() -> None:
-            installed_config.parent.mkdir(parents=True, exist_ok=True)
-            if installed_config.exists():
-                shutil.copy2(installed_config, installed_config.with_name(installed_config.name + ".bak"))
-            tmp = installed_config.with_name(installed_config.name + ".new")
-            shutil.copyfile(source_config, tmp)
-            tmp.chmod(0o640)
-            if not dynamic_user and root == Path("/") and _user_exists(user):
-                shutil.chown(tmp, "root", user)
-            os.replace(tmp, installed_config)
+    plan.add(f"cp -a {bundle.path} {models / version} && ln -sfn {version} {models}/.current.new "
+             f"&& mv -T {models}/.current.new {models}/current", copy_bundle)
 
-        plan.add(f"install -m 0640 -g {user} {source_config} {SYSTEM_CONFIG}", copy_config)
 
+def _add_config_step(plan: Plan, source_config: Path, installed_config: Path, user: str, root: Path,
+                     dynamic_user: bool) -> None:
+    def copy_config() -> None:
+        installed_config.parent.mkdir(parents=True, exist_ok=True)
+        if installed_config.exists():
+            shutil.copy2(installed_config, installed_config.with_name(installed_config.name + ".bak"))
+        tmp = installed_config.with_name(installed_config.name + ".new")
+        shutil.copyfile(source_config, tmp)
+        tmp.chmod(0o640)
+        if not dynamic_user and root == Path("/") and _user_exists(user):
+            shutil.chown(tmp, "root", user)
+        os.replace(tmp, installed_config)
+
+    plan.add(f"install -m 0640 -g {user} {source_config} {SYSTEM_CONFIG}", copy_config)
+
+
+def _add_unit_step(plan: Plan, unit_text: str, root: Path, text: str) -> None:
     unit_path = under(root, UNIT_DIR / UNIT_NAME)
 
     def write_unit() -> None:
@@ -215,8 +222,31 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
         tmp.chmod(0o644)
         os.replace(tmp, unit_path)
 
-    plan.add(f"write {UNIT_DIR / UNIT_NAME} (Type=notify, WatchdogSec={opts.watchdog_sec}s, "
-             f"{'DynamicUser' if dynamic_user else 'User=' + user})", write_unit)
+    plan.add(text, write_unit)
+
+
+def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Path | None, root: Path = Path("/"),
+                 user: str = SERVICE_USER, dynamic_user: bool = False, start: bool = True,
+                 systemctl: str | None = "systemctl", run: Callable[[list[str]], None] | None = None,
+                 verify: bool = True) -> Plan:
+    """The steps of ``service install``. ``systemctl`` None: only write files (for --root installs)."""
+    run = run or Runner()
+    source_config, installed_config, config, bundle = _checked_sources(config_file, model_dir, root)
+    data_dir = config.store.data_dir
+    opts = options_from_config(config, exec_path=exec_path, config_path=SYSTEM_CONFIG, user=user,
+                               dynamic_user=dynamic_user)
+    unit_text = _verified_unit(opts, verify)
+
+    plan = Plan()
+    if not dynamic_user and not _user_exists(user):
+        _add_user_step(plan, user, data_dir, root, run)
+    _add_data_dir_step(plan, data_dir, root, user, dynamic_user)
+    if bundle is not None:
+        _add_bundle_step(plan, bundle, data_dir / "models", root)
+    if source_config.resolve() != installed_config.resolve():
+        _add_config_step(plan, source_config, installed_config, user, root, dynamic_user)
+    _add_unit_step(plan, unit_text, root, f"write {UNIT_DIR / UNIT_NAME} (Type=notify, WatchdogSec={opts.watchdog_sec}s, "
+                   f"{'DynamicUser' if dynamic_user else 'User=' + user})")
     if systemctl is not None:
         for argv in ([systemctl, "daemon-reload"],
                      [systemctl, "enable", "--now", UNIT_NAME] if start else [systemctl, "enable", UNIT_NAME]):
