@@ -11,12 +11,20 @@ import sys
 log = logging.getLogger(__name__)
 
 def register(sub) -> None:
+    _register_devices(sub)
+    _register_listen(sub)
+    _register_log_reading(sub)
+
+
+def _register_devices(sub) -> None:
     p = sub.add_parser("devices", help="list audio input devices (--test records 3 s and shows the level)")
     p.add_argument("--test", action="store_true", help="record 3 s from the (or --device) input and show its level")
     p.add_argument("--device", default=None, help="device index or name for --test (default: the default input)")
     p.add_argument("--seconds", type=float, default=3.0, help="with --test: seconds to record")
     p.set_defaults(func=cmd_devices)
 
+
+def _register_listen(sub) -> None:
     p = sub.add_parser("listen", help="classify a microphone (or --file) continuously and log what is heard")
     p.add_argument("--config", default=None, help="TOML config (see firmware_tools/fieldear.example.toml)")
     p.add_argument("--model", default=None, help="model bundle directory (default: the bundled default model)")
@@ -61,6 +69,8 @@ def register(sub) -> None:
                     help="publish Home Assistant MQTT discovery config (retained)")
     p.set_defaults(func=cmd_listen)
 
+
+def _register_log_reading(sub) -> None:
     p = sub.add_parser("events", help="show logged events")
     p.add_argument("--db", default=None, help="log database (default: the data dir's fieldear.db)")
     p.add_argument("--since", default=None, help="e.g. 30m, 1h, 2d or an ISO time")
