@@ -165,7 +165,11 @@ def test_unknown_candidate_and_missing_out(small_data, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(small_data), "--out", "x", "--candidates", "forest"])
     assert "unknown candidate" in capsys.readouterr().err
-    assert "--out is required" in _one_line_error(capsys, ["train", str(small_data)])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(small_data)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "the following arguments are required: --out" in err and "Traceback" not in err
 
 
 def test_strict_fails_when_int8_loses_accuracy(small_data, cache_dir, tmp_path, monkeypatch, capsys):
