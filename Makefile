@@ -72,7 +72,8 @@ $(TORCH_VENV)/.stamp:
 	touch $@
 
 backbone: setup $(TORCH_VENV)/.stamp
-	$(PY) -m convert.tools.backbone_port --torch-python $(TORCH_VENV)/bin/python --shared $(SHARED)
+	$(PY) -m convert.tools.backbone_port --torch-python $(TORCH_VENV)/bin/python --shared $(SHARED) \
+		--reference tests/model/backbone_reference.npz
 
 default-model: setup
 	$(FIELDEAR) train --default-model --shared $(SHARED) --out runtime/models/default --force

@@ -18,6 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.bundle_meta import (
+    check_out,
+    dataset_summary,
+    fieldear_version,
+    int8_parity,
+    model_meta,
+    publish_bundle,
+    thresholds_from_oof,
+)
 from runtime.errors import BundleError, FieldearError
 
 log = logging.getLogger(__name__)
@@ -51,7 +60,9 @@ def load_keras_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FieldearError(f"Keras model not found: {path}", "give the path of a .keras (or .h5) file")
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     try:
         return keras.models.load_model(path, compile=False)
@@ -80,7 +91,9 @@ def check_input_shape(model, params, frontend_name: str) -> bool:
 
 def _with_plain_input(model, params, channel: bool):
     """A model taking (block_frames, n_mels): the bundle's input shape; adds a channel axis if needed."""
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     if not channel:
         return model
@@ -89,32 +102,8 @@ def _with_plain_input(model, params, channel: bool):
     return keras.Model(inputs, model(x), name=f"{model.name}_fieldear")
 
 
-def convert_keras(options: ConvertOptions) -> dict:
-    from convert.bundle_meta import (
-        _dataset_summary,
-        _fieldear_version,
-        publish_bundle,
-        thresholds_from_oof,
-    )
-    from convert.data.dataset import load_dataset
-    from convert.families.base import pool_scores
-    from convert.families.embed import dataset_blocks
-    from convert.quantize import keras_predict, quantize_int8, representative_sample
-    from convert.report import quantization_parity
-    from runtime.model.interpreter import Runner
-
-    t0 = time.monotonic()
-    out = Path(options.out)
-    if out.exists() and not options.force:
-        raise BundleError(f"output directory exists: {out}", "choose another --out or pass --force to replace it")
-    if options.pooling not in ("mean", "max"):
-        raise FieldearError(f"unknown pooling {options.pooling!r}", "choose mean or max")
-    params = frontend_params(options.frontend)
-    model = load_keras_model(options.model)
-    channel = check_input_shape(model, params, options.frontend)
-    n_out = model.outputs[0].shape[-1]
-
-    dataset = load_dataset(options.data)
+def model_labels(options: ConvertOptions, dataset, n_out: int) -> list[str]:
+    """The model's output labels (--labels, else the data's), checked against the model and the data."""
     labels = list(options.labels) if options.labels else list(dataset.labels)
     if len(set(labels)) != len(labels) or not all(labels):
         raise FieldearError(f"--labels must be distinct, non-empty names (got {','.join(labels)})")
@@ -125,61 +114,73 @@ def convert_keras(options: ConvertOptions) -> dict:
     if stray:
         raise FieldearError(f"the data has labels the model does not know: {', '.join(stray)}",
                             f"the model's labels are {', '.join(labels)}; remove those clips or fix --labels")
-    index = {label: i for i, label in enumerate(labels)}
-    y = np.array([index[c.label] for c in dataset.items], dtype=np.int64)
+    return labels
 
-    blocks = dataset_blocks(dataset.items, params)
-    plain = _with_plain_input(model, params, channel)
-    all_blocks = np.concatenate([b for b in blocks if len(b)])
-    flat = quantize_int8(plain, representative_sample(all_blocks, options.seed))
+
+def clip_scores(plain, flat: bytes, blocks: list[np.ndarray], pooling: str, n_labels: int):
+    """(float, int8) clip scores of every clip: the Keras model and the quantized one (runtime interpreter)."""
+    from convert.quantize import keras_predict
+    from runtime.model.interpreter import Runner
+    from runtime.model.model import pool_scores
+
     runner = Runner(flat)
-    n_labels = len(labels)
-    float_scores = np.stack([pool_scores(keras_predict(plain, b), options.pooling, n_labels) for b in blocks])
-    int8_scores = np.stack([pool_scores(runner.run(b), options.pooling, n_labels) for b in blocks])
-    parity = quantization_parity([labels[i] for i in y], float_scores, int8_scores, labels)
-    parity["int8_loss_points"] = round(100.0 * (parity["float_accuracy"] - parity["int8_accuracy"]), 3)
-    parity["scope"] = "every clip of --data (the model may have been trained on them)"
-    log.info("int8 vs float on %d clips: top-1 agreement %.3f, accuracy %.3f vs %.3f", parity["n_clips"],
-             parity["top1_agreement"], parity["int8_accuracy"], parity["float_accuracy"])
-    if options.strict and parity["int8_loss_points"] > 1.0:
-        raise FieldearError(
-            f"int8 quantization loses {parity['int8_loss_points']:.1f} accuracy points "
-            f"(float {parity['float_accuracy']:.3f}, int8 {parity['int8_accuracy']:.3f}); --strict allows 1",
-            "run without --strict to accept it",
-        )
+    float_scores = np.stack([pool_scores(keras_predict(plain, b), pooling, n_labels) for b in blocks])
+    int8_scores = np.stack([pool_scores(runner.run(b), pooling, n_labels) for b in blocks])
+    return float_scores, int8_scores
 
-    files = {"classifier.tflite": flat}
-    stages = [{"file": "classifier.tflite", "role": "classifier", "input": runner.input_spec, "output": runner.output_spec}]
-    name = options.name or out.name
-    result = {
-        "name": name,
-        "fieldear_version": _fieldear_version(),
+
+def report_result(options: ConvertOptions, dataset, labels, y, int8_scores, model, size: int, parity) -> dict:
+    source = f"keras:{Path(options.model).name}"
+    return {
+        "name": options.name or Path(options.out).name,
+        "fieldear_version": fieldear_version(),
         "labels": labels,
-        "dataset": _dataset_summary(dataset),
+        "dataset": dataset_summary(dataset),
         "cv": {"scheme": "no cross-validation: the converted model scored on every clip of --data (optimistic if it "
                          "was trained on them); scores of the int8 model",
                "y_true": [labels[i] for i in y], "y_pred": [labels[i] for i in int8_scores.argmax(axis=1)],
                "scores": int8_scores.round(5).tolist()},
-        "candidates": [{"name": f"keras:{Path(options.model).name}", "note": "converted, not trained by fieldear"}],
-        "choice": {"name": f"keras:{Path(options.model).name}", "why": "given by the user (fieldear convert)"},
-        "model": {"size_bytes": len(flat), "params": int(model.count_params()), "files": {"classifier.tflite": len(flat)},
+        "candidates": [{"name": source, "note": "converted, not trained by fieldear"}],
+        "choice": {"name": source, "why": "given by the user (fieldear convert)"},
+        "model": {"size_bytes": size, "params": int(model.count_params()), "files": {"classifier.tflite": size},
                   "frontend": options.frontend, "clip_pooling": options.pooling},
         "quantization": parity,
     }
+
+
+def convert_keras(options: ConvertOptions) -> dict:
+    from convert.data.dataset import load_dataset
+    from convert.families.base import stage_entry
+    from convert.families.embed import dataset_blocks
+    from convert.quantize import quantize_int8, representative_sample
+    from runtime.model.bundle import POOLINGS
+    from runtime.model.interpreter import Runner
+
+    t0 = time.monotonic()
+    out = check_out(options.out, options.force)
+    if options.pooling not in POOLINGS:
+        raise FieldearError(f"unknown pooling {options.pooling!r}", "choose mean or max")
+    params = frontend_params(options.frontend)
+    model = load_keras_model(options.model)
+    channel = check_input_shape(model, params, options.frontend)
+    dataset = load_dataset(options.data)
+    labels = model_labels(options, dataset, model.outputs[0].shape[-1])
+    y = np.array([labels.index(c.label) for c in dataset.items], dtype=np.int64)
+
+    blocks = dataset_blocks(dataset.items, params)
+    plain = _with_plain_input(model, params, channel)
+    flat = quantize_int8(plain, representative_sample(np.concatenate([b for b in blocks if len(b)]), options.seed))
+    float_scores, int8_scores = clip_scores(plain, flat, blocks, options.pooling, len(labels))
+    parity = int8_parity([labels[i] for i in y], float_scores, int8_scores, labels,
+                         "every clip of --data (the model may have been trained on them)", options.strict)
+
+    result = report_result(options, dataset, labels, y, int8_scores, model, len(flat), parity)
     computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t0, 1)
-    meta = {
-        "name": name,
-        "fieldear_version": result["fieldear_version"],
-        "labels": labels,
-        "frontend": params.to_dict(),
-        "stages": stages,
-        "clip_pooling": options.pooling,
-        "thresholds": thresholds,
-        "metrics": {"scheme": result["cv"]["scheme"], "accuracy": computed["report"]["accuracy"],
-                    "macro_f1": computed["report"]["macro"]["f1"], "quantization": parity,
-                    "source_model": Path(options.model).name},
-        "dataset": {"fingerprint": dataset.fingerprint, "n_clips": len(dataset), "classes": dataset.counts},
-    }
-    bundle = publish_bundle(out, files, meta, result, force=options.force)
+    metrics = {"scheme": result["cv"]["scheme"], "accuracy": computed["report"]["accuracy"],
+               "macro_f1": computed["report"]["macro"]["f1"], "quantization": parity,
+               "source_model": Path(options.model).name}
+    stages = [stage_entry("classifier.tflite", "classifier", Runner(flat))]
+    meta = model_meta(result["name"], labels, params, stages, options.pooling, thresholds, metrics, dataset)
+    bundle = publish_bundle(out, {"classifier.tflite": flat}, meta, result, force=options.force)
     return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}

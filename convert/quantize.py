@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import time
 
 import numpy as np
@@ -33,7 +31,9 @@ def representative_sample(x: np.ndarray, seed: int, limit: int = MAX_REPRESENTAT
 
 def quantize_int8(model, representative: np.ndarray, input_range: tuple[float, float] | None = None) -> bytes:
     """Convert a Keras model with one input to a full-int8 TFLite flatbuffer (int8 in, int8 out)."""
-    import tensorflow as tf
+    from convert.tf_quiet import converter_output_hidden, load_tensorflow
+
+    tf = load_tensorflow()
 
     rep = np.asarray(representative, dtype=np.float32)
     if len(rep) == 0:
@@ -62,34 +62,11 @@ def quantize_int8(model, representative: np.ndarray, input_range: tuple[float, f
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with _quiet_tf(), contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Saved artifact at ..."
+    with converter_output_hidden(), contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Saved artifact at ..."
         flat = converter.convert()
     log.info("int8 TFLite: %.1f kB in %.1f s (%d representative inputs)", len(flat) / 1024,
              time.monotonic() - t0, len(rep) + len(extra))
     return bytes(flat)
-
-
-class _quiet_tf:
-    """Silence the converter's C++ chatter on stderr (fd 2) unless debug logging is on."""
-
-    def __enter__(self):
-        self.saved = None
-        if log.isEnabledFor(logging.DEBUG):
-            return self
-        try:
-            self.saved = os.dup(2)
-            self.null = tempfile.TemporaryFile()
-            os.dup2(self.null.fileno(), 2)
-        except OSError:
-            self.saved = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.saved is not None:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.null.close()
-        return False
 
 
 def keras_predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -98,27 +75,3 @@ def keras_predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     if len(x) == 0:
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
-
-
-def tflite_predict(flat: bytes, x: np.ndarray) -> np.ndarray:
-    """Dequantized predictions of a TFLite model via the runtime's Runner (the device's code)."""
-    from runtime.model.interpreter import Runner
-
-    return Runner(flat).run(np.asarray(x, dtype=np.float32))
-
-
-def parity(y_true: np.ndarray, float_scores: np.ndarray, int8_scores: np.ndarray) -> dict:
-    """Clip-level float vs int8: top-1 agreement, accuracy of both, max absolute score difference."""
-    y_true = np.asarray(y_true)
-    f_top = float_scores.argmax(axis=1)
-    q_top = int8_scores.argmax(axis=1)
-    n = int(len(y_true))
-    out = {
-        "n_clips": n,
-        "top1_agreement": float((f_top == q_top).mean()) if n else 0.0,
-        "float_accuracy": float((f_top == y_true).mean()) if n else 0.0,
-        "int8_accuracy": float((q_top == y_true).mean()) if n else 0.0,
-        "max_abs_score_diff": float(np.abs(float_scores - int8_scores).max()) if n else 0.0,
-    }
-    out["int8_loss_points"] = 100.0 * (out["float_accuracy"] - out["int8_accuracy"])
-    return out

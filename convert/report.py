@@ -9,7 +9,7 @@ required; a missing optional section is reported as "not measured". Layout::
       "created_at": "2026-01-01T00:00:00Z",    # optional, ISO 8601 UTC
       "fieldear_version": "0.1.0",             # optional
       "labels": ["dog", "rain", ...],          # class order of the model's scores
-      "dataset": Dataset.summary(),            # convert.dataset: counts, problems, duplicates, fingerprint...
+      "dataset": Dataset.summary(),            # convert.data.dataset: counts, problems, duplicates, fingerprint...
       "cv": {                                  # out-of-fold predictions of the chosen candidate
         "scheme": "leave-one-fold-out over 5 folds",   # how the splits were made (text)
         "y_true": [label, ...],                # one entry per clip
@@ -340,5 +340,5 @@ def write_report(out_dir: str | os.PathLike, result: dict) -> None:
                "thresholds": computed["thresholds"], "plots": [name for name, ok in pngs.items() if ok]}
     (out / "report.json").write_text(json.dumps(_jsonable(payload), indent=1) + "\n", encoding="utf-8")
     (out / "report.md").write_text(render_markdown(result, computed, pngs), encoding="utf-8")
-    log.info("report written to %s (accuracy %.3f, macro-F1 %.3f)", out / "report.md",
+    log.debug("report written to %s (accuracy %.3f, macro-F1 %.3f)", out / "report.md",
              computed["report"]["accuracy"], computed["report"]["macro"]["f1"])

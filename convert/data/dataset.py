@@ -10,7 +10,7 @@ Every file is decoded once (in bounded memory) and checked. A file that is empty
 audio, shorter than ``MIN_SECONDS``, silent (peak below ``SILENCE_PEAK``) or holds NaN/inf samples
 becomes a :class:`Problem`, is logged and left out; the import goes on. Each clip's ``sha`` is the
 sha256 of its decoded float32 samples (and rate), so the same audio stored twice, in any encoding,
-has the same sha: :mod:`convert.splits` keeps such duplicates on one side of every split.
+has the same sha: :mod:`convert.data.splits` keeps such duplicates on one side of every split.
 """
 
 from __future__ import annotations
@@ -124,10 +124,6 @@ def imbalance_ratio(counts: dict[str, int]) -> float:
 
 
 # ---------------------------------------------------------------- finding the files
-
-
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _scan_folder(root: Path) -> list[tuple[Path, str, str | None, str | None]]:
@@ -362,8 +358,8 @@ def _warn_about(dataset: Dataset) -> None:
         log.warning("only %d of %d clips have a fold; folds ignored", sum(has_fold), len(has_fold))
     if not any(has_fold) and sum(c.path.name.startswith("esc10_") for c in dataset.items) > len(dataset) // 2:
         log.info(
-            "file names look like ESC-10; its official folds are used only from a manifest with a fold column "
-            "(convert.dataset.write_manifest)"
+            "file names look like ESC-10; its official folds are used only from a CSV manifest "
+            "path,label,fold (see the README)"
         )
 
 

@@ -7,7 +7,15 @@ import time
 
 import numpy as np
 
-from convert.families.base import Budget, Trial, _macro_f1, pool_scores
+from convert.families.base import (
+    Budget,
+    Trial,
+    calibration_blocks,
+    estimated_blocks,
+    log_trials,
+    pooled_trials,
+    stage_entry,
+)
 from convert.options import TrainOptions
 from runtime.errors import BundleError
 
@@ -57,8 +65,7 @@ class BackboneFamily:
         self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
-        blocks = sum(max(1.0, c.duration_s / self.params.block_hop_seconds) for c in dataset.items)
-        return blocks * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
+        return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
 
     def prepare(self, dataset) -> None:
         from convert.families.embed import dataset_embeddings
@@ -95,9 +102,6 @@ class BackboneFamily:
                     ws.append(np.full(n * n_labels, 1.0 / n_labels))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
-    def block_count(self) -> int:
-        return int(sum(len(e) for e in self.inputs))
-
     def training_note(self) -> str:
         """How the head's training blocks were made, for the report."""
         n = sum(len(lv) for copy in self.levels for lv in copy)
@@ -125,15 +129,12 @@ class BackboneFamily:
                 for i in va:
                     block_scores[i] = head.predict_proba(self.inputs[i]) if len(self.inputs[i]) else np.zeros((0, n_labels))
             seconds = time.monotonic() - t0
-            for pooling in ("mean", "max"):
-                oof = np.stack([pool_scores(b, pooling, n_labels) for b in block_scores])
-                trials.append(Trial(name=f"backbone+{spec.name}/{pooling}", family=self.name, setting=spec,
-                                    pooling=pooling, oof_float=oof, fold_models=models, seconds=seconds,
-                                    params=models[0].n_params,
-                                    size_bytes=self.backbone_path.stat().st_size + models[0].n_params,
-                                    device_cost=self.device_cost()))
-            log.info("CV %s: macro-F1 mean-pooled %.3f, max-pooled %.3f (%.1f s)", spec.name,
-                     _macro_f1(y, trials[-2].oof_float, labels), _macro_f1(y, trials[-1].oof_float, labels), seconds)
+            spec_trials = pooled_trials(block_scores, f"backbone+{spec.name}", n_labels, family=self.name, setting=spec,
+                                        fold_models=models, seconds=seconds, params=models[0].n_params,
+                                        size_bytes=self.backbone_path.stat().st_size + models[0].n_params,
+                                        device_cost=self.device_cost())
+            log_trials(spec.name, spec_trials, y, labels, seconds)
+            trials.extend(spec_trials)
         return trials
 
     def fit(self, idx, y, n_labels, setting, seed):
@@ -149,15 +150,12 @@ class BackboneFamily:
         from runtime.model.interpreter import Runner
 
         keras_model = head_to_keras(model)
-        x = np.concatenate([self.inputs[i] for i in idx if len(self.inputs[i])])
+        x = calibration_blocks(self.inputs, idx)
         out = Runner(self.backbone_path).output_spec
         lo = (-128 - out["zero_point"]) * out["scale"]
         hi = (127 - out["zero_point"]) * out["scale"]
         flat = quantize_int8(keras_model, representative_sample(x, seed), input_range=(lo, hi))
         return flat, keras_model
-
-    def float_block_scores(self, model, i) -> np.ndarray:
-        return model.predict_proba(self.inputs[i])
 
     def int8_block_scores(self, runner, i) -> np.ndarray:
         return runner.run(self.inputs[i])
@@ -167,10 +165,7 @@ class BackboneFamily:
 
         bb, head = Runner(self.backbone_path), Runner(flat)
         files = {"backbone.tflite": self.backbone_path, "head.tflite": flat}
-        stages = [
-            {"file": "backbone.tflite", "role": "embedding", "input": bb.input_spec, "output": bb.output_spec},
-            {"file": "head.tflite", "role": "classifier", "input": head.input_spec, "output": head.output_spec},
-        ]
+        stages = [stage_entry("backbone.tflite", "embedding", bb), stage_entry("head.tflite", "classifier", head)]
         return files, stages
 
     def params_count(self, model) -> int:

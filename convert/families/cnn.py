@@ -1,4 +1,4 @@
-"""A small CNN trained from scratch on ``runtime.frontend.SMALL`` log-mel blocks (62 x 64).
+"""A small CNN trained from scratch on ``runtime.features.frontend.SMALL`` log-mel blocks (62 x 64).
 
 About 60k parameters, int8-friendly (conv, batch-norm folded by the converter, ReLU, max-pool,
 global average pool, dense, softmax). Two details matter on small data (measured before):
@@ -15,7 +15,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from convert.families.base import Budget, Trial, _macro_f1, _OverBudget, pool_scores
+from convert.families.base import (
+    Budget,
+    OverBudget,
+    Trial,
+    calibration_blocks,
+    estimated_blocks,
+    log_trials,
+    pooled_trials,
+    stage_entry,
+)
 from convert.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,9 @@ class CnnSpec:
 
 def build_cnn(input_shape: tuple[int, int], n_labels: int, spec: CnnSpec, seed: int):
     """(block_frames, n_mels) -> (n_labels,) softmax."""
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=tuple(input_shape), name="logmel")
@@ -75,7 +86,9 @@ def fit_cnn(blocks: list[np.ndarray], y_clip: np.ndarray, n_labels: int, spec: C
     Early stopping watches held-out training clips (never the CV validation fold).
     Returns (keras model, info dict).
     """
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     y_clip = np.asarray(y_clip, dtype=np.int64)
     val_mask = _split_clips(np.arange(len(blocks)), y_clip, spec.val_fraction, seed)
@@ -127,7 +140,6 @@ class CnnFamily:
     parity_reference = "float = the Keras model before quantization"
 
     def __init__(self, options: TrainOptions):
-        from convert.families.cnn import CnnSpec
         from runtime.features.frontend import SMALL
 
         self.options = options
@@ -146,8 +158,7 @@ class CnnFamily:
         return n_blocks * self.expected_epochs() * self.seconds_per_block_epoch + 3.0
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
-        blocks = sum(max(1.0, c.duration_s / self.params.block_hop_seconds) for c in dataset.items)
-        per_fold = self.fit_seconds(blocks * (1 - 1 / n_folds) * (1 - self.spec.val_fraction))
+        per_fold = self.fit_seconds(estimated_blocks(dataset, self.params) * (1 - 1 / n_folds) * (1 - self.spec.val_fraction))
         return per_fold * n_folds
 
     def prepare(self, dataset) -> None:
@@ -155,14 +166,10 @@ class CnnFamily:
 
         self.inputs = dataset_blocks(dataset.items, self.params)
 
-    def block_count(self) -> int:
-        return int(sum(len(b) for b in self.inputs))
-
     def device_cost(self, model=None) -> float:
         return 12e6 / self.params.block_hop_seconds
 
     def cross_validate(self, y, splits, n_labels, seed, budget: Budget | None, labels) -> list[Trial]:
-        from convert.families.cnn import fit_cnn
         from convert.quantize import keras_predict
 
         t0 = time.monotonic()
@@ -180,37 +187,26 @@ class CnnFamily:
             if left and budget is not None:
                 need = left * (time.monotonic() - t0) / (k + 1)
                 if need > budget.remaining:
-                    raise _OverBudget(f"stopped after fold {k + 1} of {len(splits)}: {need:.0f} s more needed, "
+                    raise OverBudget(f"stopped after fold {k + 1} of {len(splits)}: {need:.0f} s more needed, "
                                       f"{max(0.0, budget.remaining):.0f} s of the time budget left")
         seconds = time.monotonic() - t0
-        trials = []
-        for pooling in ("mean", "max"):
-            oof = np.stack([pool_scores(b, pooling, n_labels) for b in block_scores])
-            trials.append(Trial(name=f"cnn{len(self.spec.filters)}x{self.spec.filters[-1]}/{pooling}", family=self.name,
-                                setting=self.spec, pooling=pooling, oof_float=oof, fold_models=models,
-                                seconds=seconds, params=int(models[0].count_params()),
-                                size_bytes=int(models[0].count_params()),  # int8 weights, about one byte each
-                                device_cost=self.device_cost(), fold_info=infos))
-        log.info("CV cnn: macro-F1 mean-pooled %.3f, max-pooled %.3f (%.1f s)",
-                 _macro_f1(y, trials[0].oof_float, labels), _macro_f1(y, trials[1].oof_float, labels), seconds)
+        trials = pooled_trials(block_scores, f"cnn{len(self.spec.filters)}x{self.spec.filters[-1]}", n_labels,
+                               family=self.name, setting=self.spec, fold_models=models, seconds=seconds,
+                               params=int(models[0].count_params()),
+                               size_bytes=int(models[0].count_params()),  # int8 weights, about one byte each
+                               device_cost=self.device_cost(), fold_info=infos)
+        log_trials("cnn", trials, y, labels, seconds)
         return trials
 
     def fit(self, idx, y, n_labels, setting, seed):
-        from convert.families.cnn import fit_cnn
-
         model, _ = fit_cnn([self.inputs[i] for i in idx], y[idx], n_labels, setting, seed)
         return model
 
     def to_tflite(self, model, idx, seed) -> tuple[bytes, object]:
         from convert.quantize import quantize_int8, representative_sample
 
-        x = np.concatenate([self.inputs[i] for i in idx if len(self.inputs[i])])
+        x = calibration_blocks(self.inputs, idx)
         return quantize_int8(model, representative_sample(x, seed)), model
-
-    def float_block_scores(self, model, i) -> np.ndarray:
-        from convert.quantize import keras_predict
-
-        return keras_predict(model, self.inputs[i])
 
     def int8_block_scores(self, runner, i) -> np.ndarray:
         return runner.run(self.inputs[i])
@@ -218,10 +214,7 @@ class CnnFamily:
     def bundle_parts(self, flat: bytes) -> tuple[dict, list]:
         from runtime.model.interpreter import Runner
 
-        r = Runner(flat)
-        files = {"classifier.tflite": flat}
-        stages = [{"file": "classifier.tflite", "role": "classifier", "input": r.input_spec, "output": r.output_spec}]
-        return files, stages
+        return {"classifier.tflite": flat}, [stage_entry("classifier.tflite", "classifier", Runner(flat))]
 
     def training_note(self) -> None:
         """Nothing to add to the report: the CNN trains on its blocks as they are."""

@@ -124,7 +124,7 @@ def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, 
                        progress_every: float = 10.0, gain: float = 1.0, with_levels: bool = False):
     """Backbone embeddings (n_blocks, dim) for every clip (each has ``path`` and ``sha``).
 
-    Computed with ``runtime.interpreter.Runner`` on the int8 TFLite backbone, cached on disk.
+    Computed with ``runtime.model.interpreter.Runner`` on the int8 TFLite backbone, cached on disk.
     ``gain`` scales the audio first (level augmentation; cached separately). ``with_levels``: return
     ``(embeddings, levels)``, levels = ``block_levels_db`` of each clip's blocks (cached beside them).
     """

@@ -132,7 +132,9 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
 
 def head_to_keras(head: FittedHead):
     """The head as a float Keras model: (dim,) embedding -> (n_labels,) softmax probabilities."""
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     layers = head.dense_layers()
     inputs = keras.Input(shape=(head.dim,), name="embedding")

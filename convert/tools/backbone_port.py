@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_WORK = ROOT / "out" / "backbone"
 DEFAULT_OUT = BACKBONE_FILE.parent
-DEFAULT_REFERENCE = ROOT / "tests" / "data" / "backbone_reference.npz"
+DEFAULT_REFERENCE = DEFAULT_WORK / "backbone_reference.npz"  # `make backbone` puts it beside its test
 TFLITE_NAME = "backbone_int8.tflite"
 
 CHANNELS = (64, 128, 256, 512)  # EmbeddingNet('max', 3, 1, 64)
@@ -181,7 +181,9 @@ def folded_conv(weights: dict, block: int, idx: int) -> tuple[np.ndarray, np.nda
 
 def build_keras(weights: dict):
     """EmbeddingNet in Keras, input (batch, 100, 96) float32, output (batch, 512)."""
-    import keras
+    from convert.tf_quiet import load_keras
+
+    keras = load_keras()
 
     p = BACKBONE
     inp = keras.Input((p.block_frames, p.n_mels), batch_size=1, name="logmel")
@@ -302,7 +304,7 @@ def step_tflite(work: Path, out: Path, reference: Path, max_float_diff: float, m
         "size_bytes": len(tflite),
         "input": runner.input_spec,
         "output": runner.output_spec,
-        "frontend": "runtime.frontend.BACKBONE (no per-file peak normalisation, unlike aisfx)",
+        "frontend": "runtime.features.frontend.BACKBONE (no per-file peak normalisation, unlike aisfx)",
         "input_float_range": [round((-128 - runner.input_spec["zero_point"]) * runner.input_spec["scale"], 4),
                               round((127 - runner.input_spec["zero_point"]) * runner.input_spec["scale"], 4)],
         "float_keras_vs_torch": {"max_abs_diff": float_diff, "min_cosine": round(float(np.min(float_cos)), 7),
@@ -355,14 +357,14 @@ ATTRIBUTION = """\
 
 What we changed:
 
-* Ported from PyTorch to TensorFlow Lite (`convert/backbone_port.py`): only the embedding network
+* Ported from PyTorch to TensorFlow Lite (`convert/tools/backbone_port.py`): only the embedding network
   (4 conv blocks, 512-d output, mean over frequency then max over time); the training-time
   classifier heads are dropped.
 * Batch normalisation folded into the convolution weights and biases.
 * Quantized to full int8 (int8 input [1, 100, 96] and output [1, 512], int8 builtin ops) with
   post-training quantization on a representative set of real recordings; the measured agreement
   with the original fp32 model is in `port_report.json`.
-* Input features come from `runtime.frontend.BACKBONE` (aisfx's 44.1 kHz / 96-mel log
+* Input features come from `runtime.features.frontend.BACKBONE` (aisfx's 44.1 kHz / 96-mel log
   compression), computed on the stream without aisfx's per-file peak normalisation.
 """
 
@@ -400,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="intermediate files (default: out/backbone)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="model folder (default: runtime/models/aisfx)")
     ap.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
-                    help="test reference embeddings (default: tests/data/backbone_reference.npz)")
+                    help="where to write the PyTorch reference embeddings for tests/model/test_backbone.py "
+                         "(default: out/backbone/backbone_reference.npz)")
     ap.add_argument("--max-float-diff", type=float, default=1e-3,
                     help="largest allowed |Keras fp32 - PyTorch fp32| (default 1e-3)")
     ap.add_argument("--min-median-cosine", type=float, default=0.99,

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MODEL_JSON = "model.json"
+POOLINGS = ("mean", "max")  # clip pooling: how block scores become a clip score (runtime.model.model.pool_scores)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify_files: bool = True
         if k not in labels or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
             raise BundleError(f"{where}: threshold for {k!r} must be a label's and in [0, 1]")
     pooling = meta.get("clip_pooling", "mean")
-    if pooling not in ("mean", "max"):
+    if pooling not in POOLINGS:
         raise BundleError(f"{where}: unknown clip_pooling {pooling!r}")
     if verify_files:
         for stage in stages:
@@ -207,5 +208,5 @@ def write_bundle(out_dir: str | os.PathLike, files: dict[str, bytes | Path], met
         if old is not None and old.exists() and not out.exists():
             os.rename(old, out)  # put the previous bundle back
         raise
-    log.info("wrote bundle %s", out)
+    log.debug("wrote bundle %s", out)
     return out

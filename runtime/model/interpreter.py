@@ -7,18 +7,16 @@ the reference kernels, whose outputs are identical across backends.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import logging
 import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from runtime.errors import BundleError, FieldearError
+from runtime.native_stderr import filtered_stderr
 
 log = logging.getLogger(__name__)
 
@@ -72,29 +70,6 @@ def _op_resolver_type(interpreter_cls):
 _DELEGATE_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
-@contextlib.contextmanager
-def _without_delegate_banner():
-    """Capture the C-level stderr (fd 2) while the body runs; pass on every line but the XNNPACK banner."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured if line.rstrip(b"\r\n") != _DELEGATE_BANNER]
-            if kept:
-                sys.stderr.write(b"".join(kept).decode(errors="replace"))
-                sys.stderr.flush()
-
-
 def _tensor_spec(detail: dict) -> dict:
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return {
@@ -122,7 +97,7 @@ class Runner:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.xnnpack = xnnpack
         try:
-            with _without_delegate_banner():
+            with filtered_stderr(lambda line: line == _DELEGATE_BANNER):
                 if isinstance(model, (bytes, bytearray)):
                     self._interp = cls(model_content=bytes(model), **kwargs)
                 else:

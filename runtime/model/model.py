@@ -12,6 +12,13 @@ from runtime.model.interpreter import Runner
 
 log = logging.getLogger(__name__)
 
+def pool_scores(block_scores: np.ndarray, pooling: str, n_labels: int) -> np.ndarray:
+    """Clip scores from block scores (``pooling`` mean or max); zeros for a clip with no blocks.
+    The one clip-pooling rule: the device uses it, and training scores its CV clips with it."""
+    if len(block_scores) == 0:
+        return np.zeros(n_labels, dtype=np.float32)
+    return block_scores.max(axis=0) if pooling == "max" else block_scores.mean(axis=0)
+
 
 class Model:
     def __init__(self, bundle: Bundle, threads: int | None = None, backend: str | None = None):
@@ -55,8 +62,4 @@ class Model:
 
     def pool(self, block_scores: np.ndarray) -> np.ndarray:
         """Clip scores from block scores, as the bundle says (mean by default)."""
-        if len(block_scores) == 0:
-            return np.zeros(len(self.labels), dtype=np.float32)
-        if self.bundle.clip_pooling == "max":
-            return block_scores.max(axis=0)
-        return block_scores.mean(axis=0)
+        return pool_scores(block_scores, self.bundle.clip_pooling, len(self.labels))

@@ -223,3 +223,23 @@ def test_block_levels_follow_the_gain_and_find_the_zero_padding(esc10):
     loud = np.argmax(plain)
     assert abs((plain[loud] - quieter[loud]) - 12.04) < 0.5
     assert block_levels_db(np.zeros((1, BACKBONE.block_frames, BACKBONE.n_mels), np.float32), BACKBONE)[0] < -100
+
+
+def test_train_output_has_no_native_start_up_lines_and_names_only_the_final_report(small_data, cache_dir, tmp_path):
+    """A fresh process (TensorFlow's native lines come at its first import): no absl/oneDNN/CUDA/cpu_feature_guard
+    or XNNPACK lines, no Python module names, and the only report path printed is the bundle's."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "quiet"
+    run = subprocess.run([sys.executable, "-m", "runtime.cli", "train", str(small_data), "--out", str(out), "--cache",
+                          str(cache_dir), "--candidates", "backbone", "--folds", "2"],
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+    text = run.stdout + run.stderr
+    for noise in ("absl", "oneDNN", "cuInit", "cuda", "cpu_feature_guard", "XNNPACK", "TensorFlow", "convert.",
+                  "runtime."):
+        assert noise not in text, (noise, text)
+    reports = [line for line in text.splitlines() if "report" in line and "/" in line]
+    assert reports == [line for line in run.stdout.splitlines() if line.endswith(f"{out}/report.md")], text
+    assert len(reports) == 1

@@ -53,7 +53,7 @@ def test_label_missing_from_training_gets_zero_probability():
 
 def test_int8_head_agrees_with_float_and_keeps_the_backbone_input_quantization():
     from convert.families.heads import head_to_keras
-    from convert.quantize import keras_predict, quantize_int8, tflite_predict
+    from convert.quantize import keras_predict, quantize_int8
     from runtime.model.interpreter import Runner
 
     x, y = _blobs(4, dim=64)
@@ -66,7 +66,7 @@ def test_int8_head_agrees_with_float_and_keeps_the_backbone_input_quantization()
     spec = Runner(flat).input_spec
     assert spec["dtype"] == "int8" and spec["zero_point"] == zero_point
     assert abs(spec["scale"] - scale) / scale < 0.01
-    q = tflite_predict(flat, x)
+    q = Runner(flat).run(x)
     assert (q.argmax(1) == head.predict_proba(x).argmax(1)).mean() >= 0.97
     assert np.abs(q - head.predict_proba(x)).max() < 0.1
 

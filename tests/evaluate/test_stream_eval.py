@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from runtime.cli.main import main
 from runtime.errors import FieldearError
 from runtime.evaluate.annotations import Annotation, load_annotations, parse_annotations
-from runtime.cli.main import main
 from runtime.evaluate.stream_eval import Interval, evaluate_stream
 from runtime.store.schema import utc_iso
 from runtime.store.writer import Store

@@ -147,10 +147,10 @@ def step_torch(work: Path) -> None:
 
 def step_heads(work: Path) -> dict:
     from convert.families.backbone import BackboneFamily
-    from convert.families.base import pool_scores
     from convert.families.heads import fit_head
     from convert.options import TrainOptions
     from runtime.features.frontend import BACKBONE, block_starts
+    from runtime.model.model import pool_scores
 
     files, y, fold, labels = esc10_clips()
     z = np.load(work / "finetune_embeddings.npz")

@@ -1,4 +1,4 @@
-"""The committed int8 aisfx backbone against PyTorch fp32 embeddings stored by convert/backbone_port.py.
+"""The committed int8 aisfx backbone against PyTorch fp32 embeddings stored by convert/tools/backbone_port.py.
 
 Needs neither torch nor TensorFlow: blocks are recomputed from ../shared/data with the device's own
 path (runtime.audio -> runtime.features.pipeline.blocks_of) and run through runtime.model.interpreter.Runner.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.runtime
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "runtime" / "models" / "aisfx"
 TFLITE = MODEL_DIR / "backbone_int8.tflite"
-REFERENCE = ROOT / "tests" / "data" / "backbone_reference.npz"
+REFERENCE = Path(__file__).with_name("backbone_reference.npz")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
