@@ -20,10 +20,13 @@ from typing import BinaryIO, Generator
 import numpy as np
 
 from runtime.audio.resample import StreamResampler
-from runtime.audio.wav import AudioInfo, WavLayout, decode, parse_wav, to_mono
+from runtime.audio.wav import AudioInfo, WavLayout, check_header_values, decode, parse_wav, to_mono
 from runtime.errors import AudioError
 
 log = logging.getLogger(__name__)
+
+# Bytes read from a WAV data chunk at a time, whatever the chunk length asked for (many channels, high rates).
+MAX_READ_BYTES = 16 << 20
 
 # Suffixes the file walkers (batch, training import) treat as audio. Lowercase, with the dot.
 AUDIO_EXTENSIONS = frozenset(
@@ -145,6 +148,7 @@ def _soundfile_info(path: Path, head: bytes, layout: WavLayout | None) -> AudioI
         raise AudioError(f"corrupt or unsupported {reason} file", mp3_hint) from None
     if rate <= 0 or channels <= 0:
         raise AudioError("corrupt audio header (zero channels or rate)")
+    check_header_values(rate, channels)
     if frames <= 0:
         raise AudioError("no audio data")
     encoding = "flac" if fmt == "FLAC" else _SOUNDFILE_ENCODINGS.get(subtype, str(subtype).lower())
@@ -278,7 +282,7 @@ def _wav_chunks(path: Path, layout: WavLayout, frames_per_chunk: int) -> Generat
         f.seek(layout.data_offset)
         remaining = info.frames
         while remaining > 0:
-            n = min(frames_per_chunk, remaining)
+            n = min(frames_per_chunk, remaining, max(1, MAX_READ_BYTES // layout.block_align))
             raw = f.read(n * layout.block_align)
             got = len(raw) // layout.block_align
             if got == 0:
