@@ -156,7 +156,8 @@ def cmd_listen(args) -> int:
     from runtime.field.signals import Signals
     from runtime.listen.program import run
 
-    signals = Signals().install()  # first: a SIGHUP or SIGTERM during start-up is handled, not fatal
+    # main() installed them before its imports when it saw `listen`; else first thing here
+    signals = args.signals if getattr(args, "signals", None) is not None else Signals().install()
     summary = run(listen_options(args), signals)
     _print_summary(summary, args)
     return 0

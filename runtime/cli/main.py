@@ -221,10 +221,23 @@ def setup_logging(verbose: int, quiet: bool) -> None:
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def early_signals(argv: list[str]):
+    """For `listen`: SIGHUP/SIGTERM handled from the first instruction on (systemctl reload sends SIGHUP right
+    after start; SIGHUP's default would kill us). Light: runtime.field.signals imports only the standard library."""
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command != "listen":
+        return None
+    from runtime.field.signals import Signals
+
+    return Signals().install()
+
+
 def main(argv: list[str] | None = None) -> int:
+    signals = early_signals(sys.argv[1:] if argv is None else argv)  # before the parser's imports
     limit_blas_threads()  # before anything imports numpy; inherited by worker processes
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.signals = signals
     setup_logging(args.verbose, args.quiet)
     if args.func is None:
         parser.print_help(sys.stderr)
