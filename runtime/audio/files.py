@@ -25,6 +25,9 @@ from runtime.errors import AudioError
 
 log = logging.getLogger(__name__)
 
+# Largest |sample| accepted: float files may exceed full scale (1.0) a little, not by orders of magnitude.
+MAX_SAMPLE_LEVEL = 1e3
+
 # Bytes read from a WAV data chunk at a time, whatever the chunk length asked for (many channels, high rates).
 MAX_READ_BYTES = 16 << 20
 
@@ -222,16 +225,27 @@ def iter_chunks(
     return _checked(source, info, resampler)
 
 
+def _check_levels(mono: np.ndarray, frames_done: int, rate: int) -> None:
+    """Refuse NaN/inf and absurd levels (float files scaled by 1e30): they would give confident nonsense."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(mono) <= MAX_SAMPLE_LEVEL)  # NaN compares False: caught here too
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    at = (frames_done + i) / rate
+    if not np.isfinite(mono[i]):
+        raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
+    raise AudioError(f"absurd sample level ({abs(float(mono[i])):.3g}) at {at:.2f} s",
+                     f"float samples should lie in [-1, 1]; above {MAX_SAMPLE_LEVEL:g} the file is taken as corrupt")
+
+
 def _checked(
     source: Generator[np.ndarray, None, None], info: AudioInfo, resampler: StreamResampler | None
 ) -> Generator[np.ndarray, None, None]:
     frames_done = 0
     try:
         for mono in source:
-            finite = np.isfinite(mono)
-            if not finite.all():
-                at = (frames_done + int(np.argmin(finite))) / info.sample_rate
-                raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
+            _check_levels(mono, frames_done, info.sample_rate)
             frames_done += len(mono)
             out = resampler.push(mono) if resampler is not None else mono
             if len(out):

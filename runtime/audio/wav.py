@@ -118,7 +118,8 @@ def decode(raw: bytes, encoding: str, channels: int) -> np.ndarray:
     elif encoding == "float32":
         x = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     elif encoding == "float64":
-        x = np.frombuffer(raw, dtype="<f8").astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range gives inf, reported by the caller
+            x = np.frombuffer(raw, dtype="<f8").astype(np.float32)
     elif encoding in ("alaw", "mulaw"):
         x = _g711_table(encoding)[np.frombuffer(raw, dtype=np.uint8)]
     else:  # pragma: no cover - parse_wav only lets the encodings above through

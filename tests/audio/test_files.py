@@ -581,3 +581,24 @@ def test_odd_but_usable_rate_still_resamples(tmp_path, clip):
     path = _with_header(tmp_path, clip, "44101.wav", 44_101)  # a calibrated sound card's rate: 2.8 M taps
     x, rate = audio.read_audio(path, target_rate=RATE)
     assert rate == RATE and abs(len(x) - round(len(clip) * RATE / 44_101)) <= 1
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("encoding, scale, words", [("float32", 1e30, "absurd sample level"),
+                                                    ("float64", 1e30, "absurd sample level"),
+                                                    ("float32", 2e4, "absurd sample level"),
+                                                    ("float64", 1e300, "non-finite")])  # beyond float32: inf
+def test_absurd_float_levels_are_refused_like_nan(tmp_path, clip, encoding, scale, words):
+    path = write_wav(tmp_path / "loud.wav", clip.astype(np.float64) * scale, RATE, encoding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warnings on the way
+        with pytest.raises(AudioError) as excinfo:
+            audio.read_audio(path)
+    assert words in one_line_error(excinfo)
+
+
+@pytest.mark.runtime
+def test_float_levels_a_little_over_full_scale_are_kept(tmp_path, clip):
+    path = write_wav(tmp_path / "hot.wav", clip.astype(np.float64) * 4.0, RATE, "float32")
+    x, _ = audio.read_audio(path)
+    np.testing.assert_allclose(x, clip * 4.0, rtol=1e-6)
