@@ -160,7 +160,7 @@ def cmd_listen(args) -> int:
     signals = args.signals if getattr(args, "signals", None) is not None else Signals().install()
     summary = run(listen_options(args), signals)
     _print_summary(summary, args)
-    return 0
+    return 1 if summary["dropped_rows"] else 0  # rows lost (full disk): not a clean run
 
 
 def _print_summary(summary: dict, args) -> None:

@@ -84,7 +84,8 @@ def positive_int(text: str) -> int:
 
 EXIT_CODES = """exit codes:
   0    ok
-  1    some items failed (e.g. batch with unreadable files, outbox send with messages left pending)
+  1    some items failed (e.g. batch with unreadable files, outbox send with messages left pending,
+       listen with log rows lost to a full disk)
   2    usage or input error (a bad option, a missing file, an invalid config or bundle)
   3    status: the service is not healthy
   130  interrupted (Ctrl-C)"""

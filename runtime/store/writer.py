@@ -89,10 +89,29 @@ class Store:
         return self.run_key
 
     def end_run(self, summary: dict) -> None:
+        """Write what is pending, then the run's end record (with ``dropped_rows``).
+
+        Rows that still cannot be written are dropped and counted first, so the count is final before the
+        caller's summary; the end record alone (a small transaction) is then tried once more.
+        """
+        if not self.flush(force=True):
+            self._drop_pending()
         if self.run_key is None:
             return
-        self._run.update(summary, ended_utc=utc_iso(self.clock()))
+        self._run.update(summary, dropped_rows=self.dropped_rows, ended_utc=utc_iso(self.clock()))
         self._put_meta(self.run_key, json.dumps(self._run, sort_keys=True))
+        if not self.flush(force=True):
+            self._pending_other.clear()
+            log.error("cannot write the end record of %s to %s", self.run_key, self.path)
+
+    def _drop_pending(self) -> None:
+        lost = self.pending
+        self.dropped_rows += lost
+        self._pending_windows.clear()
+        self._pending_events.clear()
+        self._pending_other.clear()
+        log.error("the log database cannot be written: %d row(s) dropped at the end of the run "
+                  "(%d in all)", lost, self.dropped_rows)
 
     def _put_meta(self, key: str, value: str) -> None:
         self._pending_other.append(("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
@@ -265,9 +284,7 @@ class Store:
 
     def close(self) -> None:
         if not self.flush(force=True):
-            lost = self.pending
-            self.dropped_rows += lost
-            log.error("closing the log database with %d row(s) that could not be written", lost)
+            self._drop_pending()
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:

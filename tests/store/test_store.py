@@ -186,3 +186,26 @@ def test_retention_keeps_events_the_outbox_has_not_sent(tmp_path):
     assert deleted["events"] == 2  # days 2 and 3 are old too, but still waiting to be sent
     ids = [r[0] for r in st.conn.execute("SELECT id FROM events ORDER BY id")]
     assert ids == [3, 4, 5]
+
+
+def _full_after_start(st: Store) -> None:
+    """The database cannot grow past what it holds now (SQLITE_FULL from here on)."""
+    pages = st.conn.execute("PRAGMA page_count").fetchone()[0]
+    st.conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_rows_lost_at_the_end_of_a_run_on_a_full_disk_are_counted_before_the_summary(tmp_path):
+    st = make_store(tmp_path / "a.db", max_pending=100, retry_s=0)
+    st.start_run({})
+    _full_after_start(st)
+    for i in range(250):
+        st.add_window(T0 + i, i, i + 1, ["a"], [0.5])
+    written = st.rows_written["windows"]
+    st.end_run({"audio_s": 250.0})
+    assert st.pending == 0
+    assert st.dropped_rows == 250 - written  # the 150 that overflowed the buffer and the 100 left in it
+    rows = st.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+    record = json.loads(st.conn.execute("SELECT value FROM meta WHERE key = ?", (st.run_key,)).fetchone()[0])
+    st.close()
+    assert rows == written and st.dropped_rows == 250 - written  # close() finds nothing more to lose
+    assert record["dropped_rows"] == st.dropped_rows and "ended_utc" in record  # the end record alone fitted
