@@ -4,8 +4,9 @@
   thousand files starts at once and costs no more than one pass.
 * ``jobs > 1`` runs worker processes (``WorkerPool``, a ``ProcessPoolExecutor``); each loads the model once
   in its initializer. A worker that dies (OOM killer, crash) or a file over ``file_timeout_s`` gives that
-  file an error row; the pool is replaced and the batch goes on. Rows are written by the parent as they arrive and flushed one by one, so a killed run
-  loses nothing that was written, and ``resume`` skips every file already in the output.
+  file an error row; the pool is replaced and the batch goes on. Rows are written by the parent as they
+  arrive and flushed one by one, so a killed run loses nothing that was written, and ``resume`` skips
+  every file already in the output.
 * A file that cannot be read gets a row with its ``error`` and the run goes on; the caller exits
   non-zero if any row failed.
 
