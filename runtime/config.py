@@ -8,7 +8,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [detect]  default_threshold, smoothing, hysteresis, min_event_s, merge_gap_s, ignore
     [detect.thresholds]  label = threshold, ...
     [store]   data_dir, db, log_windows, window_every, keep_days, max_db_mb
-    [clips]   enabled, pre_s, post_s, quota_mb
+    [clips]   enabled, pre_s, post_s, quota_mb, min_free_mb
     [health]  every_s, watchdog_stall_s
     [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id
 
@@ -105,6 +105,7 @@ class ClipsConfig:
     pre_s: float = 1.0
     post_s: float = 1.0
     quota_mb: float = 500.0
+    min_free_mb: float = 200.0  # no clip is saved when the disk would have less free space than this
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,8 @@ CHECKS: dict[str, dict[str, Callable]] = {
                "min_event_s": _float(0.0), "merge_gap_s": _float(0.0), "ignore": _labels},
     "store": {"data_dir": _path(), "db": _relative_path, "log_windows": _bool, "window_every": _int(1),
               "keep_days": _float(0.0, optional=True, above=True), "max_db_mb": _float(0.0, optional=True, above=True)},
-    "clips": {"enabled": _bool, "pre_s": _float(0.0), "post_s": _float(0.0), "quota_mb": _float(0.0)},
+    "clips": {"enabled": _bool, "pre_s": _float(0.0), "post_s": _float(0.0), "quota_mb": _float(0.0),
+              "min_free_mb": _float(0.0)},
     "health": {"every_s": _float(1.0), "watchdog_stall_s": _float(1.0)},
     "mqtt": {"host": _text(optional=True), "port": _int(1, 65535, optional=True), "tls": _bool,
              "ca_file": _path(optional=True), "username": _text(optional=True), "password": _text(optional=True),

@@ -20,10 +20,16 @@ from typing import BinaryIO, Generator
 import numpy as np
 
 from runtime.audio.resample import StreamResampler
-from runtime.audio.wav import AudioInfo, WavLayout, decode, parse_wav, to_mono
+from runtime.audio.wav import AudioInfo, WavLayout, check_header_values, decode, parse_wav, to_mono
 from runtime.errors import AudioError
 
 log = logging.getLogger(__name__)
+
+# Largest |sample| accepted: float files may exceed full scale (1.0) a little, not by orders of magnitude.
+MAX_SAMPLE_LEVEL = 1e3
+
+# Bytes read from a WAV data chunk at a time, whatever the chunk length asked for (many channels, high rates).
+MAX_READ_BYTES = 16 << 20
 
 # Suffixes the file walkers (batch, training import) treat as audio. Lowercase, with the dot.
 AUDIO_EXTENSIONS = frozenset(
@@ -145,6 +151,7 @@ def _soundfile_info(path: Path, head: bytes, layout: WavLayout | None) -> AudioI
         raise AudioError(f"corrupt or unsupported {reason} file", mp3_hint) from None
     if rate <= 0 or channels <= 0:
         raise AudioError("corrupt audio header (zero channels or rate)")
+    check_header_values(rate, channels)
     if frames <= 0:
         raise AudioError("no audio data")
     encoding = "flac" if fmt == "FLAC" else _SOUNDFILE_ENCODINGS.get(subtype, str(subtype).lower())
@@ -218,16 +225,27 @@ def iter_chunks(
     return _checked(source, info, resampler)
 
 
+def _check_levels(mono: np.ndarray, frames_done: int, rate: int) -> None:
+    """Refuse NaN/inf and absurd levels (float files scaled by 1e30): they would give confident nonsense."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(mono) <= MAX_SAMPLE_LEVEL)  # NaN compares False: caught here too
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    at = (frames_done + i) / rate
+    if not np.isfinite(mono[i]):
+        raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
+    raise AudioError(f"absurd sample level ({abs(float(mono[i])):.3g}) at {at:.2f} s",
+                     f"float samples should lie in [-1, 1]; above {MAX_SAMPLE_LEVEL:g} the file is taken as corrupt")
+
+
 def _checked(
     source: Generator[np.ndarray, None, None], info: AudioInfo, resampler: StreamResampler | None
 ) -> Generator[np.ndarray, None, None]:
     frames_done = 0
     try:
         for mono in source:
-            finite = np.isfinite(mono)
-            if not finite.all():
-                at = (frames_done + int(np.argmin(finite))) / info.sample_rate
-                raise AudioError(f"non-finite samples (NaN/inf) at {at:.2f} s")
+            _check_levels(mono, frames_done, info.sample_rate)
             frames_done += len(mono)
             out = resampler.push(mono) if resampler is not None else mono
             if len(out):
@@ -278,7 +296,7 @@ def _wav_chunks(path: Path, layout: WavLayout, frames_per_chunk: int) -> Generat
         f.seek(layout.data_offset)
         remaining = info.frames
         while remaining > 0:
-            n = min(frames_per_chunk, remaining)
+            n = min(frames_per_chunk, remaining, max(1, MAX_READ_BYTES // layout.block_align))
             raw = f.read(n * layout.block_align)
             got = len(raw) // layout.block_align
             if got == 0:

@@ -16,9 +16,13 @@ import math
 import numpy as np
 import scipy.special
 
+from runtime.errors import AudioError
+
 TAPS_PER_PHASE = 64
 CUTOFF = 0.92  # -6 dB point, as a fraction of the lower Nyquist
 KAISER_BETA = 8.0
+# Longest filter a rate pair may need (4 M taps, 16 MB): 44101 Hz -> 16 kHz needs 2.8 M, 1000003 Hz 64 M.
+MAX_FILTER_TAPS = 1 << 22
 PER_PHASE_MIN = 64  # outputs per phase from which a chunk is filtered phase by phase (same sums either way)
 
 
@@ -26,6 +30,13 @@ PER_PHASE_MIN = 64  # outputs per phase from which a chunk is filtered phase by 
 def ratio(in_rate: int, out_rate: int) -> tuple[int, int]:
     g = math.gcd(int(in_rate), int(out_rate))
     return int(out_rate) // g, int(in_rate) // g
+
+
+def check_ratio(in_rate: int, out_rate: int) -> None:
+    """Refuse a rate pair whose polyphase filter would be huge (e.g. 1000003 Hz -> 16 kHz: 64 M taps)."""
+    if TAPS_PER_PHASE * max(ratio(in_rate, out_rate)) > MAX_FILTER_TAPS:
+        raise AudioError(f"cannot resample {in_rate} Hz to {out_rate} Hz (filter too long)",
+                         f"convert the file to a common rate first, e.g. sox in.wav -r {out_rate} out.wav")
 
 
 @functools.lru_cache(maxsize=16)
@@ -90,6 +101,7 @@ class StreamResampler:
 
     def __init__(self, in_rate: int, out_rate: int):
         self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        check_ratio(self.in_rate, self.out_rate)
         self.up, self.down = ratio(self.in_rate, self.out_rate)
         self.passthrough = self.up == self.down
         self.h = design_filter(self.up, self.down) if not self.passthrough else None

@@ -40,6 +40,11 @@ _UNSET32 = 0xFFFFFFFF
 
 _UNFINALISED = (0, 0x7FFFFFFF, 0xFFFFFFFF)  # data sizes streaming writers leave in the header
 
+# What a header may claim before the file is refused: rates outside these are corrupt, not audio we can use.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -113,7 +118,8 @@ def decode(raw: bytes, encoding: str, channels: int) -> np.ndarray:
     elif encoding == "float32":
         x = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     elif encoding == "float64":
-        x = np.frombuffer(raw, dtype="<f8").astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range gives inf, reported by the caller
+            x = np.frombuffer(raw, dtype="<f8").astype(np.float32)
     elif encoding in ("alaw", "mulaw"):
         x = _g711_table(encoding)[np.frombuffer(raw, dtype=np.uint8)]
     else:  # pragma: no cover - parse_wav only lets the encodings above through
@@ -223,6 +229,7 @@ def parse_wav(f: BinaryIO, path: Path, file_size: int) -> WavLayout:
     tag, channels, rate, block_align, bits = fmt
     if channels == 0 or rate == 0 or block_align == 0:
         raise AudioError("corrupt WAV header (zero channels, rate or block size)")
+    check_header_values(rate, channels)
     data_offset, declared_size = data
     available = max(0, min(declared_size, file_size - data_offset))
     width = block_align // channels if block_align % channels == 0 else 0
@@ -244,6 +251,16 @@ def parse_wav(f: BinaryIO, path: Path, file_size: int) -> WavLayout:
         truncated=available < declared_size,
     )
     return WavLayout(info, data_offset, block_align, width, declared_frames, use_soundfile, unfinalised)
+
+
+def check_header_values(rate: int, channels: int) -> None:
+    """Refuse a sample rate or channel count no recorder writes (a corrupt or hostile header)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"implausible sample rate in the header: {rate} Hz",
+                         f"rates {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz are accepted; the header is corrupt")
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"implausible channel count in the header: {channels}",
+                         f"at most {MAX_CHANNELS} channels are accepted; the header is corrupt")
 
 
 def _chunk_follows(f: BinaryIO, at: int, file_size: int) -> bool:

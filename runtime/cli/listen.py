@@ -156,10 +156,11 @@ def cmd_listen(args) -> int:
     from runtime.field.signals import Signals
     from runtime.listen.program import run
 
-    signals = Signals().install()  # first: a SIGHUP or SIGTERM during start-up is handled, not fatal
+    # main() installed them before its imports when it saw `listen`; else first thing here
+    signals = args.signals if getattr(args, "signals", None) is not None else Signals().install()
     summary = run(listen_options(args), signals)
     _print_summary(summary, args)
-    return 0
+    return 1 if summary["dropped_rows"] else 0  # rows lost (full disk): not a clean run
 
 
 def _print_summary(summary: dict, args) -> None:

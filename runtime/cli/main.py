@@ -84,7 +84,8 @@ def positive_int(text: str) -> int:
 
 EXIT_CODES = """exit codes:
   0    ok
-  1    some items failed (e.g. batch with unreadable files, outbox send with messages left pending)
+  1    some items failed (e.g. batch with unreadable files, outbox send with messages left pending,
+       listen with log rows lost to a full disk)
   2    usage or input error (a bad option, a missing file, an invalid config or bundle)
   3    status: the service is not healthy
   130  interrupted (Ctrl-C)"""
@@ -221,10 +222,23 @@ def setup_logging(verbose: int, quiet: bool) -> None:
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def early_signals(argv: list[str]):
+    """For `listen`: SIGHUP/SIGTERM handled from the first instruction on (systemctl reload sends SIGHUP right
+    after start; SIGHUP's default would kill us). Light: runtime.field.signals imports only the standard library."""
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command != "listen":
+        return None
+    from runtime.field.signals import Signals
+
+    return Signals().install()
+
+
 def main(argv: list[str] | None = None) -> int:
+    signals = early_signals(sys.argv[1:] if argv is None else argv)  # before the parser's imports
     limit_blas_threads()  # before anything imports numpy; inherited by worker processes
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.signals = signals
     setup_logging(args.verbose, args.quiet)
     if args.func is None:
         parser.print_help(sys.stderr)

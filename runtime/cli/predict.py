@@ -37,6 +37,10 @@ def register(subparsers) -> None:
     b.add_argument("--out", required=True, metavar="FILE", help="output file, *.csv or *.jsonl")
     _model_options(b)
     b.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes (default: 1)")
+    from runtime.predict.batch import DEFAULT_FILE_TIMEOUT_S  # standard library only
+
+    b.add_argument("--file-timeout", type=float, default=DEFAULT_FILE_TIMEOUT_S, metavar="S", dest="file_timeout_s",
+                   help="with --jobs > 1: a file not done after S seconds gets an error row, its worker is replaced")
     b.add_argument("--resume", action="store_true", help="append to --out, skipping files already in it")
     b.add_argument("--force", action="store_true", help="overwrite an existing --out")
     b.set_defaults(func=cmd_batch)
@@ -99,7 +103,7 @@ def cmd_batch(args) -> int:
         raise FieldearError(f"no such file or folder: {', '.join(missing)}")
     progress = None if args.quiet else Progress(sys.stderr)
     summary = run_batch(args.inputs, args.out, model_dir=args.model, jobs=args.jobs, resume=args.resume,
-                        force=args.force, threads=args.threads, progress=progress)
+                        file_timeout_s=args.file_timeout_s, force=args.force, threads=args.threads, progress=progress)
     print(f"batch: {summary.text()}")
     return 1 if summary.failed else 0
 

@@ -84,4 +84,11 @@ class NotifyHook(Hook):
     def _status_text(listener) -> str:
         s, src = listener.stats, listener.source.stats
         return (f"listening to {listener.source.name}: {s.blocks} blocks, {s.events} events, "
-                f"{src.overruns} overruns, {src.dropped_blocks} dropped")
+                f"{src.overruns} overruns, {src.dropped_blocks} dropped" + _log_problem(listener.store))
+
+
+def _log_problem(store) -> str:
+    """The status line's warning while the log database cannot be written (a full card: listening goes on)."""
+    if store is None or not store.failing:
+        return ""
+    return f"; NOT LOGGING: log database unwritable, {store.dropped_rows} rows dropped"

@@ -3,13 +3,16 @@
 ``ClipRecorder`` keeps the last ``max_clip_s + pre_s + post_s`` seconds of source audio in a ring of chunks.
 When an event is logged it is queued; once the stream is ``post_s`` past its end the clip is cut and written
 to ``<db dir>/clips/`` and the event row's ``clip_path`` is set (relative to the database's directory).
-When the clips directory would exceed ``quota_mb``, the oldest clips are deleted first.
+When the clips directory would exceed ``quota_mb``, the oldest clips are deleted first. No clip is saved when
+the disk would be left with less than ``min_free_mb`` free (counted in ``skipped_low_space``: the log database
+needs the space more). Half-written clips (``*.tmp``, a run killed mid-write) are deleted at start.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import shutil
 import wave
 from collections import deque
 from pathlib import Path
@@ -17,6 +20,11 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+def free_mb(directory: Path) -> float:
+    """Free space (MB) for unprivileged users on the filesystem holding ``directory``."""
+    return shutil.disk_usage(directory).free / 1e6
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
@@ -32,12 +40,14 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 
 class ClipRecorder:
     def __init__(self, directory, pre_s: float = 1.0, post_s: float = 1.0, quota_mb: float = 500.0,
-                 max_clip_s: float = 30.0):
+                 max_clip_s: float = 30.0, min_free_mb: float = 200.0, free_space=free_mb):
         self.directory = Path(directory)
         self.pre_s = float(pre_s)
         self.post_s = float(post_s)
         self.quota_bytes = int(float(quota_mb) * 1e6)
         self.max_clip_s = float(max_clip_s)
+        self.min_free_mb = float(min_free_mb)
+        self.free_space = free_space
         self.rate = 0
         self.store = None
         self._chunks: deque = deque()
@@ -47,12 +57,16 @@ class ClipRecorder:
         self.written = 0
         self.deleted = 0
         self.failed = 0
+        self.skipped_low_space = 0
 
     def start(self, rate: int, store) -> None:
         self.rate = int(rate)
         self.store = store
         self._keep = int((self.max_clip_s + self.pre_s + self.post_s + 5.0) * self.rate)
         self.directory.mkdir(parents=True, exist_ok=True)
+        for tmp in self.directory.glob("*.tmp"):  # left by a run killed while writing a clip
+            tmp.unlink(missing_ok=True)
+            log.info("deleted a half-written clip: %s", tmp)
 
     def push(self, chunk: np.ndarray) -> None:
         self._chunks.append(chunk)
@@ -89,12 +103,25 @@ class ClipRecorder:
     def _usage(self) -> list[tuple[Path, int]]:
         return sorted((p, p.stat().st_size) for p in self.directory.glob("*.wav"))
 
+    def _space_for(self, size: int) -> bool:
+        try:
+            left_mb = self.free_space(self.directory) - size / 1e6
+        except OSError:
+            return True  # cannot tell: writing reports its own error
+        if left_mb >= self.min_free_mb:
+            return True
+        self.skipped_low_space += 1
+        if self.skipped_low_space == 1:
+            log.warning("disk nearly full (%.0f MB free, floor %.0f MB): event clips are not saved",
+                        left_mb + size / 1e6, self.min_free_mb)
+        return False
+
     def _write(self, row: dict) -> None:
         samples = self._cut(row["start_s"], row["end_s"])
         if not len(samples):
             return
         size = 44 + 2 * len(samples)
-        if size > self.quota_bytes:
+        if size > self.quota_bytes or not self._space_for(size):
             return
         try:
             files = self._usage()

@@ -220,8 +220,7 @@ class Listener:
         self._call("on_stop")
         summary = self.summary()
         self.store.end_run({k: summary[k] for k in ("audio_s", "blocks", "events", "stopped")})
-        self.store.flush(force=True)
-        return summary
+        return self.summary()  # again: rows the end of the run could not write are counted now
 
     def _feed(self, chunk: np.ndarray) -> None:
         if self.source.sample_rate != self._stream.in_rate:  # a reconnected device came back at another rate
@@ -280,6 +279,7 @@ class Listener:
             "blocks": s.blocks, "events": s.events, "events_by_label": dict(sorted(s.events_by_label.items())),
             "overruns": src.overruns, "dropped_blocks": src.dropped_blocks, "reconnects": src.reconnects,
             "dropped_rows": self.store.dropped_rows, "write_errors": self.store.write_errors,
-            "hook_errors": s.hook_errors, "clipped_samples": s.clipped_samples, "stopped": self.stopped_by_request, "run": self.store.run_key,
+            "hook_errors": s.hook_errors,
+            "clips_skipped_low_space": self.clips.skipped_low_space if self.clips is not None else 0, "clipped_samples": s.clipped_samples, "stopped": self.stopped_by_request, "run": self.store.run_key,
             "db": str(self.store.path), "model_sha": self.store.model_sha,
         }

@@ -102,7 +102,7 @@ def build_listener(config: Config, options: ListenOptions, *, reload_requested: 
     clips = None
     if config.clips.enabled:
         clips = ClipRecorder(clips_dir(db_path), pre_s=config.clips.pre_s, post_s=config.clips.post_s,
-                             quota_mb=config.clips.quota_mb)
+                             quota_mb=config.clips.quota_mb, min_free_mb=config.clips.min_free_mb)
 
     # hooks: the field service (systemd, heartbeat, reload), then the fleet (MQTT outbox)
     reload_config = (lambda: effective_config(options)) if reload_requested is not None else None

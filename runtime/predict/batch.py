@@ -2,9 +2,11 @@
 
 * The listing is a generator (``os.scandir``, one directory at a time, sorted), so a folder of many
   thousand files starts at once and costs no more than one pass.
-* ``jobs > 1`` runs worker processes (``multiprocessing.Pool``); each loads the model once in its
-  initializer. Rows are written by the parent as they arrive and flushed one by one, so a killed run
-  loses nothing that was written, and ``resume`` skips every file already in the output.
+* ``jobs > 1`` runs worker processes (``WorkerPool``, a ``ProcessPoolExecutor``); each loads the model once
+  in its initializer. A worker that dies (OOM killer, crash) or a file over ``file_timeout_s`` gives that
+  file an error row; the pool is replaced and the batch goes on. Rows are written by the parent as they
+  arrive and flushed one by one, so a killed run loses nothing that was written, and ``resume`` skips
+  every file already in the output.
 * A file that cannot be read gets a row with its ``error`` and the run goes on; the caller exits
   non-zero if any row failed.
 
@@ -26,6 +28,9 @@ from typing import Iterable, Iterator, TextIO
 from runtime.errors import FieldearError
 
 log = logging.getLogger(__name__)
+
+# With --jobs > 1: a file still not done after this long is an error row and its worker is replaced.
+DEFAULT_FILE_TIMEOUT_S = 600.0
 
 BASE_COLUMNS = ["path", "label", "score", "error", "duration_s", "n_blocks", "model_sha"]
 SCORE_PREFIX = "score_"
@@ -163,6 +168,90 @@ def _worker_row(item: Item) -> dict:
     if "error" in _WORKER:
         raise _WORKER["error"]
     return predict_row(_WORKER["model"], item, _WORKER["sha"])
+
+
+class WorkerPool:
+    """Rows of items from worker processes, at most ``jobs`` in flight (so each is timed from its start).
+
+    When the pool breaks, the worker that died is not known: the items it had in flight are retried one at a
+    time in a fresh pool, and an item that breaks a pool on its own is the culprit (an error row).
+    """
+
+    def __init__(self, jobs: int, initargs: tuple, file_timeout_s: float, error_row, clock=time.monotonic):
+        self.jobs, self.initargs, self.timeout_s = jobs, initargs, float(file_timeout_s)
+        self.error_row, self.clock = error_row, clock
+        self.suspects: list[Item] = []  # in flight when a worker died: retried one at a time
+        self.retry: list[Item] = []  # in flight when another file timed out: retried as usual
+        self._pool = None
+
+    def _new_pool(self):
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(self.jobs, initializer=_worker_init, initargs=self.initargs)
+
+    def _kill_pool(self) -> None:
+        for proc in list(getattr(self._pool, "_processes", {}).values()):  # no public way to stop a busy worker
+            proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    def run(self, items: Iterator[Item]) -> Iterator[dict]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        flight: dict = {}  # future -> (item, started)
+        self._new_pool()
+        try:
+            while True:
+                self._fill(flight, items)
+                if not flight:
+                    return
+                done, _ = wait(flight, timeout=self._wait_s(flight), return_when=FIRST_COMPLETED)
+                yield from self._collect(flight, done)
+        finally:
+            if self._pool is not None:
+                self._kill_pool()
+
+    def _fill(self, flight: dict, items: Iterator[Item]) -> None:
+        limit = 1 if self.suspects else self.jobs  # suspects run alone: a break then names its file
+        while len(flight) < limit:
+            queue = self.suspects or self.retry
+            item = queue.pop(0) if queue else next(items, None)
+            if item is None:
+                return
+            flight[self._pool.submit(_worker_row, item)] = (item, self.clock())
+
+    def _wait_s(self, flight: dict) -> float:
+        oldest = min(started for _, started in flight.values())
+        return max(0.01, oldest + self.timeout_s - self.clock())
+
+    def _collect(self, flight: dict, done) -> Iterator[dict]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        alone = len(flight) == 1
+        broken: list[Item] = []
+        for fut in done:
+            item, _ = flight.pop(fut)
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                broken.append(item)
+        late = [f for f, (_, started) in flight.items() if self.clock() - started >= self.timeout_s]
+        for fut in late:
+            item, _ = flight.pop(fut)
+            log.warning("%s: no result after %.0f s; its worker is replaced", item.path, self.timeout_s)
+            yield self.error_row(item, f"timed out after {self.timeout_s:g} s")
+        rest = [item for item, _ in flight.values()]
+        if broken and alone:
+            log.warning("%s: the worker process died on this file", broken[0].path)
+            yield self.error_row(broken[0], "worker process died (out of memory or a crash)")
+        elif broken:
+            self.suspects += broken + rest
+        elif late:
+            self.retry += rest
+        if broken or late:
+            flight.clear()
+            self._kill_pool()
+            self._new_pool()
 
 
 # ---------------------------------------------------------------- output and resume
@@ -312,7 +401,8 @@ class BatchSummary:
 
 def run_batch(inputs: list[str], out: str | os.PathLike, model_dir: str | None = None, jobs: int = 1,
               resume: bool = False, force: bool = False, threads: int | None = None,
-              progress: Progress | None = None, clock=time.monotonic) -> BatchSummary:
+              progress: Progress | None = None, clock=time.monotonic,
+              file_timeout_s: float = DEFAULT_FILE_TIMEOUT_S) -> BatchSummary:
     """Predict every audio file under ``inputs`` into ``out``; returns the summary (see module doc)."""
     from runtime.model.bundle import load_bundle
 
@@ -372,11 +462,10 @@ def run_batch(inputs: list[str], out: str | os.PathLike, model_dir: str | None =
                 for item in pending():
                     record(predict_row(model, item, sha))
             else:
-                import multiprocessing
-
-                with multiprocessing.Pool(jobs, initializer=_worker_init, initargs=(str(bundle.path), threads)) as pool:
-                    for row in pool.imap_unordered(_worker_row, pending(), chunksize=4):
-                        record(row)
+                rows = WorkerPool(jobs, (str(bundle.path), threads), file_timeout_s, lambda item, error:
+                                  error_row(item.path, error, sha, bundle.labels), clock)
+                for row in rows.run(pending()):
+                    record(row)
         finally:
             if progress is not None:
                 progress.update(summary.ok + summary.failed, counter["listed"], summary.failed, True, force=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import logging
 import sqlite3
@@ -63,6 +64,16 @@ def settings_sha(settings_json: str) -> str:
     return hashlib.sha256(settings_json.encode()).hexdigest()[:16]
 
 
+class DiskFullError(FieldearError):
+    """The log database cannot be opened because its disk is full (listening goes on without it)."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
     """Open a log database (created with the schema unless ``readonly``)."""
     path = Path(path)
@@ -82,7 +93,8 @@ def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Conn
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.commit()
     except (OSError, sqlite3.Error) as exc:
-        raise FieldearError(f"cannot open the log database {path}: {exc}",
-                            "check the directory is writable and the disk is not full") from None
+        error = DiskFullError if _is_disk_full(exc) else FieldearError
+        raise error(f"cannot open the log database {path}: {exc}",
+                    "check the directory is writable and the disk is not full") from None
     conn.row_factory = sqlite3.Row
     return conn

@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from runtime.store.schema import EVENT_COLUMNS, connect, settings_sha, utc_iso
+from runtime.store.schema import EVENT_COLUMNS, DiskFullError, connect, settings_sha, utc_iso
 
 log = logging.getLogger(__name__)
 
+# A log database that cannot be opened (disk full at start) is retried, with a warning, this often.
+REOPEN_EVERY_S = 60.0
 
 
 class Store:
@@ -58,7 +60,9 @@ class Store:
         self.clock = clock
         self.max_pending = int(max_pending)
         self.retry_s = retry_s
-        self.conn = connect(self.path)
+        self.conn = None
+        self._reopen_at = 0.0
+        self._run_info: dict | None = None  # start_run's info while the database cannot be opened
         self._pending_windows: list[tuple] = []
         self._pending_events: list[tuple[dict, Callable | None]] = []
         self._pending_other: list[tuple[str, tuple]] = []
@@ -70,11 +74,37 @@ class Store:
         self._retry_at = 0.0
         self.run_key = None
         self._last_prune = None
+        self._open()
+
+    def _open(self) -> bool:
+        """Open the database (at start, then every REOPEN_EVERY_S while its disk is full); True when open."""
+        if self.conn is not None:
+            return True
+        now = self.clock()
+        if now < self._reopen_at:
+            return False
+        try:
+            self.conn = connect(self.path)
+        except DiskFullError as exc:
+            self._reopen_at = now + REOPEN_EVERY_S
+            self.failing = True
+            log.warning("%s; listening goes on, nothing is logged until there is space (retrying every %.0f s)",
+                        exc.message, REOPEN_EVERY_S)
+            return False
+        if self._run_info is not None:
+            log.warning("log database %s open again: logging resumes", self.path)
+            self.start_run(self._run_info)
+        return True
 
     # ------------------------------------------------------------ run records
 
-    def start_run(self, info: dict) -> str:
-        """Record this run (settings, model, source) in meta; returns its key ``run:<n>``."""
+    def start_run(self, info: dict) -> str | None:
+        """Record this run (settings, model, source) in meta; returns its key ``run:<n>`` (None, and recorded
+        later, while the database cannot be opened)."""
+        if self.conn is None:
+            self._run_info = info
+            return None
+        self._run_info = None
         cur = self.conn.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'run:%'")
         n = cur.fetchone()[0] + 1
         first_event = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0]
@@ -89,10 +119,29 @@ class Store:
         return self.run_key
 
     def end_run(self, summary: dict) -> None:
+        """Write what is pending, then the run's end record (with ``dropped_rows``).
+
+        Rows that still cannot be written are dropped and counted first, so the count is final before the
+        caller's summary; the end record alone (a small transaction) is then tried once more.
+        """
+        if not self.flush(force=True):
+            self._drop_pending()
         if self.run_key is None:
             return
-        self._run.update(summary, ended_utc=utc_iso(self.clock()))
+        self._run.update(summary, dropped_rows=self.dropped_rows, ended_utc=utc_iso(self.clock()))
         self._put_meta(self.run_key, json.dumps(self._run, sort_keys=True))
+        if not self.flush(force=True):
+            self._pending_other.clear()
+            log.error("cannot write the end record of %s to %s", self.run_key, self.path)
+
+    def _drop_pending(self) -> None:
+        lost = self.pending
+        self.dropped_rows += lost
+        self._pending_windows.clear()
+        self._pending_events.clear()
+        self._pending_other.clear()
+        log.error("the log database cannot be written: %d row(s) dropped at the end of the run "
+                  "(%d in all)", lost, self.dropped_rows)
 
     def _put_meta(self, key: str, value: str) -> None:
         self._pending_other.append(("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
@@ -157,6 +206,8 @@ class Store:
             return True
         now = self.clock()
         if self.failing and not force and now < self._retry_at:
+            return False
+        if not self._open():
             return False
         written = []
         try:
@@ -265,9 +316,9 @@ class Store:
 
     def close(self) -> None:
         if not self.flush(force=True):
-            lost = self.pending
-            self.dropped_rows += lost
-            log.error("closing the log database with %d row(s) that could not be written", lost)
+            self._drop_pending()
+        if self.conn is None:
+            return
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:

@@ -525,3 +525,80 @@ def test_non_finite_samples_raise_when_met(tmp_path, clip, encoding, bad):
     assert "non-finite" in one_line_error(excinfo) and "3.00 s" in excinfo.value.message
     with pytest.raises(AudioError):
         audio.read_audio(path, target_rate=44100)
+
+
+# ---------------------------------------------------------------- hostile headers (issue 17, item 1)
+
+
+def _with_header(tmp_path: Path, clip: np.ndarray, name: str, rate: int, channels: int = 1) -> Path:
+    """The real clip as 16-bit mono, then the fmt chunk's rate and channel count overwritten (block size kept)."""
+    raw = bytearray(write_wav(tmp_path / "real.wav", clip, RATE, "pcm16").read_bytes())
+    fmt_at = raw.index(b"fmt ") + 8
+    struct.pack_into("<HI", raw, fmt_at + 2, channels, rate)
+    path = tmp_path / name
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("rate", [1, 999, 768_001, 1_000_003, 1_342_193_280])
+def test_implausible_header_rate_is_refused_at_once(tmp_path, clip, rate):
+    path = _with_header(tmp_path, clip, "rate.wav", rate)
+    t0 = time.perf_counter()
+    for call in (audio.probe, audio.read_audio, audio.iter_chunks):
+        with pytest.raises(AudioError) as excinfo:
+            call(path)
+        assert "sample rate" in one_line_error(excinfo) and excinfo.value.hint
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.runtime
+def test_implausible_channel_count_is_refused(tmp_path, clip):
+    path = _with_header(tmp_path, clip, "channels.wav", RATE, channels=wav.MAX_CHANNELS + 1)
+    with pytest.raises(AudioError) as excinfo:
+        audio.probe(path)
+    assert "channel" in one_line_error(excinfo)
+
+
+@pytest.mark.runtime
+def test_resampling_ratio_with_a_huge_filter_is_refused_in_bounded_memory(tmp_path, clip):
+    path = _with_header(tmp_path, clip, "odd_rate.wav", 767_999)  # plausible, but coprime with 16 kHz
+    assert audio.probe(path).sample_rate == 767_999
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(AudioError) as excinfo:
+            audio.read_audio(path, target_rate=RATE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "resample" in one_line_error(excinfo) and excinfo.value.hint
+    assert peak < 20e6 and time.perf_counter() - t0 < 2.0
+
+
+@pytest.mark.runtime
+def test_odd_but_usable_rate_still_resamples(tmp_path, clip):
+    path = _with_header(tmp_path, clip, "44101.wav", 44_101)  # a calibrated sound card's rate: 2.8 M taps
+    x, rate = audio.read_audio(path, target_rate=RATE)
+    assert rate == RATE and abs(len(x) - round(len(clip) * RATE / 44_101)) <= 1
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("encoding, scale, words", [("float32", 1e30, "absurd sample level"),
+                                                    ("float64", 1e30, "absurd sample level"),
+                                                    ("float32", 2e4, "absurd sample level"),
+                                                    ("float64", 1e300, "non-finite")])  # beyond float32: inf
+def test_absurd_float_levels_are_refused_like_nan(tmp_path, clip, encoding, scale, words):
+    path = write_wav(tmp_path / "loud.wav", clip.astype(np.float64) * scale, RATE, encoding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warnings on the way
+        with pytest.raises(AudioError) as excinfo:
+            audio.read_audio(path)
+    assert words in one_line_error(excinfo)
+
+
+@pytest.mark.runtime
+def test_float_levels_a_little_over_full_scale_are_kept(tmp_path, clip):
+    path = write_wav(tmp_path / "hot.wav", clip.astype(np.float64) * 4.0, RATE, "float32")
+    x, _ = audio.read_audio(path)
+    np.testing.assert_allclose(x, clip * 4.0, rtol=1e-6)

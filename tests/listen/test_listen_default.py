@@ -50,3 +50,29 @@ def test_demo_recording_is_heard(tmp_path, capsys):
     # every mixed-in sound is a label of the default model and at least 4 of the 5 are found (overlap criterion)
     assert all(v["in_model"] for v in result["per_label"].values() if v["n_true"])
     assert result["micro"]["event_overlap"]["tp"] >= 4
+
+
+def test_listen_on_a_full_disk_reports_its_lost_rows_and_exits_1(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from runtime.cli.main import main
+    from runtime.store import writer
+
+    connect = writer.connect
+
+    def full_after_schema(path, **kw):  # the disk fills up just after the database is opened
+        conn = connect(path, **kw)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return conn
+
+    monkeypatch.setattr(writer, "connect", full_after_schema)
+    db = tmp_path / "full.db"
+    assert main(["listen", "--file", str(DEMO / "demo.wav"), "--db", str(db), "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    conn = sqlite3.connect(db)
+    try:
+        logged = conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+    finally:
+        conn.close()
+    assert logged < summary["blocks"] and summary["dropped_rows"] >= summary["blocks"] - logged > 0

@@ -280,3 +280,24 @@ def test_source_failing_for_good_still_closes_and_logs_open_events(model, shared
     assert rec.calls["on_stop"] == 1 and listener.stats.audio_s == 6.0
     rows = sqlite3.connect(tmp_path / "die.db").execute("SELECT label, end_s FROM events").fetchall()
     assert rows and max(r[1] for r in rows) > 4.0  # the event open when the device died was logged
+
+
+def test_clips_clean_half_written_files_and_stop_below_the_free_space_floor(model, esc10, tmp_path):
+    from runtime.listen.clips import ClipRecorder
+
+    path = esc10 / "rooster" / sorted(os.listdir(esc10 / "rooster"))[0]
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "20260501T041207_00000007_dog.tmp").write_bytes(b"RIFF half a clip")
+    space = {"free_mb": 1000.0}
+    clips = ClipRecorder(tmp_path / "clips", pre_s=0.5, post_s=0.5, min_free_mb=200.0,
+                         free_space=lambda directory: space["free_mb"])
+    settings = PostSettings(default_threshold=0.05, hysteresis=0.0)
+    summary, _ = listen_file(model, path, tmp_path / "c.db", 0.25, clips=clips, settings=settings)
+    assert not list((tmp_path / "clips").glob("*.tmp")) and clips.written >= 1
+    assert summary["clips_skipped_low_space"] == 0
+    space["free_mb"] = 200.05  # a clip of 0.1 MB would leave less than the floor
+    low = ClipRecorder(tmp_path / "low", pre_s=0.5, post_s=0.5, min_free_mb=200.0,
+                       free_space=lambda directory: space["free_mb"])
+    summary, _ = listen_file(model, path, tmp_path / "d.db", 0.25, clips=low, settings=settings)
+    assert low.written == 0 and not list((tmp_path / "low").glob("*.wav"))
+    assert summary["clips_skipped_low_space"] == summary["events"] > 0

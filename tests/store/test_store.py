@@ -186,3 +186,75 @@ def test_retention_keeps_events_the_outbox_has_not_sent(tmp_path):
     assert deleted["events"] == 2  # days 2 and 3 are old too, but still waiting to be sent
     ids = [r[0] for r in st.conn.execute("SELECT id FROM events ORDER BY id")]
     assert ids == [3, 4, 5]
+
+
+def _full_after_start(st: Store) -> None:
+    """The database cannot grow past what it holds now (SQLITE_FULL from here on)."""
+    pages = st.conn.execute("PRAGMA page_count").fetchone()[0]
+    st.conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_rows_lost_at_the_end_of_a_run_on_a_full_disk_are_counted_before_the_summary(tmp_path):
+    st = make_store(tmp_path / "a.db", max_pending=100, retry_s=0)
+    st.start_run({})
+    _full_after_start(st)
+    for i in range(250):
+        st.add_window(T0 + i, i, i + 1, ["a"], [0.5])
+    written = st.rows_written["windows"]
+    st.end_run({"audio_s": 250.0})
+    assert st.pending == 0
+    assert st.dropped_rows == 250 - written  # the 150 that overflowed the buffer and the 100 left in it
+    rows = st.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+    record = json.loads(st.conn.execute("SELECT value FROM meta WHERE key = ?", (st.run_key,)).fetchone()[0])
+    st.close()
+    assert rows == written and st.dropped_rows == 250 - written  # close() finds nothing more to lose
+    assert record["dropped_rows"] == st.dropped_rows and "ended_utc" in record  # the end record alone fitted
+
+
+def _disk_full_for(monkeypatch, attempts: int) -> list:
+    """sqlite3.connect fails as on a full card for the first ``attempts`` calls; returns the call log."""
+    real, calls = sqlite3.connect, []
+
+    def connect(*args, **kw):
+        calls.append(args)
+        if len(calls) <= attempts:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return calls
+
+
+def test_a_full_disk_at_start_defers_logging_warns_once_a_minute_and_resumes(tmp_path, monkeypatch, caplog):
+    from runtime.field.watchdog import _log_problem
+    from runtime.store import writer
+
+    calls = _disk_full_for(monkeypatch, attempts=2)
+    now = [T0]
+    st = make_store(tmp_path / "a.db", clock=lambda: now[0])  # does not raise: listening must go on
+    assert st.conn is None and st.failing and st.start_run({"model_name": "m"}) is None
+    for i in range(10):
+        st.add_window(T0 + i, i, i + 1, ["a"], [0.5])
+    st.add_event(event(1))
+    assert not st.flush() and len(calls) == 1  # no retry before a minute has passed
+    now[0] += writer.REOPEN_EVERY_S
+    assert not st.flush() and len(calls) == 2
+    assert sum("listening goes on" in r.getMessage() for r in caplog.records) == 2  # one warning per minute
+    assert "NOT LOGGING" in _log_problem(st)  # on the systemd status line
+    now[0] += writer.REOPEN_EVERY_S
+    assert st.flush() and not st.failing  # space is back: the run is recorded, nothing buffered is lost
+    assert st.run_key == "run:000001" and st.dropped_rows == 0 and _log_problem(st) == ""
+    assert st.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 10
+    assert st.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    st.close()
+
+
+def test_listen_starts_and_classifies_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    from runtime.cli.main import main
+    from runtime.paths import DEMO_DIR
+
+    _disk_full_for(monkeypatch, attempts=10**6)
+    code = main(["listen", "--file", str(DEMO_DIR / "demo.wav"), "--db", str(tmp_path / "full.db"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 1  # rows were lost: not 2 (refused to start)
+    assert summary["audio_s"] > 30 and summary["blocks"] > 0 and summary["dropped_rows"] >= summary["blocks"]
