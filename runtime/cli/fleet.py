@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
     c = sub.add_parser("collect", help="central: store every device's events from the broker in one database",
-                       description="Subscribe to <prefix>/+/events, /health and /status (QoS 1, persistent session) "
+                       description="Subscribe to <prefix>/+/events, /health, /reviews and /status (QoS 1, persistent session) "
                        "and store them in a central SQLite file, each event once. Runs until SIGINT/SIGTERM.")
     c.add_argument("--broker", metavar="HOST:PORT", help="the broker (default: [mqtt] of --config)")
     c.add_argument("--db", required=True, help="the central database (SQLite), created if missing")
@@ -89,13 +89,15 @@ def cmd_outbox_send(args: argparse.Namespace) -> int:
         finally:
             conn.close()
         raise BrokerUnavailable(
-            f"{exc.message}; {st.pending['events']} events and {st.pending['health']} health rows stay pending",
+            f"{exc.message}; {st.pending['events']} events, {st.pending['health']} health rows and "
+            f"{st.pending['reviews']} reviews stay pending",
             exc.hint,
         ) from None
     st = result.status
     print(
-        f"sent {result.acked['events']} events and {result.acked['health']} health rows to {settings.address} "
-        f"as {device_id}; pending: {st.pending['events']} events, {st.pending['health']} health rows"
+        f"sent {result.acked['events']} events, {result.acked['health']} health rows and {result.acked['reviews']} "
+        f"reviews to {settings.address} as {device_id}; pending: {st.pending['events']} events, "
+        f"{st.pending['health']} health rows, {st.pending['reviews']} reviews"
     )
     return 0 if st.total_pending == 0 else 1
 
@@ -114,7 +116,7 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     for stream in outbox.STREAMS:
-        print(f"{stream:7s} sent up to id {st.cursors[stream]}, pending {st.pending[stream]}")
+        print(f"{stream:8s} sent up to id {st.cursors[stream]}, pending {st.pending[stream]}")
     return 0
 
 
@@ -129,7 +131,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     finally:
         signals.restore()
     print(
-        f"collected {stats.events} events and {stats.health} health messages from {len(stats.by_device)} devices "
+        f"collected {stats.events} events, {stats.health} health messages and {stats.reviews} reviews from {len(stats.by_device)} devices "
         f"into {args.db}; {stats.duplicates} redelivered duplicates ignored, {stats.conflicts} conflicts, "
         f"{stats.rejected} rejected"
     )

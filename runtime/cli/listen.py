@@ -78,10 +78,10 @@ def _register_log_reading(sub) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most this many (latest; 0 = all)")
     p.set_defaults(func=cmd_events)
 
-    p = sub.add_parser("export", help="export logged events, block scores or health rows as CSV or JSON lines")
+    p = sub.add_parser("export", help="export logged events, block scores, health rows or reviews as CSV or JSON lines")
     p.add_argument("--db", default=None, help="log database (default: the data dir's fieldear.db)")
-    p.add_argument("--what", choices=("events", "windows", "health"), default="events",
-                   help="events, block scores (windows) or health rows")
+    p.add_argument("--what", choices=("events", "windows", "health", "reviews"), default="events",
+                   help="events, block scores (windows), health rows or reviews")
     p.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="CSV or JSON lines")
     p.add_argument("--since", default=None, help="e.g. 30m, 1h, 2d or an ISO time")
     p.add_argument("--out", default=None, help="output file (default: stdout)")

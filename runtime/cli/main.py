@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "runtime.cli.predict",  # predict, batch, evaluate
     "runtime.cli.listen",  # devices, listen, events, export
     "runtime.cli.field",  # status, config
+    "runtime.cli.review",  # review
     "runtime.cli.fleet",  # outbox, collect, report
     "convert.cli",  # train, convert
     "firmware_tools.cli",  # service, deploy

@@ -177,8 +177,12 @@ class Topics:
     def status(self) -> str:
         return f"{self.prefix}/{self.device_id}/status"
 
+    @property
+    def reviews(self) -> str:
+        return f"{self.prefix}/{self.device_id}/reviews"
+
     def of(self, stream: str) -> str:
-        return {"events": self.events, "health": self.health}[stream]
+        return {"events": self.events, "health": self.health, "reviews": self.reviews}[stream]
 
 
 def discovery_messages(topics: Topics) -> list[tuple[str, str]]:

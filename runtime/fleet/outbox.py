@@ -7,7 +7,8 @@ cursor, and is only called once the broker acknowledged the message (MQTT QoS 1 
 between the acknowledgement and ``mark_sent`` means the message is sent again: every message carries
 a stable id (``"<device_id>:<event_id>"``) so the collector stores it once.
 
-Streams: ``events`` (table ``events``) and ``health`` (table ``health``). Ids are the tables'
+Streams: ``events`` (table ``events``), ``health`` (table ``health``) and ``reviews`` (table ``reviews``:
+people's verdicts on events, written by `fieldear review` and `fieldear serve`). Ids are the tables'
 ``INTEGER PRIMARY KEY``; ``events`` uses AUTOINCREMENT, so ids are never reused even after retention
 deletes the oldest rows (rows deleted before they were sent are skipped, not waited for).
 
@@ -27,8 +28,8 @@ from runtime.listen.hooks import Hook
 
 log = logging.getLogger(__name__)
 
-# stream name -> table holding its rows (both are written by runtime/store.py)
-STREAMS = {"events": "events", "health": "health"}
+# stream name -> table holding its rows (written through runtime/store/)
+STREAMS = {"events": "events", "health": "health", "reviews": "reviews"}
 
 STATE_DDL = "CREATE TABLE IF NOT EXISTS outbox_state (stream TEXT PRIMARY KEY, last_id INTEGER NOT NULL)"
 
@@ -127,7 +128,7 @@ def store_device_ids(conn: sqlite3.Connection) -> list[str]:
 
 
 def message_id(device_id: str, stream: str, row_id: int) -> str:
-    """The stable id of a message: ``"<device>:<event_id>"`` for events, ``"<device>:health:<id>"`` for health."""
+    """The stable id of a message: ``"<device>:<event_id>"`` for events, ``"<device>:<stream>:<id>"`` otherwise."""
     return f"{device_id}:{row_id}" if stream == "events" else f"{device_id}:{stream}:{row_id}"
 
 
@@ -172,7 +173,21 @@ def health_payload(row: dict, device_id: str, sent_ts: float) -> dict:
     }
 
 
-PAYLOADS = {"events": event_payload, "health": health_payload}
+def review_payload(row: dict, device_id: str, sent_ts: float) -> dict:
+    return {
+        "id": message_id(device_id, "reviews", row["id"]),
+        "device_id": device_id,
+        "review_id": row["id"],
+        "event_id": row.get("event_id"),
+        "verdict": row.get("verdict"),
+        "label": row.get("label"),
+        "t_utc": row.get("t_utc"),
+        "reviewer": row.get("reviewer"),
+        "sent_ts": sent_ts,
+    }
+
+
+PAYLOADS = {"events": event_payload, "health": health_payload, "reviews": review_payload}
 
 
 class OutboxHook(Hook):

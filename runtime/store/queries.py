@@ -1,4 +1,4 @@
-"""Every read of the device log: events, windows, health, runs, and the outbox cursor."""
+"""Every read of the device log: events, windows, health, runs, reviews, and the outbox cursor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import logging
 import sqlite3
 
 from runtime.errors import FieldearError
-from runtime.store.schema import EVENT_COLUMNS, TABLE_COLUMNS, parse_utc, utc_iso
+from dataclasses import dataclass
+
+from runtime.store.schema import EVENT_COLUMNS, TABLE_COLUMNS, has_table, parse_utc, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,15 @@ def query(conn: sqlite3.Connection, table: str, since_utc: float | None = None, 
     """Rows of ``table`` in id order (as sqlite3.Row), optionally from a time or id on."""
     if table not in TABLE_COLUMNS:
         raise FieldearError(f"unknown table {table!r}", f"choose one of {', '.join(TABLE_COLUMNS)}")
-    tcol = {"events": "start_utc", "windows": "t_utc", "health": "t_utc"}[table]
+    if not has_table(conn, table):  # a read-only look at a log older than the table
+        return conn.execute("SELECT NULL LIMIT 0")
+    tcol = {"events": "start_utc", "windows": "t_utc", "health": "t_utc", "reviews": "t_utc"}[table]
     where, args = [], []
     if since_utc is not None:
         where.append(f"{tcol} >= ?")
         args.append(utc_iso(since_utc))
     if label is not None and table != "health":
-        where.append("label = ?" if table == "events" else "top_label = ?")
+        where.append("top_label = ?" if table == "windows" else "label = ?")
         args.append(label)
     if after_id is not None:
         where.append("id > ?")
@@ -114,3 +118,136 @@ def count_rows(conn: sqlite3.Connection, table: str) -> int:
     if table not in TABLE_COLUMNS:
         raise FieldearError(f"unknown table {table!r}", f"choose one of {', '.join(TABLE_COLUMNS)}")
     return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+# ---------------------------------------------------------------- reviews
+
+# The newest review of each event (reviews are insert-only: the latest row is the verdict).
+_LATEST_REVIEW = ("SELECT r.event_id, r.verdict, r.label AS review_label, r.reviewer, r.t_utc AS reviewed_utc "
+                  "FROM reviews r JOIN (SELECT MAX(id) AS id FROM reviews GROUP BY event_id) m ON r.id = m.id")
+
+REVIEW_STATES = ("any", "unreviewed", "reviewed", "confirm", "reject", "relabel")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the detections page and ``/api/events`` ask for: newest first, ``limit`` rows from ``offset``."""
+
+    label: str | None = None
+    day: str | None = None  # YYYY-MM-DD (UTC)
+    min_score: float | None = None  # on the event's peak
+    review: str = "any"  # one of REVIEW_STATES
+    limit: int = 100
+    offset: int = 0
+
+    def where(self) -> tuple[list[str], list]:
+        if self.review not in REVIEW_STATES:
+            raise FieldearError(f"unknown review state {self.review!r}", f"use one of {', '.join(REVIEW_STATES)}")
+        clauses, args = [], []
+        if self.label:
+            clauses.append("e.label = ?")
+            args.append(self.label)
+        if self.day:
+            clauses.append("substr(e.start_utc, 1, 10) = ?")
+            args.append(self.day)
+        if self.min_score is not None:
+            clauses.append("e.peak >= ?")
+            args.append(float(self.min_score))
+        if self.review == "unreviewed":
+            clauses.append("lr.verdict IS NULL")
+        elif self.review == "reviewed":
+            clauses.append("lr.verdict IS NOT NULL")
+        elif self.review != "any":
+            clauses.append("lr.verdict = ?")
+            args.append(self.review)
+        return clauses, args
+
+
+def _reviews_join(conn: sqlite3.Connection) -> str:
+    if has_table(conn, "reviews"):
+        return f"LEFT JOIN ({_LATEST_REVIEW}) lr ON lr.event_id = e.id"
+    return ("LEFT JOIN (SELECT NULL AS event_id, NULL AS verdict, NULL AS review_label, NULL AS reviewer, "
+            "NULL AS reviewed_utc) lr ON 0")
+
+
+def reviewed_events(conn: sqlite3.Connection, flt: EventFilter = EventFilter()) -> list[dict]:
+    """Events with their latest review (``verdict``, ``review_label``, ``reviewer``, ``reviewed_utc``: None
+    when unreviewed), filtered, newest first."""
+    clauses, args = flt.where()
+    cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+    sql = (f"SELECT {cols}, lr.verdict, lr.review_label, lr.reviewer, lr.reviewed_utc FROM events e "
+           f"{_reviews_join(conn)}")
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY e.id DESC LIMIT ? OFFSET ?"
+    return [dict(r) for r in conn.execute(sql, [*args, int(flt.limit), int(flt.offset)])]
+
+
+def count_events(conn: sqlite3.Connection, flt: EventFilter = EventFilter()) -> int:
+    clauses, args = flt.where()
+    sql = f"SELECT COUNT(*) FROM events e {_reviews_join(conn)}"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    return int(conn.execute(sql, args).fetchone()[0])
+
+
+def event_by_id(conn: sqlite3.Connection, event_id: int) -> dict | None:
+    row = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id = ?", (int(event_id),)).fetchone()
+    return dict(row) if row is not None else None
+
+
+def reviews_of(conn: sqlite3.Connection, event_id: int) -> list[dict]:
+    """Every review of one event, oldest first."""
+    if not has_table(conn, "reviews"):
+        return []
+    cols = ", ".join(TABLE_COLUMNS["reviews"])
+    return [dict(r) for r in conn.execute(f"SELECT {cols} FROM reviews WHERE event_id = ? ORDER BY id", (int(event_id),))]
+
+
+def reviewed_clips(conn: sqlite3.Connection) -> list[dict]:
+    """What training from corrections needs: one row per reviewed event (its latest verdict), oldest first.
+
+    Each row: ``event_id``, ``event_label`` (what the model said), ``verdict`` (confirm, reject, relabel),
+    ``label`` (what the clip is: the event's label, "background", or the new label), ``clip_path`` (relative to
+    the log's directory, None when no clip was saved or it was deleted by the quota), ``start_utc``, ``end_utc``,
+    ``start_s``, ``end_s``, ``peak``, ``model_sha``, ``reviewer``, ``reviewed_utc``.
+    """
+    if not has_table(conn, "reviews"):
+        return []
+    sql = ("SELECT e.id AS event_id, e.label AS event_label, lr.verdict, lr.review_label AS label, e.clip_path, "
+           "e.start_utc, e.end_utc, e.start_s, e.end_s, e.peak, e.model_sha, lr.reviewer, lr.reviewed_utc "
+           f"FROM events e JOIN ({_LATEST_REVIEW}) lr ON lr.event_id = e.id ORDER BY e.id")
+    return [dict(r) for r in conn.execute(sql)]
+
+
+# ---------------------------------------------------------------- summaries for the pages
+
+
+def labels_seen(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT label FROM events ORDER BY label")]
+
+
+def days_seen(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT substr(start_utc, 1, 10) AS d FROM events ORDER BY d DESC")]
+
+
+def counts_per_day(conn: sqlite3.Connection, since_utc: float | None = None) -> list[tuple[str, str, int]]:
+    """(day YYYY-MM-DD, label, number of events), by day then label."""
+    sql, args = "SELECT substr(start_utc, 1, 10) AS d, label, COUNT(*) FROM events", []
+    if since_utc is not None:
+        sql += " WHERE start_utc >= ?"
+        args.append(utc_iso(since_utc))
+    return [(r[0], r[1], int(r[2])) for r in conn.execute(sql + " GROUP BY d, label ORDER BY d, label", args)]
+
+
+def health_history(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
+    """The newest ``limit`` heartbeats (their JSON plus ``id`` and ``t_utc``), oldest first."""
+    rows = conn.execute("SELECT id, t_utc, json FROM health ORDER BY id DESC LIMIT ?", (int(limit),)).fetchall()
+    out = []
+    for row in reversed(rows):
+        try:
+            data = json.loads(row["json"])
+        except json.JSONDecodeError:
+            continue
+        out.append({**data, "id": row["id"], "t_utc": row["t_utc"]})
+    return out

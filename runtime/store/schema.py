@@ -14,7 +14,8 @@ from runtime.errors import FieldearError
 log = logging.getLogger(__name__)
 
 
-SCHEMA_VERSION = 1
+# 1: events, windows, health, meta. 2: + reviews (created on the next writable open of an older log).
+SCHEMA_VERSION = 2
 
 
 SCHEMA = """
@@ -33,6 +34,11 @@ CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY AUTOINCREMENT, t_utc TEXT NOT NULL, device_id TEXT, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS health_t_utc ON health(t_utc);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id INTEGER NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('confirm', 'reject', 'relabel')),
+    label TEXT NOT NULL, t_utc TEXT NOT NULL, reviewer TEXT NOT NULL, device_id TEXT);
+CREATE INDEX IF NOT EXISTS reviews_event_id ON reviews(event_id);
 """
 
 EVENT_COLUMNS = ("id", "label", "start_utc", "end_utc", "start_s", "end_s", "peak", "mean", "model_sha",
@@ -43,7 +49,13 @@ WINDOW_COLUMNS = ("id", "t_utc", "start_s", "end_s", "scores_json", "top_label",
 
 HEALTH_COLUMNS = ("id", "t_utc", "device_id", "json")
 
-TABLE_COLUMNS = {"events": EVENT_COLUMNS, "windows": WINDOW_COLUMNS, "health": HEALTH_COLUMNS}
+# One row per review of an event, insert-only (the latest review of an event is its current verdict).
+# ``label`` is what the clip is after the review: the event's label (confirm), "background" (reject), or the
+# new label (relabel, possibly "background").
+REVIEW_COLUMNS = ("id", "event_id", "verdict", "label", "t_utc", "reviewer", "device_id")
+
+TABLE_COLUMNS = {"events": EVENT_COLUMNS, "windows": WINDOW_COLUMNS, "health": HEALTH_COLUMNS,
+                 "reviews": REVIEW_COLUMNS}
 
 
 def utc_iso(ts: float) -> str:
@@ -74,6 +86,23 @@ def _is_disk_full(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the recorded schema version up to date (the tables themselves come from ``SCHEMA``, whose
+    statements are all ``IF NOT EXISTS``: a version-1 log gains the reviews table, nothing else changes)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    old = int(row[0]) if row else None
+    if old != SCHEMA_VERSION:
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if old is not None:
+            log.info("device log schema %d -> %d (added the reviews table)", old, SCHEMA_VERSION)
+    conn.commit()
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` exists (a read-only connection to an old log may lack the newer tables)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+
+
 def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
     """Open a log database (created with the schema unless ``readonly``)."""
     path = Path(path)
@@ -90,8 +119,7 @@ def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        conn.commit()
+        migrate(conn)
     except (OSError, sqlite3.Error) as exc:
         error = DiskFullError if _is_disk_full(exc) else FieldearError
         raise error(f"cannot open the log database {path}: {exc}",

@@ -56,8 +56,14 @@ def test_handle_is_idempotent_and_rejects_garbage(tmp_path, caplog):
     rows = conn.execute("SELECT device_id, event_id, label, settings_json, sent_ts, received_ts FROM events "
                         "ORDER BY device_id").fetchall()
     assert rows == [("d1", 1, "dog", '{"smoothing": 3}', 99.0, 100.0), ("d2", 1, "dog", '{"smoothing": 3}', 99.0, 100.0)]
+    review = {"review_id": 4, "event_id": 1, "verdict": "reject", "label": "background", "t_utc": "x", "reviewer": "ana"}
+    assert col.handle(conn, "fieldear/d1/reviews", json.dumps(review).encode()) == "stored"
+    assert col.handle(conn, "fieldear/d1/reviews", json.dumps(review).encode()) == "duplicate"
+    assert col.handle(conn, "fieldear/d1/reviews", b'{"review_id": 5}') == "rejected"
+    assert conn.execute("SELECT device_id, review_id, event_id, verdict, label, reviewer FROM reviews").fetchall() == [
+        ("d1", 4, 1, "reject", "background", "ana")]
     s = col.stats
-    assert (s.events, s.duplicates, s.conflicts, s.rejected, s.status) == (2, 1, 1, 3, 1)
+    assert (s.events, s.reviews, s.duplicates, s.conflicts, s.rejected, s.status) == (2, 1, 2, 1, 4, 1)
     assert "different content" in caplog.text
 
 

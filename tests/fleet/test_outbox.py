@@ -36,7 +36,7 @@ def test_pending_in_id_order_after_cursor(tmp_path):
     # the cursor never goes backwards (a late ack of an older message after a resend)
     outbox.mark_sent(conn, "events", ids[0])
     assert outbox.cursor(conn, "events") == ids[1]
-    assert outbox.status(conn).pending == {"events": 2, "health": 0}
+    assert outbox.status(conn).pending == {"events": 2, "health": 0, "reviews": 0}
     # a new writer row appears after the cursor
     new = add_event(db, "d1", "dog", 9.0)
     assert [r["id"] for r in outbox.pending(conn, "events")] == [ids[2], ids[3], new]
@@ -69,7 +69,13 @@ def test_payloads_carry_stable_ids(tmp_path):
     assert ev["settings"] == {"smoothing": 3} and ev["start_s"] == 3.5 and ev["sent_ts"] == 1000.0
     h = outbox.health_payload(outbox.pending(conn, "health")[0], "field-03", 1000.0)
     assert h["id"] == f"field-03:health:{hid}" and h["health"] == {"rss_mb": 41.5}
-    json.dumps(ev), json.dumps(h)
+    from runtime.store.reviews import Review, add_review
+
+    rid = add_review(db, Review(eid, "relabel", "ana", "background"), clock=lambda: 0.0)["id"]
+    r = outbox.review_payload(outbox.pending(conn, "reviews")[0], "field-03", 1000.0)
+    assert r["id"] == f"field-03:reviews:{rid}" and (r["event_id"], r["verdict"], r["label"]) == (eid, "relabel", "background")
+    assert r["reviewer"] == "ana" and r["t_utc"] == "1970-01-01T00:00:00.000Z"
+    json.dumps(ev), json.dumps(h), json.dumps(r)
     assert outbox.store_device_ids(conn) == ["d1"]
 
 
@@ -140,17 +146,26 @@ def test_broker_down_for_the_whole_run_loses_nothing(tmp_path):
     sink.stop()
     assert sink.connects == 0
     conn = outbox.connect(tmp_path / "dev.db")
-    assert outbox.status(conn).pending == {"events": 25, "health": 1}
+    from runtime.store.reviews import Review, add_review
+
+    add_review(db, Review(1, "reject", "ana"), clock=lambda: 1000.0)
+    add_review(db, Review(2, "relabel", "ana", "rain"), clock=lambda: 1001.0)
+    assert outbox.status(conn).pending == {"events": 25, "health": 1, "reviews": 2}
 
     # the broker is reachable later: `outbox send` delivers everything, once
     with b, CollectorThread(tmp_path / "central.db", b.address) as col:
         assert cli_main(["outbox", "send", "--db", str(tmp_path / "dev.db"), "--mqtt", b.address, "--timeout", "10"]) == 0
-        assert wait_until(lambda: col.stats.events == 25 and col.stats.health == 1, 10)
+        assert wait_until(lambda: col.stats.events == 25 and col.stats.health == 1 and col.stats.reviews == 2, 10)
         # a second run has nothing to send
         assert cli_main(["outbox", "send", "--db", str(tmp_path / "dev.db"), "--mqtt", b.address]) == 0
         time.sleep(0.2)
-    assert outbox.status(conn).pending == {"events": 0, "health": 0}
+    assert outbox.status(conn).pending == {"events": 0, "health": 0, "reviews": 0}
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+    import sqlite3
+
+    central = sqlite3.connect(tmp_path / "central.db")
+    assert central.execute("SELECT device_id, event_id, verdict, label, reviewer FROM reviews ORDER BY review_id"
+                           ).fetchall() == [("dev-b", 1, "reject", "background", "ana"), ("dev-b", 2, "relabel", "rain", "ana")]
 
 
 def test_outbox_send_with_broker_unreachable_says_what_stays_pending(tmp_path, capsys):
@@ -162,10 +177,10 @@ def test_outbox_send_with_broker_unreachable_says_what_stays_pending(tmp_path, c
     rc = cli_main(["outbox", "send", "--db", str(tmp_path / "dev.db"), "--mqtt", b.address, "--timeout", "3"])
     assert rc == 2 and time.monotonic() - t0 < 10
     err = capsys.readouterr().err
-    assert "cannot reach MQTT broker" in err and "1 events and 0 health rows stay pending" in err
+    assert "cannot reach MQTT broker" in err and "1 events, 0 health rows and 0 reviews stay pending" in err
     assert len(err.strip().splitlines()) == 1
     assert cli_main(["outbox", "status", "--db", str(tmp_path / "dev.db")]) == 0
-    assert "events  sent up to id 0, pending 1" in capsys.readouterr().out
+    assert "events   sent up to id 0, pending 1" in capsys.readouterr().out
 
 
 def test_outbox_hook_drains_at_stop_and_never_blocks_the_caller(tmp_path, broker):

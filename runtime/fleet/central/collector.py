@@ -1,6 +1,6 @@
 """The central collector: every device's events, health and status from the broker into one SQLite file.
 
-``Collector`` subscribes (QoS 1) to ``<prefix>/+/events``, ``<prefix>/+/health`` and ``<prefix>/+/status``
+``Collector`` subscribes (QoS 1) to ``<prefix>/+/events``, ``/health``, ``/reviews`` and ``/status``
 with a persistent session (``clean_session=False``, fixed client id): while the collector is away the
 broker keeps its QoS 1 messages; with broker persistence on (Debian's default) also across a broker
 restart. A message is committed before paho sends its PUBACK (the callback runs first), and rows are
@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS health (
     device_id TEXT NOT NULL, health_id INTEGER NOT NULL, t_utc, json TEXT, received_ts REAL NOT NULL,
     UNIQUE(device_id, health_id));
+CREATE TABLE IF NOT EXISTS reviews (
+    device_id TEXT NOT NULL, review_id INTEGER NOT NULL, event_id INTEGER NOT NULL, verdict TEXT NOT NULL,
+    label TEXT, t_utc TEXT, reviewer TEXT, received_ts REAL NOT NULL, UNIQUE(device_id, review_id));
 CREATE TABLE IF NOT EXISTS status (device_id TEXT PRIMARY KEY, state TEXT NOT NULL, received_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS status_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, state TEXT NOT NULL, retained INTEGER NOT NULL,
@@ -70,6 +73,7 @@ def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connec
 class CollectorStats:
     events: int = 0
     health: int = 0
+    reviews: int = 0
     status: int = 0
     duplicates: int = 0  # redelivered messages ignored
     conflicts: int = 0  # same (device, event_id) but different content: a device log was recreated?
@@ -149,7 +153,7 @@ class Collector:
 
         client.on_message = on_message
         connect_client(client, self.settings)
-        subs = [(f"{self.prefix}/+/{kind}", 1) for kind in ("events", "health", "status")]
+        subs = [(f"{self.prefix}/+/{kind}", 1) for kind in ("events", "health", "reviews", "status")]
         granted = {}
         client.on_subscribe = lambda _c, _u, mid, codes, _p: granted.setdefault(mid, codes)
         rc, mid = client.subscribe(subs)
@@ -165,7 +169,7 @@ class Collector:
                 hint="check the broker's ACL for the collector's user",
             )
         self.subscribed.set()
-        log.info("collecting %s/+/{events,health,status} from %s", self.prefix, self.settings.address)
+        log.info("collecting %s/+/{events,health,reviews,status} from %s", self.prefix, self.settings.address)
 
     def _serve(self, client, stop: threading.Event) -> str | None:
         """Process messages until ``stop``; returns why the connection ended (None: asked to stop).
@@ -219,6 +223,8 @@ class Collector:
             return self._store_event(conn, device, msg, now)
         if kind == "health":
             return self._store_health(conn, device, msg, now)
+        if kind == "reviews":
+            return self._store_review(conn, device, msg, now)
         return self._reject(topic, "unknown message kind")
 
     def _store_event(self, conn, device: str, msg: dict, now: float) -> str:
@@ -262,6 +268,22 @@ class Collector:
         conn.commit()
         if cur.rowcount == 1:
             self.stats.health += 1
+            return "stored"
+        self.stats.duplicates += 1
+        return "duplicate"
+
+    def _store_review(self, conn, device: str, msg: dict, now: float) -> str:
+        review_id, event_id = msg.get("review_id"), msg.get("event_id")
+        if not isinstance(review_id, int) or not isinstance(event_id, int) or not msg.get("verdict"):
+            return self._reject(f"{device}/reviews", "no integer review_id/event_id or no verdict")
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO reviews (device_id, review_id, event_id, verdict, label, t_utc, reviewer, "
+            "received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, review_id, event_id, msg["verdict"], msg.get("label"), msg.get("t_utc"), msg.get("reviewer"), now),
+        )
+        conn.commit()
+        if cur.rowcount == 1:
+            self.stats.reviews += 1
             return "stored"
         self.stats.duplicates += 1
         return "duplicate"
