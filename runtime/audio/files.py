@@ -20,7 +20,14 @@ from typing import BinaryIO, Generator
 import numpy as np
 
 from runtime.audio.resample import StreamResampler
-from runtime.audio.wav import AudioInfo, WavLayout, check_header_values, decode, parse_wav, to_mono
+from runtime.audio.wav import (
+    AudioInfo,
+    WavLayout,
+    check_header_values,
+    decode,
+    parse_wav,
+    to_mono,
+)
 from runtime.errors import AudioError
 
 log = logging.getLogger(__name__)

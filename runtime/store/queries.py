@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-
-from runtime.errors import FieldearError
 from dataclasses import dataclass
 
-from runtime.store.schema import EVENT_COLUMNS, TABLE_COLUMNS, has_table, parse_utc, utc_iso
+from runtime.errors import FieldearError
+from runtime.store.schema import (
+    EVENT_COLUMNS,
+    TABLE_COLUMNS,
+    has_table,
+    parse_utc,
+    utc_iso,
+)
 
 log = logging.getLogger(__name__)
 

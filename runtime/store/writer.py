@@ -28,7 +28,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from runtime.store.schema import EVENT_COLUMNS, DiskFullError, connect, settings_sha, utc_iso
+from runtime.store.schema import (
+    EVENT_COLUMNS,
+    DiskFullError,
+    connect,
+    settings_sha,
+    utc_iso,
+)
 
 log = logging.getLogger(__name__)
 

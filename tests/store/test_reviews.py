@@ -7,7 +7,13 @@ import pytest
 
 from runtime.cli.main import main
 from runtime.errors import FieldearError
-from runtime.store.queries import EventFilter, count_events, query, reviewed_clips, reviewed_events
+from runtime.store.queries import (
+    EventFilter,
+    count_events,
+    query,
+    reviewed_clips,
+    reviewed_events,
+)
 from runtime.store.reviews import Review, add_review
 from runtime.store.schema import SCHEMA_VERSION, connect, utc_iso
 from runtime.store.writer import Store
