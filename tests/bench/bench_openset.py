@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from tests.bench.bench_stream import esc10_rows, forest_files, run_listen
-from tests.bench.make_demo import RATE, active_region, build_bed, load, mix_in, write_truth
+from tests.bench.make_demo import (
+    RATE,
+    active_region,
+    build_bed,
+    load,
+    mix_in,
+    write_truth,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
