@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 def register(sub) -> None:
     _register_devices(sub)
+    _register_background(sub)
     _register_listen(sub)
     _register_log_reading(sub)
 
@@ -22,6 +23,55 @@ def _register_devices(sub) -> None:
     p.add_argument("--device", default=None, help="device index or name for --test (default: the default input)")
     p.add_argument("--seconds", type=float, default=3.0, help="with --test: seconds to record")
     p.set_defaults(func=cmd_devices)
+
+
+def _register_background(sub) -> None:
+    p = sub.add_parser("background", help="save site audio with none of the labels, for training with --background")
+    bsub = p.add_subparsers(dest="background_command", metavar="ACTION", required=True)
+    r = bsub.add_parser("record", help="record the microphone (or --file) into WAV segments under --out")
+    r.add_argument("--out", required=True, metavar="DIR", help="folder for the WAV segments (created if needed)")
+    r.add_argument("--minutes", type=float, default=10.0, help="how much audio to save (default: 10)")
+    r.add_argument("--device", default=None, metavar="ID", help="input device index or name (default: the default input)")
+    r.add_argument("--file", default=None, metavar="PATH", help="take the audio from a recording instead of a microphone")
+    r.add_argument("--rate", type=int, default=None, metavar="HZ",
+                   help="microphone sample rate to ask for (default: the default model's rate, else what the device offers)")
+    r.add_argument("--segment-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="length of each WAV file (default: 60)")
+    r.set_defaults(func=cmd_background_record)
+
+
+def cmd_background_record(args) -> int:
+    import time
+
+    from runtime.audio.record import record_background
+    from runtime.audio.sources import FileSource, MicSource
+    from runtime.errors import FieldearError
+    from runtime.field.signals import Signals
+
+    if args.minutes <= 0 or args.segment_seconds <= 0:
+        raise FieldearError("--minutes and --segment-seconds must be > 0")
+    if args.file:
+        source = FileSource(args.file)
+    else:
+        source = MicSource(device=_device_arg(args.device), model_rate=args.rate or _default_model_rate())
+    signals = args.signals if getattr(args, "signals", None) is not None else Signals().install()
+    log.info("recording %.1f min of site audio from %s into %s (Ctrl-C stops early, keeping what is saved)",
+             args.minutes, source.name, args.out)
+    done = record_background(source, args.out, args.minutes * 60.0, args.segment_seconds, stop=signals.stop,
+                             stamp=time.strftime("%Y%m%dT%H%M%S"))
+    print(f"saved {done.seconds:.1f} s at {done.rate} Hz in {len(done.files)} file(s) under {args.out}")
+    return 0 if done.files else 1
+
+
+def _default_model_rate() -> int | None:
+    from runtime.paths import DEFAULT_BUNDLE
+
+    try:
+        from runtime.model.bundle import load_bundle
+
+        return int(load_bundle(DEFAULT_BUNDLE).frontend.sample_rate)
+    except Exception:  # no usable default model: the device's own rate will do
+        return None
 
 
 def _register_listen(sub) -> None:
