@@ -29,22 +29,34 @@ PEAK_OF = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
 
 
-def _seeds() -> list[tuple[str, bytes]]:
-    """Real clips as WAV bytes (16-bit, and float) and as FLAC, the corpus's starting points."""
-    import soundfile as sf
+def _float_wav(x: np.ndarray, rate: int) -> bytes:
+    """A 32-bit IEEE-float WAV (format tag 3), written by hand: the tflite-runtime lane has no soundfile."""
+    data = np.asarray(x, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE" + b"fmt "
+            + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
 
+
+def _seeds() -> list[tuple[str, bytes]]:
+    """Real clips as 16-bit WAV, float WAV and (where soundfile is installed) FLAC: the corpus's starting points."""
+    from runtime.audio.files import read_audio
+
+    try:
+        import soundfile as sf
+    except ImportError:
+        sf = None
     shared = shared_path()
     picks = [sorted((shared / "esc10" / "dog").glob("*.wav"))[0],
              sorted((shared / "birdsong" / "great_tit").glob("*.wav"))[0],
              sorted((shared / "fsdd" / "3").glob("*.wav"))[0]]
     seeds = []
     for p in picks:
-        seeds.append(("wav", p.read_bytes()))
-        x, rate = sf.read(p, dtype="float32")
-        for fmt, subtype, ext in (("WAV", "FLOAT", "wav"), ("FLAC", "PCM_16", "flac")):
+        x, rate = read_audio(p)
+        seeds += [("wav", p.read_bytes()), ("wav", _float_wav(x, rate))]
+        if sf is not None:
             buf = io.BytesIO()
-            sf.write(buf, x, rate, format=fmt, subtype=subtype)
-            seeds.append((ext, buf.getvalue()))
+            sf.write(buf, x, rate, format="FLAC", subtype="PCM_16")
+            seeds.append(("flac", buf.getvalue()))
     return seeds
 
 
