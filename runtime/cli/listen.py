@@ -64,13 +64,13 @@ def cmd_background_record(args) -> int:
 
 
 def _default_model_rate() -> int | None:
-    from runtime.paths import DEFAULT_BUNDLE
+    """The default model's sample rate, read from its model.json only (no file hashing: only the rate is needed)."""
+    from runtime.errors import FieldearError
+    from runtime.model.bundle import load_bundle
 
     try:
-        from runtime.model.bundle import load_bundle
-
-        return int(load_bundle(DEFAULT_BUNDLE).frontend.sample_rate)
-    except Exception:  # no usable default model: the device's own rate will do
+        return int(load_bundle(verify_files=False).frontend.sample_rate)
+    except FieldearError:  # no usable default model: the device's own rate will do
         return None
 
 
