@@ -35,7 +35,10 @@ def register(subparsers) -> None:
         description="DATA is a folder with one sub-folder per label, or a CSV manifest (path,label[,fold][,group]). "
         "Candidate models are compared by cross-validation within --time-budget; the best (macro-F1) is "
         "retrained on all data, quantized to int8 and written with report.md/report.json/confusion.png "
-        "into the --out bundle directory.")
+        "into the --out bundle directory. The model learns 'none of my labels' from a built-in negative set "
+        "(field ambience, weather, speech, other sounds) and from --background recordings of the site; listen's "
+        "defaults (thresholds, smoothing, minimum duration, merge gap, the unknown-sound cut) are chosen on "
+        "validation streams made of held-out clips over background, within --max-false-alarms per hour.")
     t.add_argument("data", nargs="?", metavar="DATA", help="folder per label, or CSV manifest")
     t.add_argument("--out", required=True, metavar="DIR", help="bundle directory to create")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -43,8 +46,16 @@ def register(subparsers) -> None:
                    help="time for evaluating candidates; a candidate that would not fit is skipped (default: 120)")
     t.add_argument("--force", action="store_true", help="replace an existing --out directory")
     t.add_argument("--strict", action="store_true", help="fail when int8 quantization loses more than 1 accuracy point")
-    t.add_argument("--candidates", type=_candidates, default=("backbone", "cnn"), metavar="LIST",
-                   help="candidate families to try, comma-separated: backbone,cnn (default: both)")
+    t.add_argument("--background", action="append", default=[], metavar="DIR",
+                   help="folder of recordings from the deployment site with none of the labels, any length "
+                   "(repeatable; e.g. made by `fieldear background record`)")
+    t.add_argument("--max-false-alarms", type=_positive_float, default=None, metavar="PER_HOUR",
+                   help="false alarms per hour listen's defaults may cause on the validation streams (default: 10)")
+    t.add_argument("--no-builtin-negatives", dest="builtin_negatives", action="store_false",
+                   help="do not train against the built-in negative set (then --background is needed)")
+    t.add_argument("--candidates", type=_candidates, default=("backbone",), metavar="LIST",
+                   help="candidate families to try, comma-separated: backbone,cnn (default: backbone; the CNN "
+                   "learns no 'none of my labels' and gets no stream calibration)")
     t.add_argument("--folds", type=positive_int, default=5, metavar="N", help="cross-validation folds (default: 5; "
                    "a manifest's fold column takes precedence)")
     t.add_argument("--cache", metavar="DIR", default=None,
@@ -83,7 +94,9 @@ def register(subparsers) -> None:
 
 
 def cmd_train(args) -> int:
-    from convert.options import TrainOptions
+    from pathlib import Path
+
+    from convert.options import MAX_FALSE_ALARMS_PER_HOUR, TrainOptions
     from convert.train import train, train_default
     from runtime.errors import FieldearError
 
@@ -98,10 +111,10 @@ def cmd_train(args) -> int:
     options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
                            force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
-                           augment=args.augment)
+                           augment=args.augment, background=tuple(Path(b) for b in args.background),
+                           builtin_negatives=args.builtin_negatives,
+                           max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR)
     if args.default_model:
-        if "cnn" in options.candidates and args.candidates == ("backbone", "cnn"):
-            options.candidates = ("backbone",)  # the default model is backbone + head unless asked otherwise
         done = train_default(args.shared, options)
     else:
         done = train(options)
@@ -109,6 +122,11 @@ def cmd_train(args) -> int:
     m = meta["metrics"]
     print(f"{done['bundle']}: {m['candidate']}, {len(meta['labels'])} labels, CV accuracy {m['cv_accuracy']:.3f}, "
           f"macro-F1 {m['cv_macro_f1']:.3f} (int8), report: {done['bundle']}/report.md")
+    if "stream_validation" in m:
+        v = m["stream_validation"]
+        print(f"validation streams ({v['duration_s'] / 60:.0f} min): macro event F1 {v['macro_event_f1']:.3f}, "
+              f"{v['false_alarms_per_hour']:.1f} false alarms/h, {100 * v['distractor_hit_rate']:.0f}% of "
+              f"non-target sounds reported")
     return 0
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FAMILIES = ("backbone", "cnn")  # candidate families, cheapest to train first
+DEFAULT_CANDIDATES = ("backbone",)  # the open-set family; the closed-set CNN only when asked for
+MAX_FALSE_ALARMS_PER_HOUR = 10.0  # listen's defaults are chosen to stay under this on the validation streams
 
 
 @dataclass
@@ -16,7 +18,7 @@ class TrainOptions:
     time_budget: float = 120.0
     force: bool = False
     strict: bool = False
-    candidates: tuple[str, ...] = FAMILIES
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     folds: int = 5
     cache_dir: str | Path | None = None
     name: str | None = None
@@ -24,3 +26,6 @@ class TrainOptions:
     cnn_epochs: int | None = None
     augment: bool = True  # backbone heads: also train on level-shifted copies of the training audio
     path_alias: tuple[tuple[str, str], ...] = ()  # (prefix, replacement) pairs for paths written to the report
+    background: tuple[Path, ...] = ()  # folders of site recordings with none of the labels
+    builtin_negatives: bool = True  # train against the negative set shipped in convert/data/negative_set
+    max_false_alarms: float = MAX_FALSE_ALARMS_PER_HOUR

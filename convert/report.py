@@ -28,6 +28,14 @@ required; a missing optional section is reported as "not measured". Layout::
       "quantization": {"n_clips": 80, "top1_agreement": 0.99, "float_accuracy": 0.95,
                        "int8_accuracy": 0.94},     # quantization_parity() computes this
       "thresholds": {"dog": 0.41, ...},        # optional: else F1-optimal ones from cv.scores
+      "stream": {                              # optional: convert.openset.run.calibrate_streams()
+        "choice": {"thresholds": {...}, "smoothing": 1, "min_event_s": 0, "merge_gap_s": 1.16,
+                   "novelty_quantile": 0.05, "fits": true},
+        "tau": {"dog": 0.8, ...} or null, "max_false_alarms_per_hour": 10,
+        "validation": {"duration_s", "n_targets", "n_distractors", "per_label": {label: {precision, recall, f1}},
+                       "macro_event_f1", "false_alarms_per_hour", "distractor_hit_rate", "distractors_hit_by_kind"},
+        "negatives": {...},                    # what the head was trained against (convert.openset.pool)
+      },
     }
 
 :func:`report_metrics` computes the metrics part (classification report, per-label PR summary and
@@ -249,6 +257,43 @@ def _folds(folds: list | None) -> list[str]:
     return ["", "Per fold:", ""] + _table(["fold", "clips", "accuracy", "macro-F1"], rows)
 
 
+def _stream(stream: dict | None) -> list[str]:
+    if not stream:
+        return ["Not measured (a closed-set model: no negatives, no validation streams). `listen` raises the "
+                "clip thresholds to 0.5."]
+    c, v, neg = stream["choice"], stream["validation"], stream.get("negatives") or {}
+    lines = [f"Validation streams: each fold's held-out clips ({v['n_targets']}) and held-out non-target sounds "
+             f"({v['n_distractors']}) in random order over held-out background, {_num(v['duration_s'] / 60, 1)} min "
+             "in all, scored by each fold's int8 model with the device's detector. The settings below maximise "
+             f"macro event F1 with at most {_num(stream['max_false_alarms_per_hour'], 0)} false alarms per hour; "
+             "they are stored in the bundle as `listen`'s defaults (flags and fieldear.toml override them).", ""]
+    if not c.get("fits", True):
+        lines += ["**No setting met the false-alarm budget; the quietest one found is used.**", ""]
+    q = c.get("novelty_quantile")
+    rows = [["smoothing", f"{c['smoothing']} block(s)"], ["minimum event", f"{_num(c['min_event_s'], 2)} s"],
+            ["merge gap", f"{_num(c['merge_gap_s'], 2)} s"],
+            ["unknown-sound cut", "none" if q is None else
+             f"a label scores 0 on a block less similar to its training blocks than {_num(100 * q, 0)} % of its "
+             "held-out blocks"],
+            ["false alarms per hour", _num(v["false_alarms_per_hour"], 1)],
+            ["non-target sounds reported", f"{_num(100 * v['distractor_hit_rate'], 0)} %"]]
+    lines += _table(["", "chosen"], rows) + [""]
+    lines += _table(["label", "stream threshold", "event precision", "event recall", "event F1"],
+                    [[label, _num(c["thresholds"][label], 2), _num(m["precision"]), _num(m["recall"]), _num(m["f1"])]
+                     for label, m in v["per_label"].items()])
+    hits = v.get("distractors_hit_by_kind") or {}
+    if hits:
+        lines += ["", "Non-target sounds reported, by kind: " + ", ".join(f"{k} {a}/{b}" for k, (a, b) in hits.items())]
+    dropped = neg.get("builtin_dropped") or {}
+    if neg:
+        b = neg.get("blocks", {})
+        lines += ["", f"Negatives: {b.get('bed', 0)} background and {b.get('event', 0)} non-target blocks "
+                  f"({neg.get('builtin_items', 0)} built-in items, {len(neg.get('background_files', []))} --background "
+                  "file(s)); built-in items left out as too similar to a label: "
+                  + (", ".join(f"{k}: {d['n']} ({', '.join(d['categories'])})" for k, d in dropped.items()) or "none")]
+    return lines
+
+
 def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
     rep, pr, thresholds = computed["report"], computed["pr"], computed["thresholds"]
     cv = result["cv"]
@@ -273,9 +318,14 @@ def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
     if q.get("top1_agreement") is not None:
         lines.append(f"- int8 vs float: top-1 agreement {_num(q['top1_agreement'])}, accuracy "
                      f"{_num(q.get('int8_accuracy'))} (int8) vs {_num(q.get('float_accuracy'))} (float)")
+    v = (result.get("stream") or {}).get("validation")
+    if v:
+        lines.append(f"- validation streams: macro event F1 {_num(v['macro_event_f1'])}, "
+                     f"{_num(v['false_alarms_per_hour'], 1)} false alarms per hour, "
+                     f"{_num(100 * v['distractor_hit_rate'], 0)} % of non-target sounds reported")
     lines += ["", "## Overall (out-of-fold predictions)", ""] + _overall(rep) + _folds(cv.get("folds"))
     lines += ["", "## Per label", "", "Threshold: the F1-optimal score threshold per label (one vs rest, from the "
-              "cross-validation scores); stored in the bundle as the default for `listen` and `evaluate`.", ""]
+              "cross-validation scores); stored in the bundle for clips (`predict`, `batch`, `evaluate`); streams use the stream thresholds below.", ""]
     lines += _per_label(rep, pr, thresholds)
     lines += ["", "## Confusion matrix", "", "Rows: true label; columns: predicted label.", "", "```",
               metrics.confusion_text(rep), "```", ""]
@@ -293,6 +343,7 @@ def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
         lines.append("")
         lines.append("![precision-recall curves](pr_curves.png)" if pngs.get("pr_curves.png")
                      else "(pr_curves.png not written: matplotlib is not installed)")
+    lines += ["", "## Streams: listen's defaults", ""] + _stream(result.get("stream"))
     lines += ["", "## Candidates tried (cross-validation)", ""] + _candidates(result)
     lines += ["", "## Model", ""]
     files = model.get("files") or {}

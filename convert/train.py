@@ -110,6 +110,10 @@ def evaluate_candidates(families: dict[str, Family], data: CvData, options: Trai
             continue
         log.info("candidate %s: about %.0f s (%.0f s of the budget left)", name, estimate, budget.remaining)
         family.prepare(data.dataset)
+        if getattr(family, "open_set", False):
+            from convert.openset.run import prepare_negatives
+
+            family.negatives = prepare_negatives(family, data, options)
         try:
             # the first candidate always finishes (there must be a model); later ones stop when over budget
             trials.extend(family.cross_validate(data.y, data.splits, data.n_labels, options.seed,
@@ -136,20 +140,21 @@ def select(trials: list[Trial], y, labels) -> tuple[Trial, str]:
     return best, why
 
 
-def int8_cv(family: Family, trial: Trial, splits, y, n_labels, seed) -> tuple[np.ndarray, list[dict]]:
-    """Quantize each fold's model and score its validation clips with the runtime interpreter."""
+def int8_cv(family: Family, trial: Trial, splits, y, n_labels, seed) -> tuple[np.ndarray, list[bytes]]:
+    """Quantize each fold's model and score its validation clips with the runtime interpreter; (out-of-fold
+    int8 clip scores, each fold's flatbuffer)."""
     from runtime.model.interpreter import Runner
 
     oof = np.zeros((len(y), n_labels), dtype=np.float32)
-    sizes = []
+    flats = []
     for k, ((tr, va), model) in enumerate(zip(splits, trial.fold_models)):
         flat, _ = family.to_tflite(model, tr, seed)
-        sizes.append(len(flat))
+        flats.append(flat)
         runner = Runner(flat)
         for i in va:
             oof[i] = pool_scores(family.int8_block_scores(runner, i), trial.pooling, n_labels)
         log.info("int8 fold %d/%d: %d validation clips scored", k + 1, len(splits), len(va))
-    return oof, sizes
+    return oof, flats
 
 
 def fold_rows(data: CvData, scores: np.ndarray) -> list[dict]:
@@ -198,6 +203,25 @@ def report_result(options: TrainOptions, data: CvData, oof_int8: np.ndarray, can
     }
 
 
+def open_set_parts(family, data, fold_flats, files: dict, options) -> tuple[dict | None, dict]:
+    """Stream calibration of an open-set family: (the report's "stream" section, model.json's "stream" and
+    "novelty" entries); the novelty file is added to ``files``. (None, {}) for a closed-set family."""
+    if getattr(family, "negatives", None) is None:
+        return None, {}
+    from convert.openset.calibrate import HYSTERESIS
+    from convert.openset.run import calibrate_streams, final_novelty
+
+    stream = calibrate_streams(family, data, family.negatives, fold_flats, options)
+    c = stream["choice"]
+    extra = {"stream": {"thresholds": c["thresholds"], "smoothing": c["smoothing"], "min_event_s": c["min_event_s"],
+                        "merge_gap_s": c["merge_gap_s"], "hysteresis": HYSTERESIS,
+                        "max_false_alarms_per_hour": options.max_false_alarms, "within_budget": c["fits"]}}
+    if stream["tau"] is not None:
+        content, extra["novelty"] = final_novelty(family, data, stream["tau"])
+        files[extra["novelty"]["file"]] = content
+    return stream, extra
+
+
 def _file_size(content) -> int:
     return len(content) if isinstance(content, (bytes, bytearray)) else Path(content).stat().st_size
 
@@ -218,7 +242,7 @@ def train(options: TrainOptions) -> dict:
     log.info("chosen: %s (%s)", best.name, why)
 
     # int8 cross-validation of the winner: the numbers reported are those of quantized models
-    oof_int8, _ = int8_cv(family, best, data.splits, data.y, data.n_labels, options.seed)
+    oof_int8, fold_flats = int8_cv(family, best, data.splits, data.y, data.n_labels, options.seed)
     scope = ("out-of-fold validation clips; each fold's model quantized and run with the runtime interpreter; "
              + family.parity_reference)
     parity = int8_parity([data.labels[i] for i in data.y], best.oof_float, oof_int8, data.labels, scope, options.strict)
@@ -228,6 +252,7 @@ def train(options: TrainOptions) -> dict:
     final = family.fit(all_idx, data.y, data.n_labels, best.setting, options.seed)
     flat, _ = family.to_tflite(final, all_idx, options.seed)
     files, stages = family.bundle_parts(flat)
+    stream, extra = open_set_parts(family, data, fold_flats, files, options)
 
     file_sizes = {name: _file_size(content) for name, content in files.items()}
     model = {"size_bytes": int(sum(file_sizes.values())), "params": family.params_count(final), "files": file_sizes,
@@ -236,6 +261,7 @@ def train(options: TrainOptions) -> dict:
              "training_blocks": family.training_note()}
     choice = {"name": best.name, "why": why + "; ties go to the model cheaper to run"}
     result = report_result(options, data, oof_int8, candidate_rows(trials, best, notes, data), choice, model, parity)
+    result["stream"] = stream
     computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t_start, 1)
 
@@ -245,8 +271,10 @@ def train(options: TrainOptions) -> dict:
     training = {"seed": options.seed, "time_budget_s": options.time_budget,
                 "candidates": [c["name"] for c in result["candidates"]], "choice": best.name,
                 "train_seconds": result["train_seconds"]}
+    if stream is not None:
+        metrics["stream_validation"] = stream["validation"]
     meta = model_meta(result["name"], data.labels, family.params, stages, best.pooling, thresholds, metrics,
-                      data.dataset, training=training)
+                      data.dataset, training=training, **extra)
     bundle = publish_bundle(out, files, meta, result, force=options.force)
     log.debug("bundle %s: %s, CV accuracy %.3f, macro-F1 %.3f (int8), %.0f s", out, best.name,
              metrics["cv_accuracy"], metrics["cv_macro_f1"], time.monotonic() - t_start)

@@ -67,17 +67,19 @@ class AudioConfig:
 class DetectConfig:
     default_threshold: float | None = None  # None: the bundle's per-label thresholds, else 0.5
     thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    smoothing: int = 1  # moving average over this many blocks
-    hysteresis: float = 0.1  # an event ends when the score drops below threshold - hysteresis (0: none)
-    min_event_s: float = 0.0
-    merge_gap_s: float = 0.0
+    # None: the bundle's stream calibration, else 1 block / 0.1 / 0 s / 0 s
+    smoothing: int | None = None  # moving average over this many blocks
+    hysteresis: float | None = None  # an event ends when the score drops below threshold - hysteresis (0: none)
+    min_event_s: float | None = None
+    merge_gap_s: float | None = None
     ignore: tuple[str, ...] = ()  # labels never turned into events (e.g. "background")
 
     def post_kwargs(self) -> dict:
         """Keyword arguments for ``runtime.detect.events.PostSettings.for_bundle(bundle, thresholds, **kw)``."""
-        kw: dict[str, Any] = {"smoothing": self.smoothing, "hysteresis": self.hysteresis,
-                              "min_event_s": self.min_event_s, "merge_gap_s": self.merge_gap_s,
-                              "ignore": tuple(self.ignore)}
+        kw: dict[str, Any] = {k: v for k, v in (("smoothing", self.smoothing), ("hysteresis", self.hysteresis),
+                                                 ("min_event_s", self.min_event_s), ("merge_gap_s", self.merge_gap_s))
+                              if v is not None}  # left out: the bundle's
+        kw["ignore"] = tuple(self.ignore)
         if self.default_threshold is not None:
             kw["default_threshold"] = self.default_threshold
         return kw
@@ -346,8 +348,9 @@ CHECKS: dict[str, dict[str, Callable]] = {
     "audio": {"device": _audio_device, "sample_rate": _int(1000, 384000, optional=True),
               "block_hop": _int(1, optional=True)},
     "detect": {"default_threshold": _float(0.0, 1.0, optional=True), "thresholds": _thresholds,
-               "smoothing": _int(1), "hysteresis": _hysteresis,
-               "min_event_s": _float(0.0), "merge_gap_s": _float(0.0), "ignore": _labels},
+               "smoothing": _int(1, optional=True), "hysteresis": _hysteresis,
+               "min_event_s": _float(0.0, optional=True), "merge_gap_s": _float(0.0, optional=True),
+               "ignore": _labels},
     "store": {"data_dir": _path(), "db": _relative_path, "log_windows": _bool, "window_every": _int(1),
               "keep_days": _float(0.0, optional=True, above=True), "max_db_mb": _float(0.0, optional=True, above=True)},
     "clips": {"enabled": _bool, "pre_s": _float(0.0), "post_s": _float(0.0), "quota_mb": _float(0.0),

@@ -40,7 +40,7 @@ def test_example_file_loads_with_every_section():
     assert config.device.id == "field-03"  # the file wins over the injected default
     assert config.model.path == Path("/var/lib/fieldear/models/current")
     assert config.model.threads == 2
-    assert config.detect.smoothing == 1 and config.detect.hysteresis == 0.1 and config.detect.ignore == ()
+    assert config.detect.smoothing is None and config.detect.hysteresis is None and config.detect.ignore == ()
     assert config.store.db_path == Path("/var/lib/fieldear/fieldear.db")
     assert config.store.keep_days == 90.0 and config.store.max_db_mb == 2000.0
     assert config.health.every_s == 300.0 and config.health.watchdog_stall_s == 30.0
@@ -69,7 +69,7 @@ def test_example_commented_mqtt_section_is_valid(tmp_path):
 def test_empty_file_gives_defaults_and_injected_device_id(tmp_path):
     config = load_config(write(tmp_path, ""), device_id="dev-7")
     assert config.device.id == "dev-7"
-    assert config.detect.smoothing == 1
+    assert config.detect.smoothing is None  # the bundle's
     assert config.store.db_path == Path("/var/lib/fieldear/fieldear.db")
     assert config.source == tmp_path / "fieldear.toml"
 
@@ -216,7 +216,7 @@ def test_cli_config_check(tmp_path):
     ok = _cli("config", "check", str(EXAMPLE), "--no-model", "--print")
     assert ok.returncode == 0, ok.stderr
     assert f"{EXAMPLE}: OK" in ok.stdout and "device   field-03 (Beech stand, plot 7)" in ok.stdout
-    assert '"smoothing": 1' in ok.stdout
+    assert '"smoothing": null' in ok.stdout  # left to the bundle
     bad = write(tmp_path, '[detect]\nsmoothing = "x"\n')
     out = _cli("config", "check", "fieldear.toml", cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""

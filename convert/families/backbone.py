@@ -42,9 +42,11 @@ QUIET_DB = 20.0
 
 
 class BackboneFamily:
-    """int8 backbone embeddings + small heads."""
+    """int8 backbone embeddings + small heads; with negatives (``self.negatives``, a
+    convert.openset.pool.NegativePool) the heads get a background class (open set)."""
 
     name = "backbone"
+    open_set = True
     parity_reference = "float = the float head on the same int8 backbone embeddings (the backbone's own parity is in runtime/models/aisfx/port_report.json)"
 
     def __init__(self, options: TrainOptions):
@@ -63,6 +65,7 @@ class BackboneFamily:
         self.inputs: list[np.ndarray] | None = None
         self.augmented: list[list[np.ndarray]] = []
         self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
+        self.negatives = None  # NegativePool: blocks of none of the labels, trained as the background class
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
         return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
@@ -81,11 +84,14 @@ class BackboneFamily:
         """Which blocks of one clip (their levels in dB, not empty) lie ``quiet_db`` or more below its loudest."""
         return levels < levels.max() - self.quiet_db
 
-    def training_set(self, idx, y, n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def training_set(self, idx, y, n_labels: int, fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, sample weights): block embeddings of clips idx and of their level-augmented copies (training
-        only, never validation). A block ``quiet_db`` below its clip's loudest is entered once per label with
-        weight 1/n_labels (trained towards equal scores: it says nothing about the label)."""
+        only, never validation). A block ``quiet_db`` below its clip's loudest says nothing about the label: with
+        negatives it joins the background class (index n_labels), else it is entered once per label with weight
+        1/n_labels (trained towards equal scores). Negatives outside validation fold ``fold`` (all when None)
+        join the background class with, together, the weight of the labelled blocks."""
         xs, ys, ws = [], [], []
+        background = self.negatives is not None
         for embs, levels in zip([self.inputs] + self.augmented, self.levels):
             for i in idx:
                 e, lv = embs[i], levels[i]
@@ -95,11 +101,21 @@ class BackboneFamily:
                 xs.append(e[~quiet])
                 ys.append(np.full(int((~quiet).sum()), y[i], dtype=np.int64))
                 ws.append(np.ones(int((~quiet).sum())))
-                if quiet.any():
+                if quiet.any() and background:
+                    xs.append(e[quiet])
+                    ys.append(np.full(int(quiet.sum()), n_labels, dtype=np.int64))
+                    ws.append(np.ones(int(quiet.sum())))
+                elif quiet.any():
                     n = int(quiet.sum())
                     xs.append(np.tile(e[quiet], (n_labels, 1)))
                     ys.append(np.repeat(np.arange(n_labels, dtype=np.int64), n))
                     ws.append(np.full(n * n_labels, 1.0 / n_labels))
+        if background:
+            neg = self.negatives.training(fold)
+            labelled = float(sum(w.sum() for w, yy in zip(ws, ys) if len(yy) and yy[0] < n_labels))
+            xs.append(neg)
+            ys.append(np.full(len(neg), n_labels, dtype=np.int64))
+            ws.append(np.full(len(neg), labelled / max(1, len(neg))))
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
     def training_note(self) -> str:
@@ -107,9 +123,15 @@ class BackboneFamily:
         n = sum(len(lv) for copy in self.levels for lv in copy)
         quiet = sum(int(self.quiet(lv).sum()) for copy in self.levels for lv in copy if len(lv))
         gains = ", ".join(f"{20 * np.log10(g):+.0f} dB" for g in self.gains)
-        return (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
-                f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block "
-                "trained towards equal scores for every label")
+        where = ("trained as background (none of the labels)" if self.negatives is not None
+                 else "trained towards equal scores for every label")
+        note = (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
+                f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block {where}")
+        if self.negatives is not None:
+            b = self.negatives.notes["blocks"]
+            note += (f"; {b['bed'] + b['event']} negative blocks ({b['bed']} background, {b['event']} non-target "
+                     "sounds) trained as background, weighted together like all the labelled blocks")
+        return note
 
     def device_cost(self) -> float:
         return BACKBONE_MACS_PER_BLOCK / self.params.block_hop_seconds
@@ -123,7 +145,7 @@ class BackboneFamily:
             block_scores: list[np.ndarray | None] = [None] * len(y)
             models = []
             for k, (tr, va) in enumerate(splits):
-                x_tr, y_tr, w_tr = self.training_set(tr, y, n_labels)
+                x_tr, y_tr, w_tr = self.training_set(tr, y, n_labels, fold=k)
                 head = fit_head(x_tr, y_tr, n_labels, spec, seed, sample_weight=w_tr)
                 models.append(head)
                 for i in va:

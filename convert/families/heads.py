@@ -1,9 +1,12 @@
 """Small classifier heads on backbone embeddings, and their export to Keras.
 
 A head is fitted on per-block embeddings, every block carrying its clip's label (scikit-learn, fast
-enough to cross-validate in seconds). The fitted head is exported as a Keras model whose first
-Dense layer has the standardization folded into its weights and whose last layer is a softmax, so
-that the exported model computes exactly what the scikit-learn pipeline computes.
+enough to cross-validate in seconds). Blocks of none of the labels (negatives, site background, quiet
+blocks) carry the extra class index ``n_labels``: the *background* output, trained like any other and
+never reported — its softmax share is what lets every label's score be low ("nothing known"). The fitted
+head is exported as a Keras model whose first Dense layer has the standardization folded into its
+weights and whose last layer is a softmax over the labels and background, followed by a slice that keeps
+the labels' columns, so that the exported model computes exactly what the scikit-learn pipeline computes.
 """
 
 from __future__ import annotations
@@ -41,28 +44,38 @@ class FittedHead:
     mean: np.ndarray  # (dim,)
     scale: np.ndarray  # (dim,)
     estimator: object  # fitted sklearn classifier on standardized inputs
-    classes: np.ndarray  # label indices the estimator knows (a fold may miss a label)
+    classes: np.ndarray  # class indices the estimator knows (a fold may miss a label; n_labels = background)
+
+    @property
+    def n_outputs(self) -> int:
+        """Softmax width: the labels, plus the background class when the head was trained with one."""
+        return self.n_labels + int(self.background)
+
+    @property
+    def background(self) -> bool:
+        return bool((self.classes == self.n_labels).any())
 
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Block probabilities (n, n_labels); labels unseen in training get 0."""
+        """Block probabilities of the labels (n, n_labels), the background's share left out; labels unseen in
+        training get 0."""
         from threadpoolctl import threadpool_limits
 
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
         with threadpool_limits(1):
             p = self.estimator.predict_proba(z)
-        out = np.zeros((len(x), self.n_labels), dtype=np.float32)
+        out = np.zeros((len(x), self.n_outputs), dtype=np.float32)
         out[:, self.classes] = p
-        return out
+        return out[:, :self.n_labels]
 
     def dense_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(W, b), ...] on raw (unstandardized) inputs; ReLU between layers, softmax after the last.
 
-        Output columns follow label indices 0..n_labels-1; a label unseen in training gets a very
-        negative bias (probability ~0).
+        Output columns follow class indices 0..n_outputs-1 (the background last); a label unseen in
+        training gets a very negative bias (probability ~0).
         """
         est = self.estimator
         if self.spec.kind == "logreg":
@@ -83,8 +96,8 @@ class FittedHead:
         intercepts[0] = b0 - (self.mean / self.scale) @ w0
         # place the output columns at their label indices
         w_last, b_last = coefs[-1], intercepts[-1]
-        full_w = np.zeros((w_last.shape[0], self.n_labels))
-        full_b = np.full(self.n_labels, -30.0)
+        full_w = np.zeros((w_last.shape[0], self.n_outputs))
+        full_b = np.full(self.n_outputs, -30.0)
         full_w[:, self.classes] = w_last
         full_b[self.classes] = b_last
         coefs[-1], intercepts[-1] = full_w, full_b
@@ -97,7 +110,8 @@ class FittedHead:
 
 def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: int,
              sample_weight: np.ndarray | None = None) -> FittedHead:
-    """Fit a head on block embeddings ``x`` (n, dim) with label indices ``y`` (n,).
+    """Fit a head on block embeddings ``x`` (n, dim) with class indices ``y`` (n,): label indices, or
+    ``n_labels`` for a block of none of the labels (the background class).
 
     ``sample_weight`` (n,) weighs the rows, also in the standardization statistics (a row entered once per
     label with weight 1/n_labels counts as one row), and in the fit itself (scikit-learn >= 1.7 weighs MLP
@@ -131,7 +145,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
 
 
 def head_to_keras(head: FittedHead):
-    """The head as a float Keras model: (dim,) embedding -> (n_labels,) softmax probabilities."""
+    """The head as a float Keras model: (dim,) embedding -> (n_labels,) probabilities (the softmax over labels and
+    background, the background's column sliced off)."""
     from convert.tf_quiet import load_keras
 
     keras = load_keras()
@@ -144,4 +159,6 @@ def head_to_keras(head: FittedHead):
         dense = keras.layers.Dense(w.shape[1], activation="softmax" if last else "relu", name=f"dense_{i}")
         x = dense(x)
         dense.set_weights([w, b])
+    if head.background:
+        x = keras.layers.Lambda(lambda t: t[:, :head.n_labels], name="labels_only")(x)
     return keras.Model(inputs, x, name=f"head_{head.spec.kind}")

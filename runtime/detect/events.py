@@ -65,9 +65,12 @@ class PostSettings:
 
     @classmethod
     def for_bundle(cls, bundle, overrides: dict | None = None, **kwargs) -> "PostSettings":
-        """Bundle thresholds (raised to the stream floor), then per-label ``overrides``, then the rest."""
+        """The bundle's stream thresholds and detection settings, then per-label ``overrides`` and the settings
+        given in ``kwargs`` (a None value: keep the bundle's, else the built-in default)."""
         check_known(overrides or {}, bundle.labels)
-        return cls(thresholds=stream_thresholds(bundle.thresholds, overrides), **kwargs)
+        chosen = {k: v for k, v in bundle.stream.items() if k != "thresholds"}
+        chosen.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(thresholds=stream_thresholds(bundle, overrides), **chosen)
 
 
 @dataclass

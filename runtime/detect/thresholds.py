@@ -1,9 +1,9 @@
 """Per-label thresholds: the one parser of ``LABEL=X`` options, and the thresholds a stream starts from.
 
-A bundle's per-label thresholds are F1-optimal on clip-level cross-validation, where every clip is one of
-the labels; in a field stream most audio is none of them, so a stream raises a bundle threshold below
-``STREAM_THRESHOLD_FLOOR`` to it (stream bench, ESC-10 fold 5 over forest soundscapes: event F1 0.844 ->
-0.892, false alarms 92 -> 25 per hour). Thresholds the user gives are taken as they are.
+A bundle made by ``train`` carries stream thresholds chosen on validation streams (held-out clips over
+background, with distractors) under a false-alarm budget: a stream starts from those. An older bundle only
+has clip-level thresholds (F1-optimal where every clip is one of the labels); for it a stream raises a
+threshold below ``LEGACY_STREAM_FLOOR`` to it. Thresholds the user gives are taken as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterable
 
 from runtime.errors import ConfigError
 
-STREAM_THRESHOLD_FLOOR = 0.5
+LEGACY_STREAM_FLOOR = 0.5  # bundles without stream calibration only
 
 
 def parse_threshold_specs(specs: Iterable[str] | None, flag: str = "--threshold") -> tuple[float | None, dict[str, float]]:
@@ -54,8 +54,12 @@ def check_known(thresholds: dict[str, float], labels: list[str], flag: str = "--
         raise ConfigError(f"{flag} for unknown label {unknown[0]!r}", f"the model's labels are: {', '.join(labels)}")
 
 
-def stream_thresholds(bundle_thresholds: dict[str, float], overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """The bundle's thresholds raised to the stream floor, then the user's per-label values as given."""
-    out = {label: max(float(t), STREAM_THRESHOLD_FLOOR) for label, t in bundle_thresholds.items()}
+def stream_thresholds(bundle, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """The bundle's stream thresholds (or, for a bundle without them, its clip thresholds raised to the legacy
+    floor), then the user's per-label values as given."""
+    if bundle.stream:
+        out = dict(bundle.stream["thresholds"])
+    else:
+        out = {label: max(float(t), LEGACY_STREAM_FLOOR) for label, t in bundle.thresholds.items()}
     out.update({label: float(v) for label, v in (overrides or {}).items()})
     return out

@@ -6,7 +6,13 @@ model.json (schema 1)::
     stages: [{file, role, sha256, input: {shape, dtype, scale, zero_point},
               output: {shape, dtype, scale, zero_point}}],       # run in order, block -> scores
     clip_pooling: "mean", thresholds {label: float}, metrics {...}, dataset {...},
+    stream {thresholds {label: float}, smoothing, hysteresis, min_event_s, merge_gap_s, ...}   # optional
+    novelty {file, tau {label: float}, ...}                                               # optional
     json_sha256: sha256 of the canonical JSON of everything else (catches hand edits)
+
+``thresholds`` are clip-level (F1-optimal on cross-validated clips: predict, batch). ``stream`` holds the
+detection settings ``train`` chose on validation streams (listen's defaults); ``novelty`` the out-of-
+distribution rule (runtime.model.novelty) over the embedding stage's output.
 
 A bundle is written to a temporary directory beside the target and renamed into place, so a crash
 never leaves half of one. ``load_bundle`` refuses a bundle whose parts do not match.
@@ -54,6 +60,8 @@ class Bundle:
     clip_pooling: str
     thresholds: dict[str, float]
     meta: dict = field(repr=False)
+    stream: dict = field(default_factory=dict)  # listen's detection defaults chosen on validation streams ({}: none)
+    novelty: dict | None = None  # {"file", "tau"}: the out-of-distribution rule (None: none)
 
     @property
     def sha256(self) -> str:
@@ -150,16 +158,50 @@ def load_bundle(path: str | os.PathLike | None = None, verify_files: bool = True
     pooling = meta.get("clip_pooling", "mean")
     if pooling not in POOLINGS:
         raise BundleError(f"{where}: unknown clip_pooling {pooling!r}")
+    stream = _stream_defaults(meta, labels, where)
+    novelty = meta.get("novelty")
+    if novelty is not None:
+        if not isinstance(novelty, dict) or not isinstance(novelty.get("file"), str) or \
+                Path(novelty["file"]).name != novelty["file"] or not isinstance(novelty.get("tau"), dict):
+            raise BundleError(f"{where}: model.json 'novelty' needs a plain file name and a tau table")
+        if stages[0].role != "embedding" or len(stages) < 2:
+            raise BundleError(f"{where}: 'novelty' needs an embedding stage first")
     if verify_files:
-        for stage in stages:
-            fp = root / stage.file
+        checked = [(s.file, s.sha256) for s in stages]
+        if novelty is not None:
+            checked.append((novelty["file"], str((meta.get("files") or {}).get(novelty["file"], ""))))
+        for file, sha in checked:
+            fp = root / file
             if not fp.is_file():
-                raise BundleError(f"{where}: model file {stage.file} is missing")
-            if sha256_file(fp) != stage.sha256:
-                raise BundleError(f"{where}: {stage.file} checksum mismatch (file damaged or replaced)", "copy the whole bundle again")
+                raise BundleError(f"{where}: model file {file} is missing")
+            if sha256_file(fp) != sha:
+                raise BundleError(f"{where}: {file} checksum mismatch (file damaged or replaced)", "copy the whole bundle again")
     return Bundle(path=root, name=str(meta.get("name", root.name)), labels=list(labels), frontend=frontend,
                   stages=stages, clip_pooling=pooling, thresholds={k: float(v) for k, v in thresholds.items()},
-                  meta=meta)
+                  meta=meta, stream=stream, novelty=novelty)
+
+
+STREAM_KEYS = {"smoothing": int, "hysteresis": float, "min_event_s": float, "merge_gap_s": float}
+
+
+def _stream_defaults(meta: dict, labels: list[str], where: str) -> dict:
+    """model.json 'stream': per-label thresholds and the detection settings, checked ({} when absent)."""
+    stream = meta.get("stream")
+    if stream is None:
+        return {}
+    bad = BundleError(f"{where}: model.json 'stream' is malformed", "rebuild the bundle with `fieldear train`")
+    if not isinstance(stream, dict) or not isinstance(stream.get("thresholds"), dict):
+        raise bad
+    th = stream["thresholds"]
+    if set(th) != set(labels) or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in th.values()):
+        raise bad
+    out = {"thresholds": {k: float(v) for k, v in th.items()}}
+    for key, kind in STREAM_KEYS.items():
+        if key in stream:
+            if not isinstance(stream[key], (int, float)) or stream[key] < 0:
+                raise bad
+            out[key] = kind(stream[key])
+    return out
 
 
 def utc_now_iso() -> str:

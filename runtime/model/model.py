@@ -34,6 +34,11 @@ class Model:
                     )
             self.runners.append(runner)
         self.backend_name = self.runners[0].backend_name
+        self.novelty = None
+        if bundle.novelty is not None:
+            from runtime.model.novelty import load_novelty
+
+            self.novelty = load_novelty(bundle.path / bundle.novelty["file"], bundle.novelty["tau"], bundle.labels)
 
     @classmethod
     def load(cls, path=None, threads: int | None = None, backend: str | None = None) -> "Model":
@@ -48,10 +53,16 @@ class Model:
         return self.bundle.frontend
 
     def score_block(self, block: np.ndarray) -> np.ndarray:
-        """One block (block_frames, n_mels) -> scores (n_labels,)."""
+        """One block (block_frames, n_mels) -> scores (n_labels,); with a novelty rule, the labels the block is
+        unlike score 0 (runtime.model.novelty)."""
         x = block
-        for runner in self.runners:
+        embedding = None
+        for k, runner in enumerate(self.runners):
             x = runner.run_one(x)
+            if k == 0:
+                embedding = x
+        if self.novelty is not None:
+            x = self.novelty.apply(embedding, x[None])[0]
         return x
 
     def score_blocks(self, blocks: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from runtime.detect.events import (
     detect,
     segment_of,
 )
-from runtime.detect.thresholds import STREAM_THRESHOLD_FLOOR
+from runtime.detect.thresholds import LEGACY_STREAM_FLOOR as STREAM_THRESHOLD_FLOOR
 from runtime.errors import ConfigError
 
 pytestmark = pytest.mark.runtime
@@ -97,15 +97,26 @@ def test_moving_average_values():
 
 
 def test_ignore_labels_and_bundle_threshold_overrides():
-    bundle = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.3, "rooster": 0.4}})()
+    bundle = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.3, "rooster": 0.4}, "stream": {}})()
     s = PostSettings.for_bundle(bundle, {"rooster": 0.8}, ignore=("dog",))
-    # bundle thresholds are floored for streams, the user's own are taken as given
+    # a bundle without stream calibration: its clip thresholds are floored for streams, the user's own are taken as given
     assert s.on_threshold("dog") == STREAM_THRESHOLD_FLOOR and s.on_threshold("rooster") == 0.8
     assert PostSettings.for_bundle(bundle, {"rooster": 0.2}).on_threshold("rooster") == 0.2
-    high = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.7}})()
+    high = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.7}, "stream": {}})()
     assert PostSettings.for_bundle(high).on_threshold("dog") == 0.7
     assert run([0.9] * 4, s, rooster=[0.5] * 4) == []
     with pytest.raises(ConfigError, match="unknown label 'cat'"):
         PostSettings.for_bundle(bundle, {"cat": 0.5})
+
+
+def test_stream_calibrated_bundle_gives_thresholds_and_settings_the_user_can_override():
+    stream = {"thresholds": {"dog": 0.35, "rooster": 0.9}, "smoothing": 3, "min_event_s": 1.2, "merge_gap_s": 2.0}
+    bundle = type("B", (), {"labels": LABELS, "thresholds": {"dog": 0.3, "rooster": 0.4}, "stream": stream})()
+    s = PostSettings.for_bundle(bundle)
+    # no floor: the calibrated thresholds are taken as they are, and so are the chosen settings
+    assert (s.on_threshold("dog"), s.on_threshold("rooster")) == (0.35, 0.9)
+    assert (s.smoothing, s.min_event_s, s.merge_gap_s, s.hysteresis) == (3, 1.2, 2.0, 0.1)
+    mine = PostSettings.for_bundle(bundle, {"dog": 0.6}, smoothing=1, merge_gap_s=None)
+    assert (mine.on_threshold("dog"), mine.smoothing, mine.merge_gap_s) == (0.6, 1, 2.0)
     with pytest.raises(ConfigError, match="smoothing"):
         PostSettings(smoothing=0)

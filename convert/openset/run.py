@@ -1,0 +1,124 @@
+"""The open-set stages of ``fieldear train``: gather the negatives before cross-validation, and after it listen
+to the validation streams with each fold's int8 model to choose listen's defaults and the novelty rule."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from convert.openset.calibrate import NOVELTY_QUANTILES, build_timeline, choose, validate
+from convert.openset.pool import NegativePool, build_pool
+from convert.openset.streams import compose_stream
+from runtime.errors import DatasetError
+from runtime.model.novelty import Novelty, unit_rows
+
+log = logging.getLogger(__name__)
+
+LABEL_LIKE_FILE_SHARE = 0.5  # a --background file with this share of label-like blocks is refused
+
+
+def loud_blocks(family, i: int) -> np.ndarray:
+    """Clip i's blocks less than the quiet margin below its loudest (plain copy)."""
+    emb, lv = family.inputs[i], family.levels[0][i]
+    return emb[~family.quiet(lv)] if len(emb) else emb
+
+
+def prepare_negatives(family, data, options) -> NegativePool:
+    """The built-in negative set and ``--background``, label-like blocks dropped; bad backgrounds refused."""
+    from convert.data.background import load_background
+    from runtime.model.bundle import sha256_file
+
+    builtin = None
+    if options.builtin_negatives:
+        from convert.data.negatives import load_negatives
+
+        builtin = load_negatives(sha256_file(family.backbone_path))
+    background = load_background(options.background, family.backbone_path, family.params, options.cache_dir,
+                                 options.threads)
+    positives = [loud_blocks(family, i) for i in range(len(data.y))]
+    pool = build_pool(builtin, background, positives, data.y, {c.sha for c in data.dataset.items}, data.labels,
+                      len(data.splits))
+    check_background(pool.notes["background_files"])
+    return pool
+
+
+def check_background(files: list[dict]) -> None:
+    """Refuse background recordings that mostly sound like a label; warn about those that partly do."""
+    bad = [f for f in files if f["blocks"] and f["dropped_label_like"] / f["blocks"] >= LABEL_LIKE_FILE_SHARE]
+    if bad:
+        names = ", ".join(f"{f['file']} ({f['like']}, {f['dropped_label_like']}/{f['blocks']} blocks)" for f in bad[:3])
+        raise DatasetError(f"--background holds recordings that sound like a label: {names}"
+                           + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""),
+                           "remove them from the background folder (or label them and add them to the training data)")
+    partly = sorted((f for f in files if f["dropped_label_like"]), key=lambda f: -f["dropped_label_like"])
+    if partly:
+        log.warning("--background: blocks that sound like a label were left out: %s",
+                    ", ".join(f"{f['file']} ({f['like']}: {f['dropped_label_like']}/{f['blocks']})" for f in partly[:3]))
+
+
+def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:
+    """Prototypes of clips ``train_idx`` (their loud blocks), no cut yet (tau -1)."""
+    protos = [loud_blocks(family, i) for i in train_idx]
+    keep = [k for k, p in enumerate(protos) if len(p)]
+    # rounded as the bundle stores them (float16), so that training and the device compute the same similarities
+    stored = unit_rows(np.concatenate([protos[k] for k in keep])).astype(np.float16)
+    return Novelty(prototypes=unit_rows(stored.astype(np.float32)),
+                   proto_label=np.concatenate([np.full(len(protos[k]), data.y[train_idx[k]]) for k in keep]),
+                   tau=np.full(n_labels, -1.0, dtype=np.float32))
+
+
+def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes], options) -> dict:
+    """Validation streams per fold, scored by the fold's int8 model; the chosen settings and their metrics."""
+    from runtime.model.interpreter import Runner
+
+    rng = np.random.default_rng(options.seed)
+    streams, raws, sims, held_sims = [], [], [], [[] for _ in data.labels]
+    for k, ((tr, va), flat) in enumerate(zip(data.splits, fold_flats)):
+        targets = [(data.labels[data.y[i]], family.inputs[i], ~family.quiet(family.levels[0][i]))
+                   for i in va if len(family.inputs[i])]
+        events = pool.items(k, "event")
+        cats = pool.item_categories(k, "event")
+        pick = rng.permutation(len(events))[:len(targets)]
+        stream = compose_stream(k, targets, [(cats[j], events[j]) for j in pick], pool.items(k, "bed"), rng)
+        novelty = fold_novelty(family, data, np.asarray(tr), data.n_labels)
+        streams.append(stream)
+        raws.append(Runner(flat).run(stream.emb))
+        sims.append(novelty.similarity(stream.emb))
+        for i in va:
+            loud = loud_blocks(family, i)
+            if len(loud):
+                held_sims[data.y[i]].append(novelty.similarity(loud)[:, data.y[i]])
+        log.info("validation stream %d/%d: %d targets, %d distractors, %.0f s", k + 1, len(data.splits),
+                 len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
+    held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
+    taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32) for q in NOVELTY_QUANTILES if q is not None}
+    hop_s = family.params.block_hop_seconds
+    block_s = family.params.block_frames * family.params.hop / family.params.sample_rate
+    tl = build_timeline(streams, raws, sims, hop_s, block_s)
+    chosen = choose(tl, data.labels, taus, options.max_false_alarms)
+    tau = taus.get(chosen["novelty_quantile"])
+    metrics = validate(tl, data.labels, chosen, tau)
+    if not chosen["fits"]:
+        log.warning("no setting keeps the validation streams under %.0f false alarms per hour (best: %.0f/h); "
+                    "the quietest one is used", options.max_false_alarms, metrics["false_alarms_per_hour"])
+    log.info("stream defaults: %s; validation: macro event F1 %.3f, %.1f false alarms/h, %.0f%% of distractors reported",
+             {k: v for k, v in chosen.items() if k != "fits"}, metrics["macro_event_f1"],
+             metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
+    return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},
+            "validation": metrics, "max_false_alarms_per_hour": options.max_false_alarms,
+            "negatives": pool.notes}
+
+
+def final_novelty(family, data, tau: dict) -> tuple[bytes, dict]:
+    """(novelty.npz bytes, model.json 'novelty') from every clip's loud blocks and the chosen tau."""
+    import io
+
+    from runtime.model.novelty import NOVELTY_FILE
+
+    nov = fold_novelty(family, data, np.arange(len(data.y)), data.n_labels)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, prototypes=nov.prototypes.astype(np.float16), proto_label=nov.proto_label.astype(np.int16))
+    return buf.getvalue(), {"file": NOVELTY_FILE, "tau": tau,
+                            "rule": "a label's score is set to 0 when the block's largest cosine similarity to that "
+                                    "label's training blocks is below its tau"}
