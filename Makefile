@@ -9,7 +9,7 @@ TFLRT_VENV ?= .venv-tflite-runtime
 TORCH_VENV ?= .venv-torch
 SHARED ?= ../shared/data
 
-.PHONY: help setup sysdeps demo test test-runtime-tflite lint bench experiment-finetune backbone default-model clean
+.PHONY: help setup sysdeps demo test test-runtime-tflite lint bench experiment-finetune backbone default-model negatives clean
 
 help:
 	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt extras"
@@ -19,6 +19,7 @@ help:
 	@echo "make experiment-finetune  does tuning the backbone's last conv layer help on ESC-10? (float, about 15 min)"
 	@echo "make backbone       re-port the aisfx backbone to int8 TFLite (needs PyTorch; the result is committed)"
 	@echo "make default-model  retrain the committed default model from $(SHARED)"
+	@echo "make negatives      rebuild the committed negative set (backbone embeddings) from $(SHARED)"
 
 setup: $(VENV)/.stamp
 
@@ -77,6 +78,10 @@ backbone: setup $(TORCH_VENV)/.stamp
 
 default-model: setup
 	$(FIELDEAR) train --default-model --shared $(SHARED) --out runtime/models/default --force
+
+# The built-in negative set (embeddings of forest beds, ESC-10 folds 1-4, FSDD speech, synthetic beds; committed).
+negatives: setup
+	$(PY) -m convert.tools.build_negatives --shared $(SHARED) --out convert/data/negative_set
 
 clean:
 	rm -rf $(VENV) $(TFLRT_VENV) $(TORCH_VENV) out bench/results
