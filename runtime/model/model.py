@@ -54,16 +54,20 @@ class Model:
 
     def score_block(self, block: np.ndarray) -> np.ndarray:
         """One block (block_frames, n_mels) -> scores (n_labels,); with a novelty rule, the labels the block is
-        unlike score 0 (runtime.model.novelty)."""
+        unlike score 0 (runtime.model.novelty). What listen detects events on."""
+        return self.score_block_both(block)[1]
+
+    def score_block_both(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the classifier's scores, the same after the novelty rule) of one block; equal without a rule."""
         x = block
         embedding = None
         for k, runner in enumerate(self.runners):
             x = runner.run_one(x)
             if k == 0:
                 embedding = x
-        if self.novelty is not None:
-            x = self.novelty.apply(embedding, x[None])[0]
-        return x
+        if self.novelty is None:
+            return x, x
+        return x, self.novelty.apply(embedding, x[None])[0]
 
     def score_blocks(self, blocks: np.ndarray) -> np.ndarray:
         """Blocks (n, block_frames, n_mels) -> scores (n, n_labels)."""
