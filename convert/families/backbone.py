@@ -66,6 +66,7 @@ class BackboneFamily:
         self.augmented: list[list[np.ndarray]] = []
         self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
         self.negatives = None  # NegativePool: blocks of none of the labels, trained as the background class
+        self.mixed: tuple[list[np.ndarray], list[np.ndarray]] | None = None  # (embeddings, levels) over background
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
         return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
@@ -79,6 +80,23 @@ class BackboneFamily:
         self.inputs = copies[0][0]
         self.augmented = [c[0] for c in copies[1:]]
         self.levels = [c[1] for c in copies]
+        if self.options.augment and self.open_set_wanted:
+            self.mixed = self.mix_copy(dataset)
+            self.augmented.append(self.mixed[0])
+            self.levels.append(self.mixed[1])
+
+    @property
+    def open_set_wanted(self) -> bool:
+        return bool(self.options.builtin_negatives or self.options.background)
+
+    def mix_copy(self, dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Every clip mixed over the site's background (else the built-in beds): convert.openset.mixing."""
+        from convert.data.background import background_files
+        from convert.openset.mixing import builtin_beds, mixed_embeddings
+
+        beds = [p for folder in self.options.background for p in background_files(folder)] or builtin_beds()
+        return mixed_embeddings(dataset.items, beds, self.backbone_path, self.params, self.options.seed,
+                                cache_dir=self.options.cache_dir, threads=self.options.threads)
 
     def quiet(self, levels: np.ndarray) -> np.ndarray:
         """Which blocks of one clip (their levels in dB, not empty) lie ``quiet_db`` or more below its loudest."""

@@ -57,6 +57,16 @@ def check_background(files: list[dict]) -> None:
                     ", ".join(f"{f['file']} ({f['like']}: {f['dropped_label_like']}/{f['blocks']})" for f in partly[:3]))
 
 
+def heard(family, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(block embeddings, loud mask) of clip i as a validation stream plays it: mixed over background when the
+    family made that copy (the loud blocks are the clean clip's), else as recorded."""
+    loud = ~family.quiet(family.levels[0][i])
+    if family.mixed is None:
+        return family.inputs[i], loud
+    emb, lv = family.mixed[0][i], family.mixed[1][i]
+    return emb, (loud if len(lv) == len(loud) else ~family.quiet(lv))
+
+
 def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:
     """Prototypes of clips ``train_idx`` (their loud blocks), no cut yet (tau -1)."""
     protos = [loud_blocks(family, i) for i in train_idx]
@@ -75,8 +85,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     rng = np.random.default_rng(options.seed)
     streams, raws, sims, held_sims = [], [], [], [[] for _ in data.labels]
     for k, ((tr, va), flat) in enumerate(zip(data.splits, fold_flats)):
-        targets = [(data.labels[data.y[i]], family.inputs[i], ~family.quiet(family.levels[0][i]))
-                   for i in va if len(family.inputs[i])]
+        targets = [(data.labels[data.y[i]], *heard(family, i)) for i in va if len(family.inputs[i])]
         events = pool.items(k, "event")
         cats = pool.item_categories(k, "event")
         pick = rng.permutation(len(events))[:len(targets)]
