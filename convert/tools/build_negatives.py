@@ -334,7 +334,7 @@ def write_outputs(out: Path, shared: Path, items: list[NegItem], embs: list[np.n
         "backbone_sha256": _sha(BACKBONE_FILE),
         "frontend": BACKBONE.to_dict(),
         "n_items": len(items),
-        "n_blocks": int(len(emb)),
+        "n_blocks": len(emb),
         "embedding_dim": int(emb.shape[1]),
         "counts": {
             "items_per_kind": dict(sorted(Counter(i.kind for i in items).items())),
