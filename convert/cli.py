@@ -51,6 +51,9 @@ def register(subparsers) -> None:
                    "(repeatable; e.g. made by `fieldear background record`)")
     t.add_argument("--max-false-alarms", type=_positive_float, default=None, metavar="PER_HOUR",
                    help="false alarms per hour listen's defaults may cause on the validation streams (default: 10)")
+    t.add_argument("--update", metavar="BUNDLE", default=None,
+                   help="site adaptation: refit only the head (and listen's defaults) of BUNDLE with --background "
+                   "recordings; no DATA and no training audio needed (embeddings travel in the bundle)")
     t.add_argument("--no-builtin-negatives", dest="builtin_negatives", action="store_false",
                    help="do not train against the built-in negative set (then --background is needed)")
     t.add_argument("--candidates", type=_candidates, default=("backbone",), metavar="LIST",
@@ -100,7 +103,11 @@ def cmd_train(args) -> int:
     from convert.train import train, train_default
     from runtime.errors import FieldearError
 
-    if args.default_model:
+    if args.update:
+        if args.data or args.default_model:
+            raise FieldearError("--update takes no DATA and no --default-model", "fieldear train --update BUNDLE "
+                                "--background DIR --out NEW")
+    elif args.default_model:
         if args.data:
             raise FieldearError("give either DATA or --default-model, not both")
         if not args.shared:
@@ -113,8 +120,12 @@ def cmd_train(args) -> int:
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
                            augment=args.augment, background=tuple(Path(b) for b in args.background),
                            builtin_negatives=args.builtin_negatives,
-                           max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR)
-    if args.default_model:
+                           max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR, update=args.update)
+    if args.update:
+        from convert.openset.update import update
+
+        done = update(options)
+    elif args.default_model:
         done = train_default(args.shared, options)
     else:
         done = train(options)
@@ -122,6 +133,11 @@ def cmd_train(args) -> int:
     m = meta["metrics"]
     print(f"{done['bundle']}: {m['candidate']}, {len(meta['labels'])} labels, CV accuracy {m['cv_accuracy']:.3f}, "
           f"macro-F1 {m['cv_macro_f1']:.3f} (int8), report: {done['bundle']}/report.md")
+    old = (done["result"].get("update") or {}).get("from")
+    if old and old.get("stream_validation"):
+        v = old["stream_validation"]
+        print(f"before the update: macro event F1 {v['macro_event_f1']:.3f}, {v['false_alarms_per_hour']:.1f} false "
+              f"alarms/h, {100 * v['distractor_hit_rate']:.0f}% of non-target sounds reported")
     if "stream_validation" in m:
         v = m["stream_validation"]
         print(f"validation streams ({v['duration_s'] / 60:.0f} min): macro event F1 {v['macro_event_f1']:.3f}, "

@@ -257,6 +257,23 @@ def _folds(folds: list | None) -> list[str]:
     return ["", "Per fold:", ""] + _table(["fold", "clips", "accuracy", "macro-F1"], rows)
 
 
+def _update(update: dict, stream: dict | None, rep: dict) -> list[str]:
+    old, new = update.get("from") or {}, (stream or {}).get("validation") or {}
+    ov = old.get("stream_validation") or {}
+    lines = [f"The head of `{old.get('name')}` (`{str(old.get('sha256'))[:12]}`) refitted with the background in "
+             f"{', '.join(update.get('background_added') or [])}; the backbone and the training clips' embeddings "
+             "are unchanged. Stream numbers: each bundle's own validation streams (the new ones include the new "
+             "background).", ""]
+    rows = [["CV accuracy", _num(old.get("cv_accuracy")), _num(rep["accuracy"])],
+            ["CV macro-F1", _num(old.get("cv_macro_f1")), _num(rep["macro"]["f1"])],
+            ["macro event F1 (streams)", _num(ov.get("macro_event_f1")), _num(new.get("macro_event_f1"))],
+            ["false alarms per hour", _num(ov.get("false_alarms_per_hour"), 1), _num(new.get("false_alarms_per_hour"), 1)],
+            ["non-target sounds reported", _num(100 * ov["distractor_hit_rate"], 0) + " %" if ov else "n/a",
+             _num(100 * new["distractor_hit_rate"], 0) + " %" if new else "n/a"],
+            ["stream minutes", _num(ov.get("duration_s", 0) / 60, 1), _num(new.get("duration_s", 0) / 60, 1)]]
+    return lines + _table(["", "before", "after"], rows)
+
+
 def _stream(stream: dict | None) -> list[str]:
     if not stream:
         return ["Not measured (a closed-set model: no negatives, no validation streams). `listen` raises the "
@@ -343,6 +360,8 @@ def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
         lines.append("")
         lines.append("![precision-recall curves](pr_curves.png)" if pngs.get("pr_curves.png")
                      else "(pr_curves.png not written: matplotlib is not installed)")
+    if result.get("update"):
+        lines += ["", "## Update (site adaptation)", ""] + _update(result["update"], result.get("stream"), rep)
     lines += ["", "## Streams: listen's defaults", ""] + _stream(result.get("stream"))
     lines += ["", "## Candidates tried (cross-validation)", ""] + _candidates(result)
     lines += ["", "## Model", ""]

@@ -219,6 +219,9 @@ def open_set_parts(family, data, fold_flats, files: dict, options) -> tuple[dict
     if stream["tau"] is not None:
         content, extra["novelty"] = final_novelty(family, data, stream["tau"])
         files[extra["novelty"]["file"]] = content
+    from convert.openset.update import UPDATE_FILE, update_data
+
+    files[UPDATE_FILE] = update_data(family, data)  # what `train --update` refits the head from
     return stream, extra
 
 
@@ -238,9 +241,14 @@ def train(options: TrainOptions) -> dict:
     families = {name: FAMILY_CLASSES[name](options) for name in FAMILIES if name in options.candidates}
     trials, notes = evaluate_candidates(families, data, options)
     best, why = select(trials, data.y, data.labels)
-    family = families[best.family]
     log.info("chosen: %s (%s)", best.name, why)
+    return finish(options, out, data, families[best.family], best, why, candidate_rows(trials, best, notes, data),
+                  t_start)
 
+
+def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best: Trial, why: str,
+           candidates: list[dict], t_start: float, report_extra: dict | None = None) -> dict:
+    """From the chosen candidate to the published bundle: int8 CV, stream calibration, the final model, the report."""
     # int8 cross-validation of the winner: the numbers reported are those of quantized models
     oof_int8, fold_flats = int8_cv(family, best, data.splits, data.y, data.n_labels, options.seed)
     scope = ("out-of-fold validation clips; each fold's model quantized and run with the runtime interpreter; "
@@ -260,8 +268,9 @@ def train(options: TrainOptions) -> dict:
              else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling,
              "training_blocks": family.training_note()}
     choice = {"name": best.name, "why": why + "; ties go to the model cheaper to run"}
-    result = report_result(options, data, oof_int8, candidate_rows(trials, best, notes, data), choice, model, parity)
+    result = report_result(options, data, oof_int8, candidates, choice, model, parity)
     result["stream"] = stream
+    result.update(report_extra or {})
     computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t_start, 1)
 
@@ -270,6 +279,7 @@ def train(options: TrainOptions) -> dict:
                "folds": result["cv"]["folds"], "quantization": parity, "candidate": best.name}
     training = {"seed": options.seed, "time_budget_s": options.time_budget,
                 "candidates": [c["name"] for c in result["candidates"]], "choice": best.name,
+                "setting": best.setting.to_dict() if hasattr(best.setting, "to_dict") else None,
                 "train_seconds": result["train_seconds"]}
     if stream is not None:
         metrics["stream_validation"] = stream["validation"]
@@ -277,7 +287,7 @@ def train(options: TrainOptions) -> dict:
                       data.dataset, training=training, **extra)
     bundle = publish_bundle(out, files, meta, result, force=options.force)
     log.debug("bundle %s: %s, CV accuracy %.3f, macro-F1 %.3f (int8), %.0f s", out, best.name,
-             metrics["cv_accuracy"], metrics["cv_macro_f1"], time.monotonic() - t_start)
+              metrics["cv_accuracy"], metrics["cv_macro_f1"], time.monotonic() - t_start)
     return {"bundle": str(out), "sha256": bundle.sha256, "result": result, "meta": meta}
 
 

@@ -67,6 +67,7 @@ class BackboneFamily:
         self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
         self.negatives = None  # NegativePool: blocks of none of the labels, trained as the background class
         self.mixed: tuple[list[np.ndarray], list[np.ndarray]] | None = None  # (embeddings, levels) over background
+        self.background: list = []  # convert.data.background.BackgroundFile: the user's site recordings
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
         return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
@@ -84,6 +85,13 @@ class BackboneFamily:
             self.mixed = self.mix_copy(dataset)
             self.augmented.append(self.mixed[0])
             self.levels.append(self.mixed[1])
+
+    def load_cached(self, cache) -> None:
+        """The clips' embeddings from an updated bundle's training data instead of the audio (train --update)."""
+        self.inputs = cache.copies[0]
+        self.augmented = cache.copies[1:]
+        self.levels = cache.levels
+        self.mixed = (cache.copies[-1], cache.levels[-1]) if cache.mixed else None
 
     @property
     def open_set_wanted(self) -> bool:

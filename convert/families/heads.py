@@ -30,6 +30,11 @@ class HeadSpec:
     alpha: float = 1e-2  # mlp L2 strength
     max_iter: int = 300
 
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
     @property
     def name(self) -> str:
         if self.kind == "logreg":

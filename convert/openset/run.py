@@ -24,8 +24,9 @@ def loud_blocks(family, i: int) -> np.ndarray:
     return emb[~family.quiet(lv)] if len(emb) else emb
 
 
-def prepare_negatives(family, data, options) -> NegativePool:
-    """The built-in negative set and ``--background``, label-like blocks dropped; bad backgrounds refused."""
+def prepare_negatives(family, data, options, previous: list | None = None) -> NegativePool:
+    """The built-in negative set, ``previous`` background recordings (an updated bundle's) and ``--background``,
+    label-like blocks dropped; bad backgrounds refused. The background is kept on the family (``background``)."""
     from convert.data.background import load_background
     from runtime.model.bundle import sha256_file
 
@@ -34,8 +35,9 @@ def prepare_negatives(family, data, options) -> NegativePool:
         from convert.data.negatives import load_negatives
 
         builtin = load_negatives(sha256_file(family.backbone_path))
-    background = load_background(options.background, family.backbone_path, family.params, options.cache_dir,
-                                 options.threads)
+    background = list(previous or []) + load_background(options.background, family.backbone_path, family.params,
+                                                        options.cache_dir, options.threads)
+    family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
     pool = build_pool(builtin, background, positives, data.y, {c.sha for c in data.dataset.items}, data.labels,
                       len(data.splits))

@@ -1,0 +1,174 @@
+"""``fieldear train --update BUNDLE``: site adaptation without the backbone.
+
+A bundle made by ``train`` carries ``training.npz``: the int8 backbone embeddings (and block levels) of every
+training clip in every training copy (as recorded, level-shifted, mixed over background), each clip's label,
+CV fold and sha256, and the ``--background`` recordings' embeddings. An update refits only the head (the
+bundle's own setting and pooling) against the built-in negatives and the old and new background, repeats the
+int8 cross-validation and the stream calibration, and writes a new bundle whose report compares old and new.
+No audio of the training clips is needed, and no backbone runs except over the new background recordings.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from runtime.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+UPDATE_FILE = "training.npz"
+
+
+def update_data(family, data) -> bytes:
+    """training.npz for a bundle: every copy of every clip's block embeddings, and the user's background."""
+    copies = [family.inputs] + list(family.augmented)
+    emb, lv, clip, copy = [], [], [], []
+    for c, (embs, levels) in enumerate(zip(copies, family.levels)):
+        for i, (e, l) in enumerate(zip(embs, levels)):
+            emb.append(e)
+            lv.append(l)
+            clip.append(np.full(len(e), i))
+            copy.append(np.full(len(e), c))
+    fold = np.zeros(len(data.y), dtype=np.int64)
+    for k, (_, va) in enumerate(data.splits):
+        fold[va] = k
+    bg = getattr(family, "background", []) or []
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, emb=np.concatenate(emb).astype(np.float16), levels=np.concatenate(lv).astype(np.float32),
+        clip=np.concatenate(clip).astype(np.int32), copy=np.concatenate(copy).astype(np.int16),
+        y=data.y.astype(np.int16), fold=fold.astype(np.int16),
+        sha=np.array([c.sha for c in data.dataset.items]),
+        fold_name=np.array([str(c.fold) if c.fold is not None else "" for c in data.dataset.items]),
+        mixed=np.array(family.mixed is not None),
+        bg_emb=(np.concatenate([b.emb for b in bg]) if bg else np.zeros((0, 512))).astype(np.float16),
+        bg_levels=(np.concatenate([b.levels for b in bg]) if bg else np.zeros(0)).astype(np.float32),
+        bg_file=np.repeat(np.arange(len(bg)), [len(b.emb) for b in bg]).astype(np.int32),
+        bg_name=np.array([b.name for b in bg] or [""]), bg_sha=np.array([b.sha for b in bg] or [""]))
+    return buf.getvalue()
+
+
+@dataclass
+class UpdateData:
+    copies: list[list[np.ndarray]]  # per copy, per clip: block embeddings
+    levels: list[list[np.ndarray]]
+    y: np.ndarray
+    fold: np.ndarray
+    sha: list[str]
+    fold_name: list[str]
+    mixed: bool
+    background: list  # convert.data.background.BackgroundFile
+
+
+def read_update_data(path: Path) -> UpdateData:
+    from convert.data.background import BackgroundFile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{path}: cannot read the training data ({exc})", "copy the whole bundle again") from None
+    n_clips, n_copies = len(d["y"]), int(d["copy"].max()) + 1
+    copies = [[None] * n_clips for _ in range(n_copies)]
+    levels = [[None] * n_clips for _ in range(n_copies)]
+    for c in range(n_copies):
+        for i in range(n_clips):
+            mask = (d["copy"] == c) & (d["clip"] == i)
+            copies[c][i] = d["emb"][mask].astype(np.float32)
+            levels[c][i] = d["levels"][mask]
+    bg = [BackgroundFile(path=Path(str(name)), name=str(name), sha=str(sha),
+                         emb=d["bg_emb"][d["bg_file"] == j].astype(np.float32), levels=d["bg_levels"][d["bg_file"] == j])
+          for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
+    return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
+                      sha=[str(s) for s in d["sha"]], fold_name=[str(f) for f in d["fold_name"]],
+                      mixed=bool(d["mixed"]), background=bg)
+
+
+class CachedDataset:
+    """What the training stages need to know about the original dataset, from the old bundle."""
+
+    def __init__(self, bundle, cache: UpdateData):
+        self.labels = list(bundle.labels)
+        self.items = [SimpleNamespace(sha=s, label=self.labels[y], fold=f or None)
+                      for s, y, f in zip(cache.sha, cache.y, cache.fold_name)]
+        ds = bundle.meta.get("dataset") or {}
+        self.fingerprint = ds.get("fingerprint", "")
+        self.counts = ds.get("classes") or {}
+        report = bundle.path / "report.json"
+        try:
+            self._summary = json.loads(report.read_text(encoding="utf-8")).get("dataset") or {}
+        except (OSError, ValueError):
+            self._summary = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def summary(self) -> dict:
+        return self._summary
+
+
+def check_updatable(bundle, backbone_path: Path) -> dict:
+    """The old bundle's head setting; one clear error when the bundle cannot be updated here."""
+    from convert.bundle_meta import fieldear_version
+    from runtime.model.bundle import sha256_file
+
+    where = str(bundle.path)
+    version = bundle.meta.get("fieldear_version")
+    if version != fieldear_version():
+        raise BundleError(f"--update {where}: the bundle was made by fieldear {version}, this is {fieldear_version()}",
+                          "retrain it with `fieldear train` from the original data")
+    stage = bundle.stages[0]
+    if stage.role != "embedding" or stage.sha256 != sha256_file(backbone_path):
+        raise BundleError(f"--update {where}: the bundle's backbone is not this fieldear's backbone",
+                          "retrain it with `fieldear train` from the original data")
+    setting = (bundle.meta.get("training") or {}).get("setting")
+    if not (bundle.path / UPDATE_FILE).is_file() or not setting:
+        raise BundleError(f"--update {where}: the bundle carries no training data ({UPDATE_FILE})",
+                          "only bundles made by this version of `fieldear train` can be updated; retrain it")
+    return setting
+
+
+def update(options) -> dict:
+    """Refit the head of ``options.update`` with new background; write the new bundle to ``options.out``."""
+    from convert.bundle_meta import check_out
+    from convert.families.backbone import BackboneFamily
+    from convert.families.heads import HeadSpec
+    from convert.openset.run import prepare_negatives
+    from convert.train import CvData, candidate_rows, finish
+    from runtime.model.bundle import load_bundle
+
+    t_start = time.monotonic()
+    out = check_out(options.out, options.force)
+    old = load_bundle(options.update)
+    family = BackboneFamily(options)
+    setting = check_updatable(old, family.backbone_path)
+    if not options.background:
+        raise BundleError("--update needs --background DIR (recordings of the site)",
+                          "record some with `fieldear background record --minutes 10 --out DIR`")
+    cache = read_update_data(old.path / UPDATE_FILE)
+    n_folds = int(cache.fold.max()) + 1
+    splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
+    scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
+    data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")
+    family.load_cached(cache)
+    family.specs = [HeadSpec(**setting)]
+    family.negatives = prepare_negatives(family, data, options, previous=cache.background)
+    trials = family.cross_validate(data.y, data.splits, data.n_labels, options.seed, None, data.labels)
+    best = next(t for t in trials if t.pooling == old.clip_pooling)
+    old_metrics = old.meta.get("metrics") or {}
+    extra = {"update": {"from": {"name": old.name, "sha256": old.sha256, "cv_accuracy": old_metrics.get("cv_accuracy"),
+                                 "cv_macro_f1": old_metrics.get("cv_macro_f1"),
+                                 "stream_validation": old_metrics.get("stream_validation")},
+                        "background_added": [str(b) for b in options.background]}}
+    log.info("updating %s: head %s refitted with %d background recording(s) in all", old.name, best.name,
+             len(family.background))
+    return finish(options, out, data, family, best, f"the head setting of {old.name}, refitted",
+                  candidate_rows([best], best, [], data), t_start, extra)
