@@ -76,9 +76,13 @@ class Reloader(Hook):
             new = self.reload_config()
             bundle = load_bundle(new.model.path)
             if bundle.sha256 != self._model_sha:
+                from runtime.detect.events import PostSettings
+
                 model = self.load_model(new.model.path, new.model.threads)
                 check_labels(new, model.labels)
-                listener.swap_model(model)
+                # the new bundle's stream defaults, under the (re-read) config's own settings
+                settings = PostSettings.for_bundle(model.bundle, dict(new.detect.thresholds), **new.detect.post_kwargs())
+                listener.swap_model(model, settings)
                 self._model_sha = model.bundle.sha256
                 log.info("reload: new model %s (%s) loaded in %.1f s; it takes over at the next chunk",
                          model.bundle.name, model.bundle.short_sha, self.monotonic() - t0)

@@ -92,25 +92,33 @@ class Listener:
         self._offset_base = offset_s  # stream offset where the current BlockStream starts
         self._stream = None
 
-    def swap_model(self, model) -> None:
-        """Use ``model`` from the next chunk on (called from another thread or a signal handler)."""
+    def swap_model(self, model, settings: PostSettings | None = None) -> None:
+        """Use ``model`` from the next chunk on (called from another thread or a signal handler), with its
+        detection ``settings`` (None: keep the current ones)."""
         with self._swap_lock:
-            self._next_model = model
+            self._next_model = (model, settings)
 
     def _apply_swap(self) -> None:
         with self._swap_lock:
-            model, self._next_model = self._next_model, None
-        if model is None:
+            swap, self._next_model = self._next_model, None
+        if swap is None:
             return
+        model, settings = swap
         same_input = self._params_for(model) == self.params and model.labels == self.labels
-        if same_input:
+        new_settings = (settings or self.settings).resolved(model.labels)
+        if same_input and new_settings == self.settings:
             self.model = model  # blocks and events continue seamlessly
+        elif same_input:  # same blocks, new thresholds: events so far end under the old settings
+            self._close_events()
+            self.model, self.settings = model, new_settings
+            self.detector = EventDetector(model.labels, self.settings, self.params.block_hop_seconds)
+            log.info("detection settings now %s", self.settings.to_dict())
         else:
             self._close_events()
             for block in self._stream.flush():
                 self._on_block(block)
             self._close_events()
-            self.settings = self.settings.resolved(model.labels)
+            self.settings = new_settings
             self._setup_model(model, offset_s=self.stats.audio_s)
             self._stream = BlockStream(self.params, self.source.sample_rate)
         self.store.model_sha = model.bundle.sha256
