@@ -308,7 +308,7 @@ def read_done(out: Path, fmt: str, columns: list[str], model_sha: str) -> set[st
             if header is None:
                 return done
             if header != columns:
-                if header[:-1] == columns or header == columns + [KNOWN_COLUMN]:
+                if header == columns + [KNOWN_COLUMN] or header + [KNOWN_COLUMN] == columns:
                     raise FieldearError(f"{out}: it was written {'with' if len(header) > len(columns) else 'without'}"
                                         " --unknown", "resume with the same flags, or write to a new --out")
                 raise FieldearError(f"{out}: its columns do not match this model's labels",
