@@ -75,7 +75,7 @@ def _clip(clips: Path, cls: str) -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
