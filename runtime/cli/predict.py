@@ -19,6 +19,10 @@ def _model_options(p) -> None:
                    "FIELDEAR_TFLITE_BACKEND=ai-edge-litert|tflite-runtime|tensorflow forces an interpreter")
 
 
+UNKNOWN_HELP = ("show 'unknown' when the clip is unlike the labels or scores below every label's threshold "
+                "(the bundle's novelty rule and clip thresholds; a label without one: 0.5)")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify audio files with a model bundle",
                               description="Score each file: blocks over the whole clip, pooled scores, top-k labels. "
@@ -27,6 +31,7 @@ def register(subparsers) -> None:
     _model_options(p)
     p.add_argument("--top-k", type=positive_int, default=3, metavar="K", help="labels shown per file (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file on stdout (all scores)")
+    p.add_argument("--unknown", action="store_true", help=UNKNOWN_HELP)
     p.set_defaults(func=cmd_predict)
 
     b = subparsers.add_parser("batch", help="predict every audio file under folders into a CSV/JSONL file",
@@ -43,6 +48,8 @@ def register(subparsers) -> None:
                    help="with --jobs > 1: a file not done after S seconds gets an error row, its worker is replaced")
     b.add_argument("--resume", action="store_true", help="append to --out, skipping files already in it")
     b.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    b.add_argument("--unknown", action="store_true", help=UNKNOWN_HELP + "; the label column says 'unknown', "
+                   "a last column 'known' says 1 or 0, the score_<label> columns stay the raw scores")
     b.set_defaults(func=cmd_batch)
 
     e = subparsers.add_parser("evaluate", help="accuracy, per-label metrics and confusion matrix of batch predictions",
@@ -73,6 +80,10 @@ def cmd_predict(args) -> int:
 
     model = Model.load(args.model, threads=args.threads)
     sha = model.bundle.sha256
+    if args.unknown:
+        from runtime.predict.batch import check_unknown_labels
+
+        check_unknown_labels(model.labels)
     failed = 0
     for path in args.files:
         try:
@@ -86,9 +97,9 @@ def cmd_predict(args) -> int:
                 print(json.dumps({"path": str(path), "error": message}), flush=True)
             continue
         if args.json:
-            print(json.dumps(pred.to_dict(args.top_k, model_sha=sha)), flush=True)
+            print(json.dumps(pred.to_dict(args.top_k, model_sha=sha, unknown=args.unknown)), flush=True)
         else:
-            print(format_prediction(pred, args.top_k), flush=True)
+            print(format_prediction(pred, args.top_k, unknown=args.unknown), flush=True)
     return 1 if failed else 0
 
 
@@ -103,7 +114,8 @@ def cmd_batch(args) -> int:
         raise FieldearError(f"no such file or folder: {', '.join(missing)}")
     progress = None if args.quiet else Progress(sys.stderr)
     summary = run_batch(args.inputs, args.out, model_dir=args.model, jobs=args.jobs, resume=args.resume,
-                        file_timeout_s=args.file_timeout_s, force=args.force, threads=args.threads, progress=progress)
+                        file_timeout_s=args.file_timeout_s, force=args.force, threads=args.threads, progress=progress,
+                        unknown=args.unknown)
     print(f"batch: {summary.text()}")
     return 1 if summary.failed else 0
 

@@ -3,7 +3,8 @@
 Truth comes from the file name (``prefix``: the part before the first ``_``), the parent folder
 (``folder``) or a CSV with ``path,label`` columns. Each row's prediction is its best-scoring label, or
 ``unknown`` when that score is below the label's threshold (bundle defaults with ``--model``, and/or
-``--threshold X`` / ``label=X``). Rows without truth and failed rows are listed in the report, never
+``--threshold X`` / ``label=X``), and always ``unknown`` when the batch said so (``fieldear batch --unknown``:
+``known`` 0, label ``unknown``); an unknown row is a miss for its true label. Rows without truth and failed rows are listed in the report, never
 dropped silently. The metrics are ``runtime.metrics``'s (same definitions as scikit-learn).
 """
 
@@ -22,8 +23,9 @@ from runtime.errors import FieldearError
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # the outcome of a clip that is none of the labels (also runtime.predict's)
 SCORE_PREFIX = "score_"
+KNOWN_COLUMN = "known"  # runtime.predict.batch: 0 in a row `fieldear batch --unknown` found unknown
 TRUTH_MODES = ("prefix", "folder")
 
 
@@ -78,6 +80,15 @@ def row_scores(row: dict, labels: list[str]) -> list[float] | None:
             return None
         out.append(s)
     return out
+
+
+def row_unknown(row: dict, labels: list[str]) -> bool:
+    """The batch already found the clip unknown (``--unknown``): ``known`` 0, or label ``unknown`` when no model
+    label has that name. A file written without --unknown has neither."""
+    known = row.get(KNOWN_COLUMN)
+    if known is not None and str(known).strip().lower() in ("0", "false"):
+        return True
+    return UNKNOWN not in labels and str(row.get("label") or "").strip() == UNKNOWN
 
 
 # ---------------------------------------------------------------- truth
@@ -211,6 +222,8 @@ def evaluate_rows(rows: list[dict], labels: list[str], truth, thresholds: dict[s
             failed.append({"path": path, "error": str(row.get("error") or "no scores in the row")})
             continue
         pred, top = decide(scores, labels, thresholds)
+        if row_unknown(row, labels):
+            pred = UNKNOWN
         true = truth(path)
         if true is None:
             no_truth.append({"path": path, "predicted": pred, "score": round(top, 6)})

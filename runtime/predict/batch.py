@@ -11,6 +11,9 @@
   non-zero if any row failed.
 
 Row columns: path, label, score, error, duration_s, n_blocks, model_sha, score_<label> for every label.
+With ``unknown`` (``fieldear batch --unknown``) the label of an unknown clip (runtime.predict.predict.is_unknown)
+is ``unknown`` and a last column ``known`` says 1 or 0 (empty in an error row); the score columns stay the
+classifier's raw scores. The header tells the two kinds of file apart (``--resume`` refuses to mix them).
 """
 
 from __future__ import annotations
@@ -34,10 +37,20 @@ DEFAULT_FILE_TIMEOUT_S = 600.0
 
 BASE_COLUMNS = ["path", "label", "score", "error", "duration_s", "n_blocks", "model_sha"]
 SCORE_PREFIX = "score_"
+KNOWN_COLUMN = "known"  # with --unknown: 1 for a clip of the labels, 0 for an unknown one
 
 
-def columns_for(labels: list[str]) -> list[str]:
-    return BASE_COLUMNS + [SCORE_PREFIX + lab for lab in labels]
+def columns_for(labels: list[str], unknown: bool = False) -> list[str]:
+    return BASE_COLUMNS + [SCORE_PREFIX + lab for lab in labels] + ([KNOWN_COLUMN] if unknown else [])
+
+
+def check_unknown_labels(labels: list[str]) -> None:
+    """--unknown needs the word: a model with a label named ``unknown`` cannot use it."""
+    from runtime.evaluate.clip_eval import UNKNOWN
+
+    if UNKNOWN in labels:
+        raise FieldearError(f"the model has a label named {UNKNOWN!r}; --unknown cannot tell it from an unknown clip",
+                            "run without --unknown")
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -120,11 +133,13 @@ def _walk(root: str, extensions: frozenset[str], seen: set[tuple[int, int]]) -> 
 # ---------------------------------------------------------------- rows
 
 
-def make_row(pred, model_sha: str) -> dict:
-    row = {"path": pred.path, "label": pred.label, "score": round(pred.score, 6), "error": "",
+def make_row(pred, model_sha: str, unknown: bool = False) -> dict:
+    row = {"path": pred.path, "label": pred.shown_label(unknown), "score": round(pred.score, 6), "error": "",
            "duration_s": round(pred.duration_s, 3), "n_blocks": pred.n_blocks, "model_sha": model_sha}
     for lab, s in zip(pred.labels, pred.scores):
         row[SCORE_PREFIX + lab] = round(float(s), 6)
+    if unknown:
+        row[KNOWN_COLUMN] = 0 if pred.unknown else 1
     return row
 
 
@@ -133,17 +148,18 @@ def error_row(path: str, error: str, model_sha: str, labels: list[str]) -> dict:
            "model_sha": model_sha}
     for lab in labels:
         row[SCORE_PREFIX + lab] = ""
+    row[KNOWN_COLUMN] = ""  # written only when the file has the column
     return row
 
 
-def predict_row(model, item: Item, model_sha: str) -> dict:
+def predict_row(model, item: Item, model_sha: str, unknown: bool = False) -> dict:
     """One output row for one item; never raises for a bad file."""
     from runtime.predict.predict import predict_file, short_error
 
     if item.error:
         return error_row(item.path, item.error, model_sha, model.labels)
     try:
-        return make_row(predict_file(model, item.path), model_sha)
+        return make_row(predict_file(model, item.path), model_sha, unknown)
     except Exception as exc:  # a per-file failure must not stop the batch
         log.debug("%s failed", item.path, exc_info=True)
         return error_row(item.path, short_error(exc), model_sha, model.labels)
@@ -153,10 +169,11 @@ def predict_row(model, item: Item, model_sha: str) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(model_dir: str | None, threads: int | None) -> None:
+def _worker_init(model_dir: str | None, threads: int | None, unknown: bool = False) -> None:
     from runtime.model.model import Model
 
     logging.getLogger().setLevel(logging.WARNING)  # the parent reports; workers stay quiet
+    _WORKER["unknown"] = bool(unknown)
     try:
         _WORKER["model"] = Model.load(model_dir, threads=threads)
         _WORKER["sha"] = _WORKER["model"].bundle.sha256
@@ -167,7 +184,7 @@ def _worker_init(model_dir: str | None, threads: int | None) -> None:
 def _worker_row(item: Item) -> dict:
     if "error" in _WORKER:
         raise _WORKER["error"]
-    return predict_row(_WORKER["model"], item, _WORKER["sha"])
+    return predict_row(_WORKER["model"], item, _WORKER["sha"], _WORKER.get("unknown", False))
 
 
 class WorkerPool:
@@ -291,6 +308,9 @@ def read_done(out: Path, fmt: str, columns: list[str], model_sha: str) -> set[st
             if header is None:
                 return done
             if header != columns:
+                if header == columns + [KNOWN_COLUMN] or header + [KNOWN_COLUMN] == columns:
+                    raise FieldearError(f"{out}: it was written {'with' if len(header) > len(columns) else 'without'}"
+                                        " --unknown", "resume with the same flags, or write to a new --out")
                 raise FieldearError(f"{out}: its columns do not match this model's labels",
                                     "resume with the same --model, or write to a new --out")
             rows = (dict(zip(header, r)) for r in reader)
@@ -298,6 +318,9 @@ def read_done(out: Path, fmt: str, columns: list[str], model_sha: str) -> set[st
             rows = (_json_row(out, n, line) for n, line in enumerate(f, 1) if line.strip())
         for row in rows:
             sha = row.get("model_sha") or ""
+            if fmt != "csv" and row.get("path") and (KNOWN_COLUMN in row) != (KNOWN_COLUMN in columns):
+                raise FieldearError(f"{out}: it was written {'with' if KNOWN_COLUMN in row else 'without'} --unknown",
+                                    "resume with the same flags, or write to a new --out")
             if sha and sha != model_sha:
                 raise FieldearError(f"{out}: rows were written by another model ({sha[:12]}, not {model_sha[:12]})",
                                     "resume with the same --model, or write to a new --out")
@@ -402,8 +425,9 @@ class BatchSummary:
 def run_batch(inputs: list[str], out: str | os.PathLike, model_dir: str | None = None, jobs: int = 1,
               resume: bool = False, force: bool = False, threads: int | None = None,
               progress: Progress | None = None, clock=time.monotonic,
-              file_timeout_s: float = DEFAULT_FILE_TIMEOUT_S) -> BatchSummary:
-    """Predict every audio file under ``inputs`` into ``out``; returns the summary (see module doc)."""
+              file_timeout_s: float = DEFAULT_FILE_TIMEOUT_S, unknown: bool = False) -> BatchSummary:
+    """Predict every audio file under ``inputs`` into ``out``; returns the summary (see module doc).
+    ``unknown``: label ``unknown`` for unknown clips and a ``known`` column (``fieldear batch --unknown``)."""
     from runtime.model.bundle import load_bundle
 
     start = clock()
@@ -411,7 +435,9 @@ def run_batch(inputs: list[str], out: str | os.PathLike, model_dir: str | None =
     fmt = output_format(out)
     bundle = load_bundle(model_dir)  # a bad model fails here, before any work
     sha = bundle.sha256
-    columns = columns_for(bundle.labels)
+    if unknown:
+        check_unknown_labels(bundle.labels)
+    columns = columns_for(bundle.labels, unknown)
     jobs = max(1, int(jobs))
     if threads is None and jobs > 1:
         threads = 1  # one interpreter thread per process: the processes already fill the cores
@@ -460,9 +486,9 @@ def run_batch(inputs: list[str], out: str | os.PathLike, model_dir: str | None =
 
                 model = Model.load(bundle.path, threads=threads)
                 for item in pending():
-                    record(predict_row(model, item, sha))
+                    record(predict_row(model, item, sha, unknown))
             else:
-                rows = WorkerPool(jobs, (str(bundle.path), threads), file_timeout_s, lambda item, error:
+                rows = WorkerPool(jobs, (str(bundle.path), threads, unknown), file_timeout_s, lambda item, error:
                                   error_row(item.path, error, sha, bundle.labels), clock)
                 for row in rows.run(pending()):
                     record(row)
