@@ -40,6 +40,9 @@ TRAIN_GAINS = (0.25, 2.0)
 # one block is never affected. On 4 ESC-10 labels x 25 clips it moved CV accuracy from 0.97 to 0.99.
 QUIET_DB = 20.0
 
+# Copies of every clip mixed over background (convert.openset.mixing), each with its own bed, SNR and lead-in.
+MIXED_COPIES = 2
+
 
 class BackboneFamily:
     """int8 backbone embeddings + small heads; with negatives (``self.negatives``, a
@@ -66,7 +69,8 @@ class BackboneFamily:
         self.augmented: list[list[np.ndarray]] = []
         self.levels: list[list[np.ndarray]] = []  # per copy (plain, then each gain): block levels in dB
         self.negatives = None  # NegativePool: blocks of none of the labels, trained as the background class
-        self.mixed: tuple[list[np.ndarray], list[np.ndarray]] | None = None  # (embeddings, levels) over background
+        # the first copy mixed over background: (embeddings, levels, lead-in seconds); validation streams play it
+        self.mixed: tuple[list[np.ndarray], list[np.ndarray], list[float]] | None = None
         self.background: list = []  # convert.data.background.BackgroundFile: the user's site recordings
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
@@ -82,28 +86,32 @@ class BackboneFamily:
         self.augmented = [c[0] for c in copies[1:]]
         self.levels = [c[1] for c in copies]
         if self.options.augment and self.open_set_wanted:
-            self.mixed = self.mix_copy(dataset)
-            self.augmented.append(self.mixed[0])
-            self.levels.append(self.mixed[1])
+            for k in range(MIXED_COPIES):
+                emb, levels, leads = self.mix_copy(dataset, self.options.seed + k)
+                self.augmented.append(emb)
+                self.levels.append(levels)
+                if k == 0:
+                    self.mixed = (emb, levels, leads)
 
     def load_cached(self, cache) -> None:
         """The clips' embeddings from an updated bundle's training data instead of the audio (train --update)."""
         self.inputs = cache.copies[0]
         self.augmented = cache.copies[1:]
         self.levels = cache.levels
-        self.mixed = (cache.copies[-1], cache.levels[-1]) if cache.mixed else None
+        k = cache.mixed_copy
+        self.mixed = (cache.copies[k], cache.levels[k], cache.mixed_lead) if k >= 0 else None
 
     @property
     def open_set_wanted(self) -> bool:
         return bool(self.options.builtin_negatives or self.options.background)
 
-    def mix_copy(self, dataset) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def mix_copy(self, dataset, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
         """Every clip mixed over the site's background (else the built-in beds): convert.openset.mixing."""
         from convert.data.background import background_files
         from convert.openset.mixing import builtin_beds, mixed_embeddings
 
         beds = [p for folder in self.options.background for p in background_files(folder)] or builtin_beds()
-        return mixed_embeddings(dataset.items, beds, self.backbone_path, self.params, self.options.seed,
+        return mixed_embeddings(dataset.items, beds, self.backbone_path, self.params, seed,
                                 cache_dir=self.options.cache_dir, threads=self.options.threads)
 
     def quiet(self, levels: np.ndarray) -> np.ndarray:

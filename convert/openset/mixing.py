@@ -3,7 +3,9 @@ signal-to-noise ratio, embedded by the device's own frontend and int8 backbone.
 
 The mixed copy of a clip is one more training copy (next to the level-shifted ones) and is what the
 validation streams play for that clip when it is held out: in the field a sound arrives over the site's
-background, not over the silence of a curated clip. Beds: the user's ``--background`` recordings if any,
+background, not over the silence of a curated clip, and at any moment, not at the start of a block: each
+mix starts the clip after a random lead-in of background (up to one block hop), so a short sound falls
+anywhere in its blocks. Beds: the user's ``--background`` recordings if any,
 else the built-in bed recordings shipped in ``convert/data/negative_set/beds`` (forest soundscapes,
 BSD-3-Clause, see ATTRIBUTION.md there). The SNR (the clip's loud part against the bed, RMS) is drawn
 uniformly from ``SNR_DB``, a wide range fixed in advance; everything is seeded and cached.
@@ -45,9 +47,9 @@ def mix(clip: np.ndarray, bed: np.ndarray, snr_db: float, start: int) -> np.ndar
 
 
 def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: int, cache_dir=None,
-                     threads=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(embeddings, block levels) of every clip mixed over a bed; the bed, its offset and the SNR are drawn per
-    clip from ``seed`` and the clip's sha (the same clip gets the same mix in every run)."""
+                     threads=None) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """(embeddings, block levels, lead-in seconds) of every clip mixed over a bed; the bed, its offset, the SNR and
+    the lead-in are drawn per clip from ``seed`` and the clip's sha (the same clip gets the same mix in every run)."""
     from convert.families.embed import EmbeddingCache, block_levels_db
     from runtime.audio.files import read_audio
     from runtime.features.pipeline import blocks_of, stack
@@ -57,7 +59,7 @@ def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: 
     backbone_sha = sha256_file(backbone_path)
     beds: dict[int, np.ndarray] = {}
     runner = None
-    embs, levels, hits = [], [], 0
+    embs, levels, leads, hits = [], [], [], 0
     t0 = time.monotonic()
     for clip in clips:
         h = hashlib.sha256(f"{seed}|{clip.sha}".encode()).digest()
@@ -65,7 +67,8 @@ def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: 
         b = int(rng.integers(len(bed_paths)))
         snr = float(rng.uniform(*SNR_DB))
         u = float(rng.random())
-        kind = f"mix|{bed_shas[b]}|{snr:.6f}|{u:.6f}"
+        lead = int(rng.integers(params.block_hop * params.hop))  # samples of background before the clip
+        kind = f"mix|{bed_shas[b]}|{snr:.6f}|{u:.6f}|{lead}"
         cache = EmbeddingCache(cache_dir, params, backbone_sha, kind=kind)
         level_cache = EmbeddingCache(cache_dir, params, backbone_sha, kind=kind + "|levels")
         emb, lv = cache.get(clip.sha), level_cache.get(clip.sha)
@@ -73,6 +76,7 @@ def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: 
             if b not in beds:
                 beds[b] = read_audio(bed_paths[b], target_rate=params.sample_rate)[0]
             x = read_audio(clip.path, target_rate=params.sample_rate)[0]
+            x = np.concatenate([np.zeros(lead, dtype=np.float32), x])
             mixed = mix(x, beds[b], snr, int(u * len(beds[b])))
             blocks = stack(blocks_of(mixed, params.sample_rate, params), params)
             if runner is None:
@@ -85,6 +89,7 @@ def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: 
             hits += 1
         embs.append(emb)
         levels.append(lv)
+        leads.append(lead / params.sample_rate)
     log.info("embeddings (mixed over %d background recording(s), SNR %g-%g dB): %d clips, %d from cache (%.1f s)",
              len(bed_paths), *SNR_DB, len(clips), hits, time.monotonic() - t0)
-    return embs, levels
+    return embs, levels, leads

@@ -61,12 +61,18 @@ def check_background(files: list[dict]) -> None:
 
 def heard(family, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(block embeddings, loud mask) of clip i as a validation stream plays it: mixed over background when the
-    family made that copy (the loud blocks are the clean clip's), else as recorded."""
+    family made that copy, else as recorded. The mixed copy's loud blocks are those overlapping the clean clip's
+    loud span moved by the copy's lead-in."""
     loud = ~family.quiet(family.levels[0][i])
     if family.mixed is None:
         return family.inputs[i], loud
-    emb, lv = family.mixed[0][i], family.mixed[1][i]
-    return emb, (loud if len(lv) == len(loud) else ~family.quiet(lv))
+    emb, lead = family.mixed[0][i], family.mixed[2][i]
+    p = family.params
+    hop_s, block_s = p.block_hop_seconds, p.block_frames * p.hop / p.sample_rate
+    idx = np.flatnonzero(loud)
+    a, b = (idx[0] * hop_s, idx[-1] * hop_s + block_s) if len(idx) else (0.0, len(loud) * hop_s)
+    starts = np.arange(len(emb)) * hop_s
+    return emb, (starts < b + lead) & (starts + block_s > a + lead)
 
 
 def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:

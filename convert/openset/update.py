@@ -48,7 +48,8 @@ def update_data(family, data) -> bytes:
         y=data.y.astype(np.int16), fold=fold.astype(np.int16),
         sha=np.array([c.sha for c in data.dataset.items]),
         fold_name=np.array([str(c.fold) if c.fold is not None else "" for c in data.dataset.items]),
-        mixed=np.array(family.mixed is not None),
+        mixed_copy=np.array(1 + len(family.gains) if family.mixed is not None else -1),
+        mixed_lead=np.array(family.mixed[2] if family.mixed is not None else [], dtype=np.float64),
         bg_emb=(np.concatenate([b.emb for b in bg]) if bg else np.zeros((0, 512))).astype(np.float16),
         bg_levels=(np.concatenate([b.levels for b in bg]) if bg else np.zeros(0)).astype(np.float32),
         bg_file=np.repeat(np.arange(len(bg)), [len(b.emb) for b in bg]).astype(np.int32),
@@ -64,7 +65,8 @@ class UpdateData:
     fold: np.ndarray
     sha: list[str]
     fold_name: list[str]
-    mixed: bool
+    mixed_copy: int  # the copy validation streams play (-1: none)
+    mixed_lead: list[float]  # its lead-in per clip (s)
     background: list  # convert.data.background.BackgroundFile
 
 
@@ -89,7 +91,7 @@ def read_update_data(path: Path) -> UpdateData:
           for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
     return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
                       sha=[str(s) for s in d["sha"]], fold_name=[str(f) for f in d["fold_name"]],
-                      mixed=bool(d["mixed"]), background=bg)
+                      mixed_copy=int(d["mixed_copy"]), mixed_lead=[float(x) for x in d["mixed_lead"]], background=bg)
 
 
 class CachedDataset:
