@@ -7,9 +7,12 @@ for fold k's validation stream. Two kinds: *beds* (continuous ambient audio: the
 streams) and *events* (short non-target sounds: the distractors).
 
 A negative too similar to a label is dropped: a block whose cosine similarity to the label's nearest
-training block reaches the median similarity of that label's blocks to their nearest block from another
-clip of the label (the rule adapts to how tight each label is); a built-in event item with any such block
-is dropped whole, and so is an exact copy (same sha256) of a training clip.
+training block reaches the LIKE_QUANTILE quantile of the similarities of that label's blocks to their
+nearest block from another clip of the label (the rule adapts to how tight each label is); a built-in
+event item with any such block is dropped whole, and so is an exact copy (same sha256) of a training clip.
+Measured on the built-in set with 16 ESC-10 clips per label as the user's: the quartile drops 11 of 16
+other dogs (the median: 6) and keeps every speech item; the 10 % quantile drops every dog but also most
+crying babies and sneezes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from runtime.model.novelty import unit_rows
 
 log = logging.getLogger(__name__)
 
+LIKE_QUANTILE = 0.25
 SEGMENT_BLOCKS = 26  # a background recording is cut into ~30 s segments (1.16 s hop), each in one fold
 
 
@@ -59,8 +63,9 @@ def stable_fold(key: str, n_folds: int) -> int:
 
 
 def label_similarity_floor(pos: list[np.ndarray], pos_label: np.ndarray, n_labels: int) -> np.ndarray:
-    """Per label: the median similarity of its (loud) blocks to their nearest block from another clip of the
-    label (``pos``: unit block embeddings per clip). A label with one clip gets 1 (nothing is dropped for it)."""
+    """Per label: the LIKE_QUANTILE quantile of the similarities of its (loud) blocks to their nearest block from
+    another clip of the label (``pos``: unit block embeddings per clip). A label with one clip gets 1 (nothing is
+    dropped for it)."""
     floors = np.ones(n_labels, dtype=np.float32)
     for k in range(n_labels):
         clips = [p for p, lab in zip(pos, pos_label) if lab == k and len(p)]
@@ -70,7 +75,7 @@ def label_similarity_floor(pos: list[np.ndarray], pos_label: np.ndarray, n_label
         for j, c in enumerate(clips):
             others = np.concatenate([o for i, o in enumerate(clips) if i != j])
             nearest.append((c @ others.T).max(axis=1))
-        floors[k] = float(np.median(np.concatenate(nearest)))
+        floors[k] = float(np.quantile(np.concatenate(nearest), LIKE_QUANTILE))
     return floors
 
 

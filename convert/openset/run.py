@@ -39,10 +39,17 @@ def prepare_negatives(family, data, options, previous: list | None = None) -> Ne
                                                         options.cache_dir, options.threads)
     family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
-    pool = build_pool(builtin, background, positives, data.y, {c.sha for c in data.dataset.items}, data.labels,
+    pool = build_pool(builtin, background, positives, data.y, set(file_shas(data.dataset)), data.labels,
                       len(data.splits))
     check_background(pool.notes["background_files"])
     return pool
+
+
+def file_shas(dataset) -> list[str]:
+    """sha256 of each training clip's file (the built-in set names its sources by file sha256)."""
+    from runtime.model.bundle import sha256_file
+
+    return [c.file_sha if hasattr(c, "file_sha") else sha256_file(c.path) for c in dataset.items]
 
 
 def check_background(files: list[dict]) -> None:

@@ -29,6 +29,8 @@ UPDATE_FILE = "training.npz"
 
 def update_data(family, data) -> bytes:
     """training.npz for a bundle: every copy of every clip's block embeddings, and the user's background."""
+    from convert.openset.run import file_shas
+
     copies = [family.inputs] + list(family.augmented)
     emb, lv, clip, copy = [], [], [], []
     for c, (embs, levels) in enumerate(zip(copies, family.levels)):
@@ -46,7 +48,7 @@ def update_data(family, data) -> bytes:
         buf, emb=np.concatenate(emb).astype(np.float16), levels=np.concatenate(lv).astype(np.float32),
         clip=np.concatenate(clip).astype(np.int32), copy=np.concatenate(copy).astype(np.int16),
         y=data.y.astype(np.int16), fold=fold.astype(np.int16),
-        sha=np.array([c.sha for c in data.dataset.items]),
+        sha=np.array([c.sha for c in data.dataset.items]), file_sha=np.array(file_shas(data.dataset)),
         fold_name=np.array([str(c.fold) if c.fold is not None else "" for c in data.dataset.items]),
         mixed_copy=np.array(1 + len(family.gains) if family.mixed is not None else -1),
         mixed_lead=np.array(family.mixed[2] if family.mixed is not None else [], dtype=np.float64),
@@ -64,6 +66,7 @@ class UpdateData:
     y: np.ndarray
     fold: np.ndarray
     sha: list[str]
+    file_sha: list[str]
     fold_name: list[str]
     mixed_copy: int  # the copy validation streams play (-1: none)
     mixed_lead: list[float]  # its lead-in per clip (s)
@@ -90,7 +93,7 @@ def read_update_data(path: Path) -> UpdateData:
                          emb=d["bg_emb"][d["bg_file"] == j].astype(np.float32), levels=d["bg_levels"][d["bg_file"] == j])
           for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
     return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
-                      sha=[str(s) for s in d["sha"]], fold_name=[str(f) for f in d["fold_name"]],
+                      sha=[str(s) for s in d["sha"]], file_sha=[str(s) for s in d["file_sha"]], fold_name=[str(f) for f in d["fold_name"]],
                       mixed_copy=int(d["mixed_copy"]), mixed_lead=[float(x) for x in d["mixed_lead"]], background=bg)
 
 
@@ -99,8 +102,8 @@ class CachedDataset:
 
     def __init__(self, bundle, cache: UpdateData):
         self.labels = list(bundle.labels)
-        self.items = [SimpleNamespace(sha=s, label=self.labels[y], fold=f or None)
-                      for s, y, f in zip(cache.sha, cache.y, cache.fold_name)]
+        self.items = [SimpleNamespace(sha=s, file_sha=fs, label=self.labels[y], fold=f or None)
+                      for s, fs, y, f in zip(cache.sha, cache.file_sha, cache.y, cache.fold_name)]
         ds = bundle.meta.get("dataset") or {}
         self.fingerprint = ds.get("fingerprint", "")
         self.counts = ds.get("classes") or {}

@@ -21,7 +21,9 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,25 +130,65 @@ def score(stream: dict, model: Path, work: Path, name: str) -> dict:
     }
 
 
-def main(out_dir: Path, model: Path | None = None, shared: Path = SHARED, seed: int = 0) -> dict:
+def site_audio(shared: Path, work: Path) -> tuple[dict, dict]:
+    """(test beds, site recordings) per stream. Forest: odd quarter-hours are the test beds, the even ones (other
+    times of the same site) the site's background. Spinetail: its second half is the test bed, its first half the
+    background recorded earlier at the site."""
+    from runtime.listen.clips import write_wav
+
+    even, odd = forest_files(shared)
+    site = work / "site"
+    site.mkdir(exist_ok=True)
+    x = load(sorted((shared / "soundscapes" / "spinetail").glob("*.wav"))[0])
+    half = len(x) // 2
+    write_wav(site / "spinetail_first_half.wav", x[:half].astype(np.float32), RATE)
+    write_wav(site / "spinetail_second_half.wav", x[half:].astype(np.float32), RATE)
+    write_wav(site / "forest_even_hours.wav", np.concatenate([load(p) for p in even]).astype(np.float32), RATE)
+    beds = {"forest": odd, "spinetail": [site / "spinetail_second_half.wav"]}
+    recordings = {"forest": site / "forest_even_hours.wav", "spinetail": site / "spinetail_first_half.wav"}
+    return beds, recordings
+
+
+def cli(argv: list[str]) -> None:
     from runtime.cli.main import main as cli_main
 
+    if cli_main(argv) != 0:
+        raise RuntimeError(f"fieldear {' '.join(argv[:1])} failed: {argv}")
+
+
+def main(out_dir: Path, model: Path | None = None, shared: Path = SHARED, seed: int = 0, site: bool = True) -> dict:
+    """Score the plain model; with ``site``, also the site-adapted ones a user makes with `fieldear background
+    record` then `train --update` (head only) or `train --background` (full retrain)."""
     work = Path(out_dir) / "openset_work"
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    manifest = write_train_manifest(shared, work)
     if model is None:
         model = work / "model"
-        if cli_main(["train", str(write_train_manifest(shared, work)), "--out", str(model), "--force"]) != 0:
-            raise RuntimeError("fieldear train failed")
+        cli(["train", str(manifest), "--out", str(model), "--force"])
     targets, distractors = stream_items(shared, rng)
-    _, odd_forest = forest_files(shared)
-    beds = {"forest": odd_forest, "spinetail": sorted((shared / "soundscapes" / "spinetail").glob("*.wav"))}
+    beds, recordings = site_audio(shared, work)
     result = {"model": str(model), "targets": list(TARGETS), "listen_flags": "none (the defaults a user gets)",
-              "streams": {}}
+              "streams": {}, "site_adapted": {}}
     for k, (name, files) in enumerate(beds.items()):
         items = targets + distractors[k::2]  # every held-out target in both streams (32 events each), half the distractors
-        result["streams"][name] = score(build_stream(name, files, items, work, rng), model, work, name)
+        stream = build_stream(name, files, items, work, rng)
+        result["streams"][name] = score(stream, model, work, name)
         log.info("%s: %s", name, json.dumps(result["streams"][name]))
+        if not site:
+            continue
+        bg = work / f"site_bg_{name}"
+        shutil.rmtree(bg, ignore_errors=True)
+        cli(["background", "record", "--file", str(recordings[name]), "--minutes", "60", "--out", str(bg)])
+        adapted = {}
+        for how, argv in (("update", ["train", "--update", str(model)]), ("retrain", ["train", str(manifest)])):
+            out = work / f"model_{name}_{how}"
+            t0 = time.perf_counter()
+            cli(argv + ["--background", str(bg), "--out", str(out), "--force"])
+            adapted[how] = {"train_wall_s": round(time.perf_counter() - t0, 1),
+                            **score(stream, out, work, f"{name}_{how}")}
+            log.info("%s, %s: %s", name, how, json.dumps(adapted[how]))
+        result["site_adapted"][name] = adapted
     (Path(out_dir) / "openset.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -155,7 +197,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--model", type=Path, default=None, help="score this bundle instead of training one")
+    ap.add_argument("--no-site", dest="site", action="store_false", help="skip the site-adapted models")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    print(json.dumps(main(args.out, args.model), indent=2))
+    print(json.dumps(main(args.out, args.model, site=args.site), indent=2))
     sys.exit(0)

@@ -1,0 +1,168 @@
+"""Open-set pieces on real embeddings (the built-in negative set): the label-like filter, validation streams,
+the calibration search's shortcut and budget rule, the novelty rule and its place in the bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convert.data.negatives import load_negatives
+from convert.openset import calibrate
+from convert.openset.pool import build_pool
+from convert.openset.streams import compose_stream
+from runtime.detect.events import PostSettings, detect
+from runtime.errors import BundleError
+from runtime.model.bundle import load_bundle, sha256_file, write_bundle
+from runtime.model.novelty import Novelty, load_novelty, unit_rows
+from runtime.paths import BACKBONE_FILE, DEFAULT_BUNDLE
+
+
+@pytest.fixture(scope="module")
+def negatives():
+    return load_negatives(sha256_file(BACKBONE_FILE))
+
+
+def _items(neg, category, folds=None, loud=False):
+    rows = [i for i, r in enumerate(neg.items) if r["category"] == category and (folds is None or r["fold"] in folds)]
+    blocks = [neg.item_blocks(i) for i in rows]
+    if loud:  # as train passes them: blocks less than 20 dB below the clip's loudest
+        blocks = [b[lv >= lv.max() - 20] for b, lv in zip(blocks, (neg.levels[neg.item == i] for i in rows))]
+    return rows, blocks
+
+
+def test_negatives_like_a_label_are_dropped_and_unrelated_ones_kept(negatives):
+    # the user's "dog" and "rain" clips: built-in items of folds 1-2 (their exact copies are dropped by sha256)
+    dog_rows, dog = _items(negatives, "dog", {"1", "2"}, loud=True)
+    rain_rows, rain = _items(negatives, "rain", {"1", "2"}, loud=True)
+    shas = {negatives.items[i]["sha256"] for i in dog_rows + rain_rows}
+    pool = build_pool(negatives, [], dog + rain, np.array([0] * len(dog) + [1] * len(rain)), shas, ["dog", "rain"], 5)
+    dropped = pool.notes["builtin_dropped"]
+    assert dropped["a training clip"]["n"] == len(shas)
+
+    def kept(category):
+        return len({i for i, c in zip(pool.item, pool.category) if c == category})
+
+    # other dogs and rain (folds 3-4) sound like the user's: most are not trained as background
+    others = sum(1 for r in negatives.items if r["category"] == "dog" and r["fold"] in ("3", "4"))
+    assert kept("dog") <= 0.4 * others and kept("rain") <= 0.4 * others
+    # speech, forest ambience and unrelated sounds stay
+    assert kept("speech") >= 0.95 * sum(1 for r in negatives.items if r["category"] == "speech")
+    assert kept("ambient") == 48 and kept("chainsaw") == 32 and kept("clock_tick") == 32
+    # every item stays in one fold; beds and events both present in every fold
+    for k in range(5):
+        assert pool.items(k, "bed") and pool.items(k, "event")
+    assert len(pool.training(0)) + int((pool.fold == 0).sum()) == len(pool)
+
+
+def test_validation_stream_places_items_between_background_runs(negatives):
+    rng = np.random.default_rng(3)
+    _, dogs = _items(negatives, "dog", {"1"})
+    _, speech = _items(negatives, "speech")
+    beds = [negatives.item_blocks(i) for i, r in enumerate(negatives.items) if r["kind"] == "bed"][:5]
+    targets = [("dog", e, np.arange(len(e)) >= 1) for e in dogs[:6]]
+    stream = compose_stream(0, targets, [("speech", e) for e in speech[:4]], beds, rng)
+    assert [p.kind for p in stream.items].count("target") == 6 and len(stream.items) == 10
+    prev_end = 0
+    for p in sorted(stream.items, key=lambda p: p.first):
+        gap = p.first - prev_end
+        assert 2 <= gap <= 6  # background between items
+        prev_end = p.first + p.n
+        if p.kind == "target":
+            assert p.loud == (p.first + 1, p.first + p.n)
+    assert stream.n_blocks - prev_end >= 2
+    again = compose_stream(0, targets, [("speech", e) for e in speech[:4]], beds, np.random.default_rng(3))
+    assert np.array_equal(again.emb, stream.emb)  # seeded
+
+
+def test_feeding_only_blocks_above_the_off_threshold_gives_the_detectors_events():
+    rng = np.random.default_rng(0)
+    n = 600
+    x = np.clip(np.convolve(rng.random(n) ** 4, np.ones(3) / 3, mode="same") * 1.6, 0, 1)
+    tl = calibrate.Timeline(x[:, None], np.ones((n, 1)), [], [], 1.161, 2.322)
+    for smoothing in (1, 3):
+        seq = calibrate.smoothed(tl, x[:, None], smoothing)
+        for thr, gap, dur in ((0.5, 0.0, 0.0), (0.3, 1.161, 2.322), (0.7, 1.161, 0.0)):
+            fast = calibrate.label_events("a", seq, PostSettings(thresholds={"a": thr}, merge_gap_s=gap,
+                                                                  min_event_s=dur), tl.hop_s)
+            full = detect(["a"], PostSettings(thresholds={"a": thr}, smoothing=smoothing, merge_gap_s=gap,
+                                              min_event_s=dur), tl.hop_s, [(*tl.times(k), x[k:k + 1]) for k in range(n)])
+            assert [(e.start_s, e.end_s) for e in fast] == [(e.start_s, e.end_s) for e in full]
+            assert fast  # the case is not empty
+
+
+def test_thresholds_are_raised_until_the_false_alarms_fit():
+    # per label: (tp, fp, fn) at rising thresholds
+    a = [(10, 8, 0), (10, 4, 0), (9, 1, 1), (5, 0, 5)]
+    b = [(10, 6, 0), (9, 2, 1), (8, 0, 2), (4, 0, 6)]
+    assert calibrate.fit_budget([a, b], budget_fp=3) == ([2, 2], True)  # each label's best fits already
+    assert calibrate.fit_budget([a, b], budget_fp=0) == ([3, 2], True)  # a's last false alarm goes
+    c = [(9, 1, 1), (9, 1, 1), (9, 0, 1)]  # F1 0.9, 0.9, 0.947
+    assert calibrate.most_sensitive_best(c) == 2
+    d = [(9, 2, 1), (9, 1, 1), (9, 1, 1)]  # 0.857, 0.9, 0.9: of equal ones the lowest threshold
+    assert calibrate.most_sensitive_best(d) == 1
+    pick, fits = calibrate.fit_budget([[(1, 5, 0)]], budget_fp=1)
+    assert not fits and pick == [0]
+
+
+def test_novelty_rule_zeroes_labels_a_block_is_unlike(negatives):
+    _, dogs = _items(negatives, "dog", {"1"})
+    _, speech = _items(negatives, "speech")
+    protos = np.concatenate(dogs[:5])
+    nov = Novelty(unit_rows(protos), np.zeros(len(protos), dtype=np.int64), np.array([0.9, -1.0], dtype=np.float32))
+    sim_dog = nov.similarity(np.concatenate(dogs[5:10]))[:, 0]
+    sim_speech = nov.similarity(np.concatenate(speech[:20]))[:, 0]
+    assert np.median(sim_dog) > np.median(sim_speech)
+    scores = np.full((3, 2), 0.8, dtype=np.float32)
+    gated = nov.gate(scores, np.array([[0.95, -1.0], [0.5, -1.0], [0.9, 0.2]]))
+    assert (gated > 0).tolist() == [[True, True], [False, True], [True, True]]  # tau -1: never cut
+    assert np.allclose(nov.similarity(protos[:3])[:, 0], 1.0, atol=1e-5)
+
+
+def _bundle_with(tmp_path, edit, files_extra=None):
+    src = load_bundle(DEFAULT_BUNDLE)
+    meta = {k: v for k, v in src.meta.items() if k not in ("json_sha256", "files")}
+    files = {p.name: p for p in DEFAULT_BUNDLE.iterdir() if p.is_file() and p.name != "model.json"}
+    files.update(files_extra or {})
+    edit(meta)
+    out = tmp_path / "b"
+    write_bundle(out, files, meta, force=True)
+    return out
+
+
+def test_bundle_carries_stream_defaults_and_a_checked_novelty_file(tmp_path, negatives):
+    import io
+
+    labels = load_bundle(DEFAULT_BUNDLE).labels
+    _, dogs = _items(negatives, "dog", {"1"})
+    buf = io.BytesIO()
+    np.savez(buf, prototypes=np.concatenate(dogs[:3]).astype(np.float16), proto_label=np.zeros(9, dtype=np.int16))
+
+    def edit(meta):
+        meta["stream"] = {"thresholds": {label: 0.6 for label in labels}, "smoothing": 2, "merge_gap_s": 1.0}
+        meta["novelty"] = {"file": "novelty.npz", "tau": {label: 0.5 for label in labels}}
+
+    out = _bundle_with(tmp_path, edit, {"novelty.npz": buf.getvalue()})
+    bundle = load_bundle(out)
+    assert bundle.stream["smoothing"] == 2 and bundle.stream["thresholds"][labels[0]] == 0.6
+    s = PostSettings.for_bundle(bundle)
+    assert s.smoothing == 2 and s.merge_gap_s == 1.0 and s.on_threshold(labels[1]) == 0.6
+    nov = load_novelty(out / "novelty.npz", bundle.novelty["tau"], bundle.labels)
+    assert nov.prototypes.shape == (9, 512)
+    from runtime.model.model import Model
+
+    model = Model(bundle)
+    raw, gated = model.score_block_both(np.zeros((bundle.frontend.block_frames, bundle.frontend.n_mels), np.float32))
+    assert gated.shape == raw.shape and (gated <= raw + 1e-6).all()
+    # a replaced novelty file is refused like a replaced model file
+    (out / "novelty.npz").write_bytes(buf.getvalue() + b"x")
+    with pytest.raises(BundleError, match="novelty.npz checksum mismatch"):
+        load_bundle(out)
+
+
+def test_malformed_stream_section_is_refused(tmp_path):
+    labels = load_bundle(DEFAULT_BUNDLE).labels
+    for stream in ({"thresholds": {labels[0]: 2.0}}, {"thresholds": {label: 0.5 for label in labels}, "smoothing": -1}):
+        # write_bundle checks what it publishes with load_bundle: such a bundle is never written
+        with pytest.raises(BundleError, match="'stream' is malformed"):
+            _bundle_with(tmp_path, lambda m, s=stream: m.update(stream=s))
+        assert not (tmp_path / "b").exists()
