@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
-OPEN_ENDPOINTS = {"static", "pages.login"}
+OPEN_ENDPOINTS = {"static", "pages.login", "favicon"}
 CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -92,6 +92,10 @@ def create_app(settings, clock: Callable[[], float] = time.time, status_state=..
     app.jinja_env.globals["auth_required"] = settings.password_hash is not None
     app.register_blueprint(pages)
     app.register_blueprint(api, url_prefix="/api")
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return app.send_static_file("favicon.svg")
 
     @app.before_request
     def _guard():

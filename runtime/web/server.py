@@ -15,6 +15,7 @@ def serve(settings, threads: int = THREADS) -> None:
 
     from runtime.web.app import create_app
 
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # a page's lazy images queue up briefly: normal
     app = create_app(settings)
     where = f"http://{settings.host}:{settings.port}/"
     log.info("fieldear serve: %s (log %s%s)", where, settings.db,
