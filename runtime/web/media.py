@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import wave
 from pathlib import Path
 
@@ -57,17 +58,28 @@ def read_clip(path: Path):
 
 
 def level_dbfs(path: Path) -> dict | None:
-    """RMS and peak level (dBFS) of a clip, or None when it cannot be read."""
-    import numpy as np
+    """RMS and peak level (dBFS) of a 16-bit clip, or None when it cannot be read. Standard library only (the
+    live page must not pull numpy into the server)."""
+    import array
 
     try:
-        x, _ = read_clip(path)
-    except (OSError, ValueError, EOFError, wave.Error) as exc:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                return None
+            raw = w.readframes(w.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
         log.debug("cannot read %s: %s", path, exc)
         return None
-    if not len(x):
+    pcm = array.array("h")
+    pcm.frombytes(raw[: len(raw) // 2 * 2])
+    if sys.byteorder == "big":
+        pcm.byteswap()
+    if not len(pcm):
         return None
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-    peak = float(np.max(np.abs(x)))
-    db = lambda v: round(20 * math.log10(v), 1) if v > 0 else None  # noqa: E731
+    rms = math.sqrt(math.fsum(x * x for x in pcm) / len(pcm)) / 32768.0
+    peak = max(max(pcm), -min(pcm)) / 32768.0
+
+    def db(v: float):
+        return round(20 * math.log10(v), 1) if v > 0 else None
+
     return {"rms_dbfs": db(rms), "peak_dbfs": db(peak)}

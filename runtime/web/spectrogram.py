@@ -2,7 +2,8 @@
 (``runtime.features.frontend.logmel``, the features the model sees) and encoded by ``runtime.web.png``.
 
 The frontend parameters come from the model bundle's ``model.json`` (read as JSON: no interpreter is loaded).
-Images are cached by (path, mtime, size) in memory, a few hundred at most.
+The server draws them in a helper process (``runtime.web.render_worker``, so numpy and scipy stay out of the
+server's memory) unless ``in_process``; images are cached by (path, mtime, size), a few hundred at most.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def render(samples, rate: int, params) -> bytes:
 
 
 class SpectrogramCache:
-    def __init__(self, model: Path | None, size: int = CACHE_SIZE):
+    def __init__(self, model: Path | None, size: int = CACHE_SIZE, in_process: bool = False):
         self.model = model
         self.size = size
+        self.in_process = in_process
+        self._worker = None
         self._params = None
         self._images: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
@@ -71,10 +74,22 @@ class SpectrogramCache:
             if key in self._images:
                 self._images.move_to_end(key)
                 return self._images[key]
-        samples, rate = read_clip(path)
-        data = render(samples, rate, self.params)
+        if self.in_process:
+            samples, rate = read_clip(path)
+            data = render(samples, rate, self.params)
+        else:
+            with self._lock:
+                if self._worker is None:
+                    from runtime.web.render_worker import WorkerClient
+
+                    self._worker = WorkerClient(self.model)
+            data = self._worker.png(path)
         with self._lock:
             self._images[key] = data
             while len(self._images) > self.size:
                 self._images.popitem(last=False)
         return data
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()

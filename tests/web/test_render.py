@@ -67,3 +67,31 @@ def test_charts_are_valid_svg():
     assert "no data" in ET.tostring(empty, encoding="unicode")
     gaps = line_chart(["a", "b", "c"], {"x": [1.0, None, 2.0]}, "gaps")
     assert "<polyline" not in gaps and gaps.count("<circle") == 2
+
+
+def test_the_spectrogram_helper_renders_exits_when_idle_and_restarts(demo_log, tmp_path):
+    from runtime.web.render_worker import WorkerClient
+    from runtime.web.spectrogram import SpectrogramCache
+
+    clip = next((demo_log.parent / "clips").glob("*.wav"))
+    in_process = SpectrogramCache(None, in_process=True).png(clip)
+    worker = WorkerClient(None, idle_exit_s=0.5)
+    try:
+        assert worker.png(clip) == in_process  # the same image either way
+        assert worker.pid is not None
+        bad = tmp_path / "bad.wav"
+        bad.write_bytes(b"not a wav")
+        try:
+            worker.png(bad)
+            raise AssertionError("expected an error")
+        except ValueError as exc:
+            assert "Error" in str(exc)
+        import time
+
+        deadline = time.monotonic() + 10
+        while worker.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.pid is None  # idle: the helper (numpy, scipy) has exited
+        assert worker.png(clip) == in_process  # started again on demand
+    finally:
+        worker.close()
