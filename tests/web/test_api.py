@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import struct
 import xml.etree.ElementTree as ET
-import zlib
 
 import pytest
 
