@@ -119,6 +119,15 @@ def get_event(event_id: int):
                    reviews=reviews_of(db(), event_id))
 
 
+@api.get("/events/<int:event_id>/scores")
+def get_event_scores(event_id: int):
+    from runtime.store.queries import event_scores
+
+    event = _event_or_404(event_id)
+    return jsonify(label=event["label"], start_s=event["start_s"], end_s=event["end_s"],
+                   points=event_scores(db(), event))
+
+
 @api.get("/events/<int:event_id>/clip")
 def get_event_clip(event_id: int):
     return send_file(_clip_of(_event_or_404(event_id)), mimetype="audio/wav", conditional=True)

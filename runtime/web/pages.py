@@ -41,9 +41,17 @@ def detections():
     from runtime.store.queries import REVIEW_STATES, count_events, days_seen, labels_seen, reviewed_events
     from runtime.web.api import event_filter, event_json
 
+    from runtime.store.queries import event_scores
+    from runtime.web.plots import sparkline
+
     flt = event_filter(request.args)
     conn = db()
-    rows = [event_json(e) for e in reviewed_events(conn, flt)]
+    rows = []
+    for e in reviewed_events(conn, flt):
+        row = event_json(e)
+        row["scores_svg"] = sparkline(event_scores(conn, e), (e["start_s"], e["end_s"]),
+                                      title=f"{e['label']} score over time (event shaded, dashes at 0.5)")
+        rows.append(row)
     total = count_events(conn, flt)
     labels = labels_seen(conn)
     args = {k: v for k, v in request.args.items() if k != "offset" and v}

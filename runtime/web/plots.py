@@ -86,3 +86,26 @@ def counts_chart(rows: list[tuple[str, str, int]]) -> str:
     table = {(d, lab): c for d, lab, c in rows}
     series = {lab: [float(table.get((d, lab), 0)) for d in days] for lab in labels}
     return line_chart(days, series, "events per day, by label", "events")
+
+
+def sparkline(points: list[tuple[float, float]], span: tuple[float, float], width: int = 180, height: int = 34,
+              title: str = "") -> str:
+    """A small ``<svg>``: score (0..1) over stream time, the event's span shaded."""
+    if not points:
+        return ""
+    t0 = min(min(t for t, _ in points), span[0])
+    t1 = max(max(t for t, _ in points), span[1])
+    dt = max(t1 - t0, 1e-6)
+
+    def x(t: float) -> float:
+        return 1 + (width - 2) * (t - t0) / dt
+
+    def y(v: float) -> float:
+        return 1 + (height - 2) * (1.0 - max(0.0, min(1.0, v)))
+
+    pts = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+            f'<rect x="{x(span[0]):.1f}" y="0" width="{max(1.0, x(span[1]) - x(span[0])):.1f}" height="{height}" '
+            f'fill="#fde9b0"/><line x1="0" y1="{y(0.5):.1f}" x2="{width}" y2="{y(0.5):.1f}" stroke="#ccc" '
+            f'stroke-dasharray="3 3"/><polyline points="{pts}" fill="none" stroke="#24412f" stroke-width="1.5"/></svg>')

@@ -193,3 +193,14 @@ def test_the_writer_is_not_blocked_while_the_server_reads(client, log_copy):
         with pytest.raises(sqlite3.OperationalError):
             reader.execute("INSERT INTO health(t_utc, device_id, json) VALUES ('x', 'd', '{}')")  # mode=ro
     writer.close()
+
+
+def test_scores_over_time(client):
+    ev = client.get("/api/events").get_json()["events"][-1]
+    data = client.get(f"/api/events/{ev['id']}/scores").get_json()
+    assert data["label"] == ev["label"] and len(data["points"]) >= 3
+    times = [t for t, _ in data["points"]]
+    assert times == sorted(times) and times[0] <= ev["start_s"] and times[-1] >= ev["start_s"]
+    assert max(s for _, s in data["points"]) >= 0.5  # the event came from these scores
+    page = client.get("/detections").get_data(as_text=True)
+    assert page.count('class="spark"') == client.get("/api/events").get_json()["total"]
