@@ -74,7 +74,7 @@ def cmd_config_check(args) -> int:
         log.warning("[web] host = %s without password_file: `fieldear serve` (and `service install --web`) will "
                     "refuse to start; make one with `fieldear serve --hash-password`", web.host)
     print(f"  web      {web.host}:{web.port} (`fieldear serve`; "
-          f"{'password file ' + str(web.password_file) if web.password_file else 'no password: loopback only'})")
+          f"{'password file ' + str(web.password_file) if web.password_file else 'no password'})")
     return 0
 
 
