@@ -22,6 +22,8 @@ def register(sub) -> None:
             q.add_argument("--dynamic-user", action="store_true",
                            help="DynamicUser=yes + StateDirectory= instead of a created `fieldear` user")
             q.add_argument("--no-start", action="store_true", help="enable but do not start now")
+            q.add_argument("--web", action="store_true", help="also install fieldear-web.service: the review page "
+                           "(`fieldear serve`, needs the web extra) with the same config and user")
 
     q = ssub.add_parser("install", help="as root: user, dirs, config, bundle, unit; daemon-reload; enable --now")
     common(q, install=True)
@@ -36,6 +38,7 @@ def register(sub) -> None:
     q.add_argument("--config", default=None, help="TOML config (data dir, MQTT -> network, watchdog)")
     q.add_argument("--exec", dest="exec_path", default=None, help="the fieldear script the unit runs")
     q.add_argument("--dynamic-user", action="store_true", help="DynamicUser=yes instead of a `fieldear` user")
+    q.add_argument("--web", action="store_true", help="print fieldear-web.service (`fieldear serve`) instead")
     q.set_defaults(func=_lazy("firmware_tools.service", "cmd_render"))
 
     p = sub.add_parser("deploy", help="copy a bundle and/or config to a device over ssh, switch, restart, check, "

@@ -3,8 +3,11 @@
 install (as root): validate the config (and bundle), create the ``fieldear`` system user (unless
 DynamicUser), create the data dir, install the config to /etc/fieldear/fieldear.toml (mode 0640, group
 fieldear) and the bundle to ``<data_dir>/models/<name>-<sha12>`` with ``models/current`` pointing at it,
-write the unit to /etc/systemd/system, ``systemctl daemon-reload``, ``enable --now``.
-uninstall: ``disable --now``, remove the unit, daemon-reload; ``--purge`` also removes config, data and user.
+write the unit to /etc/systemd/system, ``systemctl daemon-reload``, ``enable --now``. ``--web`` also writes
+``fieldear-web.service`` (`fieldear serve` with the same config and user) and enables it; a [web] host off
+loopback without a [web] password_file is refused before anything is touched.
+uninstall: ``disable --now``, remove the unit (and the web unit if installed), daemon-reload; ``--purge`` also
+removes config, data and user.
 
 Everything is done by a ``Plan`` of steps, so ``--dry-run`` prints exactly what would happen and tests can run
 it against a temporary root directory (``--root``).
@@ -25,9 +28,11 @@ from firmware_tools.shell import run_command
 from firmware_tools.unit import (
     SERVICE_USER,
     UNIT_NAME,
+    WEB_UNIT_NAME,
     UnitOptions,
     options_from_config,
     render_unit,
+    render_web_unit,
     systemd_analyze_verify,
 )
 from runtime.errors import ConfigError, FieldearError
@@ -139,13 +144,23 @@ def _checked_sources(config_file: Path | None, model_dir: Path | None, root: Pat
     return source_config, installed_config, config, bundle
 
 
-def _verified_unit(opts: UnitOptions, verify: bool) -> str:
-    unit_text = render_unit(opts)
+def check_web_config(config, where: str) -> None:
+    """The web unit's rule, checked at install time: off loopback only with a password file."""
+    from runtime.web.settings import is_loopback
+
+    if not is_loopback(config.web.host) and config.web.password_file is None:
+        raise ConfigError(f"{where}: [web] host = {config.web.host} needs [web] password_file",
+                          "make one with `fieldear serve --hash-password > /etc/fieldear/web-password`, "
+                          "or set host = \"127.0.0.1\"")
+
+
+def _verified_unit(opts: UnitOptions, verify: bool, web: bool = False) -> str:
+    unit_text = render_web_unit(opts) if web else render_unit(opts)
     if verify and shutil.which("systemd-analyze") and Path(opts.exec_path).exists():
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            rc, output = systemd_analyze_verify(unit_text, Path(tmp))
+            rc, output = systemd_analyze_verify(unit_text, Path(tmp), name=WEB_UNIT_NAME if web else UNIT_NAME)
         if rc != 0:
             raise FieldearError(f"the rendered unit does not pass systemd-analyze verify: {output}")
         if output:
@@ -212,12 +227,12 @@ def _add_config_step(plan: Plan, source_config: Path, installed_config: Path, us
     plan.add(f"install -m 0640 -g {user} {source_config} {SYSTEM_CONFIG}", copy_config)
 
 
-def _add_unit_step(plan: Plan, unit_text: str, root: Path, text: str) -> None:
-    unit_path = under(root, UNIT_DIR / UNIT_NAME)
+def _add_unit_step(plan: Plan, unit_text: str, root: Path, text: str, name: str = UNIT_NAME) -> None:
+    unit_path = under(root, UNIT_DIR / name)
 
     def write_unit() -> None:
         unit_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = unit_path.with_name(UNIT_NAME + ".new")
+        tmp = unit_path.with_name(name + ".new")
         tmp.write_text(unit_text, encoding="utf-8")
         tmp.chmod(0o644)
         os.replace(tmp, unit_path)
@@ -228,14 +243,19 @@ def _add_unit_step(plan: Plan, unit_text: str, root: Path, text: str) -> None:
 def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Path | None, root: Path = Path("/"),
                  user: str = SERVICE_USER, dynamic_user: bool = False, start: bool = True,
                  systemctl: str | None = "systemctl", run: Callable[[list[str]], None] | None = None,
-                 verify: bool = True) -> Plan:
-    """The steps of ``service install``. ``systemctl`` None: only write files (for --root installs)."""
+                 verify: bool = True, web: bool = False) -> Plan:
+    """The steps of ``service install``. ``systemctl`` None: only write files (for --root installs).
+    ``web``: also the ``fieldear-web.service`` unit (`fieldear serve`)."""
     run = run or Runner()
     source_config, installed_config, config, bundle = _checked_sources(config_file, model_dir, root)
     data_dir = config.store.data_dir
     opts = options_from_config(config, exec_path=exec_path, config_path=SYSTEM_CONFIG, user=user,
                                dynamic_user=dynamic_user)
     unit_text = _verified_unit(opts, verify)
+    web_text = None
+    if web:
+        check_web_config(config, str(source_config))
+        web_text = _verified_unit(opts, verify, web=True)
 
     plan = Plan()
     if not dynamic_user and not _user_exists(user):
@@ -247,9 +267,14 @@ def install_plan(config_file: Path | None, model_dir: Path | None, exec_path: Pa
         _add_config_step(plan, source_config, installed_config, user, root, dynamic_user)
     _add_unit_step(plan, unit_text, root, f"write {UNIT_DIR / UNIT_NAME} (Type=notify, WatchdogSec={opts.watchdog_sec}s, "
                    f"{'DynamicUser' if dynamic_user else 'User=' + user})")
+    units = [UNIT_NAME]
+    if web_text is not None:
+        _add_unit_step(plan, web_text, root, f"write {UNIT_DIR / WEB_UNIT_NAME} (fieldear serve on "
+                       f"{config.web.host}:{config.web.port})", name=WEB_UNIT_NAME)
+        units.append(WEB_UNIT_NAME)
     if systemctl is not None:
         for argv in ([systemctl, "daemon-reload"],
-                     [systemctl, "enable", "--now", UNIT_NAME] if start else [systemctl, "enable", UNIT_NAME]):
+                     [systemctl, "enable", "--now", *units] if start else [systemctl, "enable", *units]):
             plan.add(" ".join(argv), lambda argv=argv: run(argv))
     return plan
 
@@ -260,10 +285,14 @@ def uninstall_plan(root: Path = Path("/"), purge: bool = False, user: str = SERV
     run = run or Runner()
     plan = Plan()
     unit_path = under(root, UNIT_DIR / UNIT_NAME)
+    web_path = under(root, UNIT_DIR / WEB_UNIT_NAME)
+    units = [UNIT_NAME, WEB_UNIT_NAME] if web_path.exists() else [UNIT_NAME]
     if systemctl is not None:
-        argv = [systemctl, "disable", "--now", UNIT_NAME]
+        argv = [systemctl, "disable", "--now", *units]
         plan.add(" ".join(argv), lambda: run(argv))
     plan.add(f"rm -f {UNIT_DIR / UNIT_NAME}", lambda: unit_path.unlink(missing_ok=True))
+    if web_path.exists():
+        plan.add(f"rm -f {UNIT_DIR / WEB_UNIT_NAME}", lambda: web_path.unlink(missing_ok=True))
     if systemctl is not None:
         argv2 = [systemctl, "daemon-reload"]
         plan.add(" ".join(argv2), lambda: run(argv2))
@@ -289,7 +318,7 @@ def cmd_render(args) -> int:
     config = load_config(args.config) if args.config else default_config()
     opts = options_from_config(config, exec_path=Path(args.exec_path) if args.exec_path else None,
                                config_path=SYSTEM_CONFIG, dynamic_user=args.dynamic_user)
-    print(render_unit(opts), end="")
+    print(render_web_unit(opts) if args.web else render_unit(opts), end="")
     return 0
 
 
@@ -304,8 +333,10 @@ def _systemctl_for(args) -> str | None:
 def cmd_install(args) -> int:
     plan = install_plan(Path(args.config) if args.config else None, Path(args.model) if args.model else None,
                         Path(args.exec_path) if args.exec_path else None, root=Path(args.root),
-                        dynamic_user=args.dynamic_user, start=not args.no_start, systemctl=_systemctl_for(args))
-    return _execute(plan, args.dry_run, "installed fieldear.service" + ("" if args.no_start else " and started it"))
+                        dynamic_user=args.dynamic_user, start=not args.no_start, systemctl=_systemctl_for(args),
+                        web=args.web)
+    units = "fieldear.service and fieldear-web.service" if args.web else "fieldear.service"
+    return _execute(plan, args.dry_run, f"installed {units}" + ("" if args.no_start else " and started it"))
 
 
 def cmd_uninstall(args) -> int:

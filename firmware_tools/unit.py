@@ -1,4 +1,5 @@
-"""Render the systemd unit from ``templates/fieldear.service.in``.
+"""Render the systemd units from ``templates/fieldear.service.in`` (listen) and ``fieldear-web.service.in``
+(`fieldear serve`, installed with ``service install --web``).
 
 The template has ``@NAME@`` placeholders (``$MAINPID`` etc. stay for systemd); every placeholder
 must be filled, so a template edit cannot silently ship a unit with ``@X@`` in it.
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "fieldear.service.in"
 UNIT_NAME = "fieldear.service"
+WEB_TEMPLATE = Path(__file__).resolve().parent / "templates" / "fieldear-web.service.in"
+WEB_UNIT_NAME = "fieldear-web.service"
 SERVICE_USER = "fieldear"
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -38,6 +41,8 @@ class UnitOptions:
     watchdog_sec: int = 30
     restart_sec: int = 10
     start_timeout_sec: int = 120
+    web_host: str = "127.0.0.1"  # [web] host: loopback keeps the web unit off every other address
+    web_port: int = 8080
 
 
 def default_exec_path() -> Path:
@@ -68,6 +73,8 @@ def options_from_config(config, exec_path: Path | None = None, config_path: Path
         dynamic_user=dynamic_user,
         network=config.mqtt.enabled,
         watchdog_sec=watchdog_sec_for(config.health.watchdog_stall_s),
+        web_host=config.web.host,
+        web_port=config.web.port,
     )
 
 
@@ -81,6 +88,57 @@ def _check_path(name: str, p: Path) -> str:
     return text
 
 
+def _user_lines(opts: UnitOptions, web: bool) -> list[str]:
+    if opts.dynamic_user:
+        state = Path("/var/lib") / opts.data_dir.name
+        if opts.data_dir != state:
+            raise ConfigError(f"unit: with DynamicUser the data dir must be /var/lib/NAME, got {opts.data_dir}",
+                              "set [store] data_dir = \"/var/lib/fieldear\" or use a dedicated user")
+        # The web unit names the listener's dynamic user (named after its unit), so both share one uid.
+        lines = ["DynamicUser=yes"] + ([f"User={SERVICE_USER}"] if web else ["SupplementaryGroups=audio"])
+        return lines + [f"StateDirectory={opts.data_dir.name}", "StateDirectoryMode=0750"]
+    return [f"User={opts.user}", f"Group={opts.user}"] + ([] if web else ["SupplementaryGroups=audio"])
+
+
+def _fill(template: Path, values: dict) -> str:
+    text = template.read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise ConfigError(f"unit template {template} has unfilled placeholders: {', '.join(sorted(set(left)))}")
+    return text
+
+
+def render_web_unit(opts: UnitOptions, template: Path = WEB_TEMPLATE) -> str:
+    """The text of ``fieldear-web.service``: `fieldear serve --config` with the listener's user and data dir.
+    A loopback [web] host also keeps it off the network (IPAddressAllow=localhost)."""
+    from runtime.web.settings import is_loopback
+
+    if not _NAME_RE.match(opts.user):
+        raise ConfigError(f"unit: invalid user name {opts.user!r}")
+    exec_path = _check_path("ExecStart", opts.exec_path)
+    data_dir = _check_path("data dir", opts.data_dir)
+    config_path = _check_path("config", opts.config_path)
+    under_home = any(str(p).startswith(("/home/", "/root/", "/run/user/")) for p in (opts.exec_path, opts.data_dir))
+    if is_loopback(opts.web_host):
+        network = ["# [web] host is loopback: no other address.", "IPAddressAllow=localhost", "IPAddressDeny=any"]
+    else:
+        network = [f"# [web] host = {opts.web_host}: reachable from the network (a password is required)."]
+    host = re.sub(r"[^A-Za-z0-9._:-]", "_", opts.web_host)
+    return _fill(template, {
+        "DEVICE_ID": re.sub(r"[^A-Za-z0-9._:-]", "_", opts.device_id),
+        "BIND": f"{host}:{int(opts.web_port)}",
+        "EXEC": exec_path,
+        "CONFIG": config_path,
+        "DATA_DIR": data_dir,
+        "RESTART": f"{int(opts.restart_sec)}s",
+        "USER_LINES": "\n".join(_user_lines(opts, web=True)),
+        "PROTECT_HOME": "read-only" if under_home else "yes",
+        "NETWORK_LINES": "\n".join(network),
+    })
+
+
 def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
     """The unit file text."""
     if not _NAME_RE.match(opts.user):
@@ -88,15 +146,7 @@ def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
     exec_path = _check_path("ExecStart", opts.exec_path)
     data_dir = _check_path("data dir", opts.data_dir)
     config_path = _check_path("config", opts.config_path)
-    if opts.dynamic_user:
-        state = Path("/var/lib") / opts.data_dir.name
-        if opts.data_dir != state:
-            raise ConfigError(f"unit: with DynamicUser the data dir must be /var/lib/NAME, got {data_dir}",
-                              "set [store] data_dir = \"/var/lib/fieldear\" or use a dedicated user")
-        user_lines = ["DynamicUser=yes", "SupplementaryGroups=audio", f"StateDirectory={opts.data_dir.name}",
-                      "StateDirectoryMode=0750"]
-    else:
-        user_lines = [f"User={opts.user}", f"Group={opts.user}", "SupplementaryGroups=audio"]
+    user_lines = _user_lines(opts, web=False)
     # ProtectHome=yes hides /home and /root; a venv there would not start, so make those read-only instead.
     under_home = any(str(p).startswith(("/home/", "/root/", "/run/user/")) for p in (opts.exec_path, opts.data_dir))
     if under_home:
@@ -123,13 +173,7 @@ def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
         "PROTECT_HOME": "read-only" if under_home else "yes",
         "NETWORK_LINES": "\n".join(network_lines),
     }
-    text = template.read_text(encoding="utf-8")
-    for key, value in values.items():
-        text = text.replace(f"@{key}@", value)
-    left = re.findall(r"@[A-Z_]+@", text)
-    if left:
-        raise ConfigError(f"unit template {template} has unfilled placeholders: {', '.join(sorted(set(left)))}")
-    return text
+    return _fill(template, values)
 
 
 def systemd_analyze_verify(unit_text: str, workdir: Path, name: str = UNIT_NAME,

@@ -11,6 +11,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [clips]   enabled, pre_s, post_s, quota_mb, min_free_mb
     [health]  every_s, watchdog_stall_s
     [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id
+    [web]     host, port, password_file   (`fieldear serve`)
 
 Every key is optional. Unknown sections or keys and values of the wrong type are errors that name
 the file, the section and the key, e.g.
@@ -150,6 +151,16 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """`fieldear serve`: where the review page listens. Any host but loopback needs ``password_file`` (a hash
+    made by `fieldear serve --hash-password`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None = None  # the file it came from (None: defaults only)
     device: DeviceConfig = DeviceConfig()
@@ -160,6 +171,7 @@ class Config:
     clips: ClipsConfig = ClipsConfig()
     health: HealthConfig = HealthConfig()
     mqtt: MqttConfig = MqttConfig()
+    web: WebConfig = WebConfig()
 
     @property
     def device_id(self) -> str:
@@ -191,7 +203,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "device": DeviceConfig, "model": ModelConfig, "audio": AudioConfig, "detect": DetectConfig,
-    "store": StoreConfig, "clips": ClipsConfig, "health": HealthConfig, "mqtt": MqttConfig,
+    "store": StoreConfig, "clips": ClipsConfig, "health": HealthConfig, "mqtt": MqttConfig, "web": WebConfig,
 }
 
 
@@ -319,6 +331,12 @@ def _topic_prefix(v, base):
     return v
 
 
+def _host(v, base):
+    if not isinstance(v, str) or not v.strip() or any(c.isspace() or c in "/@[]" for c in v):
+        raise _Bad("expected a host name or IP address (e.g. \"127.0.0.1\" or \"0.0.0.0\")")
+    return v.strip()
+
+
 def _thresholds(v, base):
     if not isinstance(v, Mapping):
         raise _Bad("expected a table of label = threshold")
@@ -360,6 +378,7 @@ CHECKS: dict[str, dict[str, Callable]] = {
              "ca_file": _path(optional=True), "username": _text(optional=True), "password": _text(optional=True),
              "password_file": _path(optional=True), "topic_prefix": _topic_prefix,
              "client_id": _text(optional=True)},
+    "web": {"host": _host, "port": _int(1, 65535), "password_file": _path(optional=True)},
 }
 
 

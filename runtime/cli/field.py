@@ -67,6 +67,14 @@ def cmd_config_check(args) -> int:
     print(f"  model    {model_text}")
     print(f"  log      {config.store.db_path}")
     print(f"  mqtt     {mqtt}")
+    web = config.web
+    from runtime.web.settings import is_loopback
+
+    if not is_loopback(web.host) and web.password_file is None:
+        log.warning("[web] host = %s without password_file: `fieldear serve` (and `service install --web`) will "
+                    "refuse to start; make one with `fieldear serve --hash-password`", web.host)
+    print(f"  web      {web.host}:{web.port} (`fieldear serve`; "
+          f"{'password file ' + str(web.password_file) if web.password_file else 'no password'})")
     return 0
 
 

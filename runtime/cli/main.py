@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "runtime.cli.listen",  # devices, listen, events, export
     "runtime.cli.field",  # status, config
     "runtime.cli.review",  # review
+    "runtime.cli.serve",  # serve
     "runtime.cli.fleet",  # outbox, collect, report
     "convert.cli",  # train, convert
     "firmware_tools.cli",  # service, deploy

@@ -116,6 +116,8 @@ class HeartbeatHook(Hook):
             "events_by_label": dict(sorted(s.events_by_label.items())),
             "last_event_utc": s.last_event_utc,
             "last_audio_age_s": last_audio_age,
+            "silent_s": round(getattr(s, "silent_s", 0.0), 1),  # the current run of digital silence
+            "clipped_samples": getattr(s, "clipped_samples", 0),
             "overruns": src.overruns,
             "dropped_blocks": src.dropped_blocks,
             "reconnects": getattr(src, "reconnects", 0),

@@ -256,3 +256,21 @@ def health_history(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
             continue
         out.append({**data, "id": row["id"], "t_utc": row["t_utc"]})
     return out
+
+
+def event_scores(conn: sqlite3.Connection, event: dict, pad_s: float = 3.0) -> list[tuple[float, float]]:
+    """(block start offset s, the event label's score) of the logged windows from ``pad_s`` before the event to
+    ``pad_s`` after it, same source; [] when windows were not logged (``log_windows = false``) or pruned."""
+    lo = utc_iso(parse_utc(event["start_utc"]) - pad_s)
+    hi = utc_iso(parse_utc(event["end_utc"]) + pad_s)
+    rows = conn.execute("SELECT start_s, scores_json FROM windows WHERE t_utc >= ? AND t_utc <= ? AND source IS ? "
+                        "ORDER BY t_utc", (lo, hi, event.get("source")))
+    out = []
+    for start_s, scores_json in rows:
+        try:
+            score = json.loads(scores_json).get(event["label"])
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(score, (int, float)):
+            out.append((float(start_s), float(score)))
+    return out

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
 OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
-                 "tests.bench.bench_fleet", "tests.bench.bench_openset")
+                 "tests.bench.bench_fleet", "tests.bench.bench_openset", "tests.bench.bench_web")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).
