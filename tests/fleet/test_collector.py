@@ -98,10 +98,16 @@ def test_collector_away_gets_what_was_sent_meanwhile(tmp_path, broker):
         pass  # subscribe once, then go away
     for i in range(30):
         add_event(db, "dev-q", "rooster", float(i))
-    assert send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=10).status.total_pending == 0
+    away = send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=1.5)
+    # the broker has them (queued for the collector), nobody confirmed storing them: still pending on the device
+    assert away.published["events"] >= 30 and away.acked["events"] == 0 and away.status.pending["events"] == 30
     with CollectorThread(tmp_path / "central.db", broker.address) as col:
         assert wait_until(lambda: col.stats.events == 30, 10)
+        # the next send gets the acks (of duplicates: the collector has them already) and empties the outbox
+        again = send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=10)
+        assert again.acked["events"] == 30 and again.status.total_pending == 0
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+    assert col.stats.events == 30 and col.stats.duplicates >= 30
 
 
 def test_report_by_device_label_day(tmp_path, capsys):
