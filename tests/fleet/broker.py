@@ -107,6 +107,15 @@ class Broker:
         self.proc.stderr.close()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no persistence file written, no clean disconnects (the crash of the issue)."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc.stderr.close()
+        self.proc = None
+
     def restart(self, down_s: float = 0.0) -> None:
         self.stop()
         time.sleep(down_s)
