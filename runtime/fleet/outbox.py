@@ -79,6 +79,8 @@ def _table_exists(conn: sqlite3.Connection, table: str) -> bool:
 def cursor(conn: sqlite3.Connection, stream: str) -> int:
     """The id of the last row of ``stream`` the collector acknowledged, with all before it (0 if none)."""
     _table(stream)
+    if not _table_exists(conn, "outbox_state"):  # a read-only connection to a log that never reported
+        return 0
     row = conn.execute("SELECT last_id FROM outbox_state WHERE stream = ?", (stream,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -157,6 +159,24 @@ def status(conn: sqlite3.Connection) -> OutboxStatus:
         pending={s: count_pending(conn, s) for s in STREAMS},
         oldest_utc={s: oldest_pending_utc(conn, s) for s in STREAMS},
     )
+
+
+def backlog_summary(conn: sqlite3.Connection, now: float) -> dict | None:
+    """For `fieldear status`: rows the collector has not acknowledged yet, and the age of the oldest; None if
+    this log never reported (no ``outbox_state``). Works on a read-only connection."""
+    if not _table_exists(conn, "outbox_state"):
+        return None
+    from runtime.store.schema import parse_utc
+
+    st = status(conn)
+    oldest = [t for t in st.oldest_utc.values() if t]
+    oldest_utc = min(oldest) if oldest else None
+    try:
+        age = round(max(0.0, now - parse_utc(oldest_utc)), 1) if oldest_utc else None
+    except ValueError:
+        age = None
+    return {"pending": dict(st.pending), "total": st.total_pending, "acked_up_to": dict(st.cursors),
+            "oldest_utc": oldest_utc, "oldest_age_s": age}
 
 
 def store_device_ids(conn: sqlite3.Connection) -> list[str]:

@@ -114,17 +114,20 @@ def test_report_by_device_label_day(tmp_path, capsys):
     col, conn = _collector(tmp_path)
     for i, (dev, label, day) in enumerate([("a", "dog", "01"), ("a", "dog", "02"), ("a", "rain", "02"),
                                            ("b", "dog", "02")]):
-        col.handle(conn, f"fieldear/{dev}/events", _event(dev, i + 1, label, f"2026-05-{day}T10:00:00.000Z"))
+        msg = json.loads(_event(dev, i + 1, label, f"2026-05-{day}T10:00:00.000Z"))
+        col.handle(conn, f"fieldear/{dev}/events", json.dumps({**msg, "backlog": 7 - i if dev == "a" else None}).encode())
     col.handle(conn, "fieldear/b/status", b"offline")
     col.handle(conn, "fieldear/c/health", json.dumps({"health_id": 1, "t_utc": "x", "health": {}}).encode())
     conn.close()
     db = str(tmp_path / "central.db")
     assert cli_main(["report", "--db", db, "--by", "device"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["device", "events", "labels", "first_event_utc", "last_event_utc", "health_msgs", "status"]
-    assert out[2].split() == ["a", "3", "2", "2026-05-01T10:00:00.000Z", "2026-05-02T10:00:00.000Z", "0"]
-    assert out[3].split()[:3] == ["b", "1", "1"] and out[3].split()[-1] == "offline"
-    assert out[4].split() == ["c", "0", "0", "1"]
+    assert out[0].split() == ["device", "events", "labels", "first_event_utc", "last_event_utc", "health_msgs", "status",
+                              "last_seen_utc", "backlog"]
+    assert out[2].split() == ["a", "3", "2", "2026-05-01T10:00:00.000Z", "2026-05-02T10:00:00.000Z", "0",
+                              "1970-01-01T00:01:40Z", "5"]  # the backlog its last message reported
+    assert out[3].split()[:3] == ["b", "1", "1"] and out[3].split()[-2:] == ["offline", "1970-01-01T00:01:40Z"]
+    assert out[4].split() == ["c", "0", "0", "1", "1970-01-01T00:01:40Z"]
     assert cli_main(["report", "--db", db, "--by", "label"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in out[2:]] == [["dog", "3", "2"], ["rain", "1", "1"]]
