@@ -34,6 +34,10 @@ def register(sub) -> None:
     c.add_argument("--config", help="config (TOML) whose [mqtt] section gives TLS, credentials, topic prefix")
     c.add_argument("--client-id", default="fieldear-collector",
                    help="MQTT client id; keep it stable so the broker queues messages while away")
+    c.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (needs fieldear[metrics])")
+    c.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
     c.set_defaults(func=cmd_collect)
 
     r = sub.add_parser("report", help="summarise the central database per device, label or day")
@@ -129,10 +133,19 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from runtime.fleet.central.collector import Collector
 
     signals = Signals().install()
+    server = None
     try:
         settings, _ = settings_from_args(args.broker, args.config)
-        stats = Collector(args.db, settings, client_id=args.client_id).run(signals.stop)
+        collector = Collector(args.db, settings, client_id=args.client_id)
+        if args.metrics_port is not None:
+            from runtime.fleet.central.metrics import start_metrics_server
+
+            server = start_metrics_server(collector, args.metrics_port, args.metrics_addr)
+            print(f"metrics on http://{args.metrics_addr}:{server.server_address[1]}/metrics", flush=True)
+        stats = collector.run(signals.stop)
     finally:
+        if server is not None:
+            server.shutdown()
         signals.restore()
     print(
         f"collected {stats.events} events, {stats.health} health messages and {stats.reviews} reviews from {len(stats.by_device)} devices "

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS reviews (
 
 SCHEMA = TABLES + """
 CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, generation TEXT, last_seen_ts REAL NOT NULL, backlog INTEGER, backlog_ts REAL);
+    device_id TEXT PRIMARY KEY, generation TEXT, last_seen_ts REAL NOT NULL, backlog INTEGER, backlog_ts REAL,
+    lag_s REAL);
 CREATE TABLE IF NOT EXISTS status (device_id TEXT PRIMARY KEY, state TEXT NOT NULL, received_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS status_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, state TEXT NOT NULL, retained INTEGER NOT NULL,
@@ -274,13 +275,17 @@ class Collector:
 
     def _seen(self, conn, device: str, msg: dict, now: float) -> None:
         backlog = msg.get("backlog")
-        backlog = backlog if isinstance(backlog, int) else None
+        backlog = backlog if isinstance(backlog, int) and not isinstance(backlog, bool) else None
+        sent = msg.get("sent_ts")
+        lag = round(now - sent, 3) if isinstance(sent, (int, float)) and not isinstance(sent, bool) else None
         conn.execute(
-            "INSERT INTO devices (device_id, generation, last_seen_ts, backlog, backlog_ts) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO devices (device_id, generation, last_seen_ts, backlog, backlog_ts, lag_s) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts, "
             "generation = COALESCE(excluded.generation, generation), "
-            "backlog = COALESCE(excluded.backlog, backlog), backlog_ts = COALESCE(excluded.backlog_ts, backlog_ts)",
-            (device, _generation(msg) or None, now, backlog, now if backlog is not None else None),
+            "backlog = COALESCE(excluded.backlog, backlog), backlog_ts = COALESCE(excluded.backlog_ts, backlog_ts), "
+            "lag_s = COALESCE(excluded.lag_s, lag_s)",
+            (device, _generation(msg) or None, now, backlog, now if backlog is not None else None, lag),
         )
 
     # ---- storing one message ----
