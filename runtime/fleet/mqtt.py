@@ -32,7 +32,6 @@ import random
 import re
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
