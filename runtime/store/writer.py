@@ -311,8 +311,8 @@ class Store:
         return deleted
 
     def _deletable_up_to(self, table: str) -> int:
-        """Highest id of ``table`` retention may delete: rows the MQTT outbox (runtime/outbox.py) has not
-        sent yet are kept, so a long broker outage loses nothing; without an outbox, any row."""
+        """Highest id of ``table`` retention may delete: rows the collector has not acknowledged yet (the
+        cursor of runtime/fleet/outbox.py) are kept, so a long broker outage loses nothing; without an outbox, any row."""
         if table not in ("events", "health"):
             return 2**62
         try:

@@ -64,8 +64,12 @@ def test_payloads_carry_stable_ids(tmp_path):
     eid = add_event(db, "d1", "dog", 3.5)
     hid = add_health(db, "d1", {"rss_mb": 41.5})
     conn = outbox.connect(tmp_path / "dev.db")
-    ev = outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0)
-    assert ev["id"] == f"field-03:{eid}" and ev["event_id"] == eid and ev["label"] == "dog"
+    gen = outbox.generation(conn)
+    assert len(gen) == 32 and outbox.generation(conn) == gen  # made once, then kept
+    ev = outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0, gen)
+    assert ev["id"] == f"field-03:{gen}:{eid}" and ev["generation"] == gen
+    assert outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0)["id"] == f"field-03:{eid}"
+    assert ev["event_id"] == eid and ev["label"] == "dog"
     assert ev["settings"] == {"smoothing": 3} and ev["start_s"] == 3.5 and ev["sent_ts"] == 1000.0
     h = outbox.health_payload(outbox.pending(conn, "health")[0], "field-03", 1000.0)
     assert h["id"] == f"field-03:health:{hid}" and h["health"] == {"rss_mb": 41.5}
