@@ -234,3 +234,30 @@ def test_a_message_the_central_db_cannot_take_is_not_acknowledged(tmp_path, brok
         th.join(10)
     assert not th.is_alive()
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+
+
+def test_a_recreated_device_log_is_stored_beside_the_old_one(tmp_path, broker):
+    """The issue's case: a device's log is deleted and recreated, its ids restart at 1. With generation ids the
+    collector stores the new events (no conflicts), and each log's outbox empties on the collector's acks."""
+    from runtime.fleet.mqtt import MqttSettings, send_pending
+    from runtime.store.schema import connect
+
+    settings = MqttSettings.from_config(None, broker.address)
+    path = tmp_path / "dev.db"
+    gens = []
+    with CollectorThread(tmp_path / "central.db", broker.address) as col:
+        for labels in (["dog", "rain", "dog"], ["rooster", "rooster"]):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            log = connect(path)
+            gens.append(log.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            assert [add_event(log, "re-1", label, float(i)) for i, label in enumerate(labels)] == \
+                list(range(1, len(labels) + 1))
+            log.close()
+            result = send_pending(path, settings, "re-1", timeout_s=10)
+            assert result.acked["events"] == len(labels) and result.status.total_pending == 0
+        assert col.stats.conflicts == 0 and col.stats.events == 5
+    assert gens[0] != gens[1]
+    conn = sqlite3.connect(tmp_path / "central.db")
+    assert conn.execute("SELECT generation, event_id, label FROM events ORDER BY received_ts, event_id").fetchall() == [
+        (gens[0], 1, "dog"), (gens[0], 2, "rain"), (gens[0], 3, "dog"), (gens[1], 1, "rooster"), (gens[1], 2, "rooster")]

@@ -253,7 +253,10 @@ class Collector:
         acks, self._acks = self._acks, {}
         out = []
         for (device, generation), streams in acks.items():
-            out.append((self.ack_topic(device), {"generation": generation or None, **streams}))
+            if not generation:
+                continue  # a device from before generation ids does not read acks (its cursor moves on PUBACK)
+            out.append((self.ack_topic(device),
+                        {"generation": generation, **{k: sorted(set(v)) for k, v in streams.items()}}))
         return out
 
     def publish_acks(self, client) -> int:
