@@ -12,7 +12,7 @@ SHARED ?= ../shared/data
 .PHONY: help setup sysdeps demo test test-runtime-tflite lint bench experiment-finetune backbone default-model negatives clean
 
 help:
-	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt/web extras"
+	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt/web/metrics extras"
 	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
 	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime)"
 	@echo "make bench          benchmarks; numbers go to bench/results/"
@@ -26,7 +26,7 @@ setup: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web]'
+	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web,metrics]'
 	touch $@
 
 # System packages the tests use (PortAudio for sounddevice, Mosquitto broker, systemd-analyze).

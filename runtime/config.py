@@ -10,7 +10,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [store]   data_dir, db, log_windows, window_every, keep_days, max_db_mb
     [clips]   enabled, pre_s, post_s, quota_mb, min_free_mb
     [health]  every_s, watchdog_stall_s
-    [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id
+    [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id, ack_timeout_s
     [web]     host, port, password_file   (`fieldear serve`)
 
 Every key is optional. Unknown sections or keys and values of the wrong type are errors that name
@@ -128,6 +128,7 @@ class MqttConfig:
     password_file: Path | None = None
     topic_prefix: str = "fieldear"
     client_id: str | None = None  # None: the device id
+    ack_timeout_s: float = 30.0  # re-send what the collector has not acknowledged after this long
 
     @property
     def enabled(self) -> bool:
@@ -377,7 +378,7 @@ CHECKS: dict[str, dict[str, Callable]] = {
     "mqtt": {"host": _text(optional=True), "port": _int(1, 65535, optional=True), "tls": _bool,
              "ca_file": _path(optional=True), "username": _text(optional=True), "password": _text(optional=True),
              "password_file": _path(optional=True), "topic_prefix": _topic_prefix,
-             "client_id": _text(optional=True)},
+             "client_id": _text(optional=True), "ack_timeout_s": _float(0.0, above=True)},
     "web": {"host": _host, "port": _int(1, 65535), "password_file": _path(optional=True)},
 }
 

@@ -8,19 +8,20 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("outbox", help="the device's outbox of events for the MQTT broker",
-                       description="The device log is the outbox: events are sent from it in order and marked "
-                       "sent only after the broker's acknowledgement.")
+                       description="The device log is the outbox: events are sent from it in order and count as "
+                       "done only once the collector acknowledged storing them (not on the broker's PUBACK).")
     osub = p.add_subparsers(dest="outbox_command", metavar="ACTION")
     send = osub.add_parser("send", help="one shot: send what is pending, then exit with counts",
-                           description="Connect, send every pending event and health row (QoS 1), wait for the "
-                           "acknowledgements, exit. Exit status 0 when nothing is left pending, 1 otherwise.")
+                           description="Connect, send every pending event, health row and review (QoS 1), wait for "
+                           "the collector's acknowledgements (re-sending what is not acknowledged in time), exit. "
+                           "Exit status 0 when nothing is left pending, 1 otherwise (e.g. no collector running).")
     send.add_argument("--db", required=True, help="the device log (SQLite)")
     send.add_argument("--mqtt", metavar="HOST:PORT", help="the broker (default: [mqtt] host/port of --config)")
     send.add_argument("--config", help="device config (TOML): [mqtt] TLS, credentials, topic prefix; [device] id")
     send.add_argument("--device-id", help="device id in topics and message ids (default: config, else the log's)")
     send.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (30)")
     send.set_defaults(func=cmd_outbox_send)
-    st = osub.add_parser("status", help="cursor and pending counts per stream")
+    st = osub.add_parser("status", help="per stream: acknowledged up to which id, how many rows not acknowledged")
     st.add_argument("--db", required=True, help="the device log (SQLite)")
     st.set_defaults(func=cmd_outbox_status)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
@@ -33,6 +34,10 @@ def register(sub) -> None:
     c.add_argument("--config", help="config (TOML) whose [mqtt] section gives TLS, credentials, topic prefix")
     c.add_argument("--client-id", default="fieldear-collector",
                    help="MQTT client id; keep it stable so the broker queues messages while away")
+    c.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (needs fieldear[metrics])")
+    c.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
     c.set_defaults(func=cmd_collect)
 
     r = sub.add_parser("report", help="summarise the central database per device, label or day")
@@ -94,9 +99,11 @@ def cmd_outbox_send(args: argparse.Namespace) -> int:
             exc.hint,
         ) from None
     st = result.status
+    resent = sum(result.resent.values())
     print(
         f"sent {result.acked['events']} events, {result.acked['health']} health rows and {result.acked['reviews']} "
-        f"reviews to {settings.address} as {device_id}; pending: {st.pending['events']} events, "
+        f"reviews to {settings.address} as {device_id}, acknowledged by the collector"
+        f"{f' ({resent} sent again)' if resent else ''}; pending (not acknowledged): {st.pending['events']} events, "
         f"{st.pending['health']} health rows, {st.pending['reviews']} reviews"
     )
     return 0 if st.total_pending == 0 else 1
@@ -116,7 +123,8 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     for stream in outbox.STREAMS:
-        print(f"{stream:8s} sent up to id {st.cursors[stream]}, pending {st.pending[stream]}")
+        oldest = f", oldest {st.oldest_utc[stream]}" if st.oldest_utc.get(stream) else ""
+        print(f"{stream:8s} acknowledged up to id {st.cursors[stream]}, pending {st.pending[stream]}{oldest}")
     return 0
 
 
@@ -125,15 +133,24 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from runtime.fleet.central.collector import Collector
 
     signals = Signals().install()
+    server = None
     try:
         settings, _ = settings_from_args(args.broker, args.config)
-        stats = Collector(args.db, settings, client_id=args.client_id).run(signals.stop)
+        collector = Collector(args.db, settings, client_id=args.client_id)
+        if args.metrics_port is not None:
+            from runtime.fleet.central.metrics import start_metrics_server
+
+            server = start_metrics_server(collector, args.metrics_port, args.metrics_addr)
+            print(f"metrics on http://{args.metrics_addr}:{server.server_address[1]}/metrics", flush=True)
+        stats = collector.run(signals.stop)
     finally:
+        if server is not None:
+            server.shutdown()
         signals.restore()
     print(
         f"collected {stats.events} events, {stats.health} health messages and {stats.reviews} reviews from {len(stats.by_device)} devices "
         f"into {args.db}; {stats.duplicates} redelivered duplicates ignored, {stats.conflicts} conflicts, "
-        f"{stats.rejected} rejected"
+        f"{stats.rejected} rejected; {stats.acks_sent} acks sent for {stats.acked_rows} rows"
     )
     return 0
 

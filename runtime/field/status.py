@@ -33,6 +33,10 @@ def service_state(service: str, run: Callable | None = None, booted: bool | None
     return (proc.stdout or "").strip() or "unknown"
 
 
+# a backlog whose oldest row is older than this is listed as a problem (broker, network or collector down?)
+OUTBOX_STALE_S = 3600.0
+
+
 def collect_status(db: Path, now: float, service: str = "fieldear", every_s: float | None = None,
                    state: str | None | object = ..., thermal_root: Path = THERMAL_ROOT) -> dict:
     """What `fieldear status` shows: running?, last heartbeat and event, overruns, disk, CPU temperature.
@@ -50,7 +54,7 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
     out: dict = {"db": str(db), "service": service, "systemd_state": state, "running": False, "ok": False,
                  "how": "systemd" if state is not None else "heartbeat", "problems": [],
                  "disk_free_mb": disk_free_mb(Path(db).parent), "cpu_temp_c": cpu_temperature(thermal_root),
-                 "heartbeat": None, "heartbeat_age_s": None, "last_event": None, "run": None}
+                 "heartbeat": None, "heartbeat_age_s": None, "last_event": None, "run": None, "outbox": None}
     if Path(db).is_file():
         try:
             conn = connect(db, readonly=True, timeout=5)
@@ -62,6 +66,9 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
                 all_runs = runs(conn)
                 out["run"] = all_runs[-1] if all_runs else None
                 out["events_total"] = count_rows(conn, "events")
+                from runtime.fleet.outbox import backlog_summary
+
+                out["outbox"] = backlog_summary(conn, now)  # None: this device does not report to a collector
             finally:
                 conn.close()
         except (sqlite3.Error, ValueError) as exc:
@@ -86,9 +93,16 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
             else:
                 out["problems"].append("no heartbeat logged")
     if out["running"] and beat.get("kind") != "stop" and not fresh:
-        out["problems"].append(f"last heartbeat {out['heartbeat_age_s']:.0f} s ago (expected every {interval:.0f} s)")
+        if out["heartbeat_age_s"] is None:  # running under systemd, nothing logged yet
+            out["problems"].append("no heartbeat logged")
+        else:
+            out["problems"].append(f"last heartbeat {out['heartbeat_age_s']:.0f} s ago (expected every {interval:.0f} s)")
     if beat.get("watchdog_stalled"):
         out["problems"].append("audio stalled at the last heartbeat")
+    box = out["outbox"]
+    if box and box["total"] and (box["oldest_age_s"] or 0) > OUTBOX_STALE_S:
+        out["problems"].append(f"outbox: {box['total']} rows not acknowledged by the collector, the oldest from "
+                               f"{_age(box['oldest_age_s'])} ago")
     for key in ("overruns", "dropped_blocks", "dropped_rows", "write_errors"):
         if beat.get(key):
             out["problems"].append(f"{key}: {beat[key]}")
@@ -121,6 +135,15 @@ def format_status(s: dict) -> str:
                      f"log size: {beat.get('db_mb')} MB")
     ev = s["last_event"]
     lines.append(f"last event: {ev['start_utc']} {ev['label']} (peak {ev['peak']:.2f})" if ev else "last event: none")
+    box = s.get("outbox")
+    if box is not None:
+        if box["total"]:
+            p = box["pending"]
+            lines.append(f"outbox:     {box['total']} not acknowledged by the collector ({p['events']} events, "
+                         f"{p['health']} health, {p['reviews']} reviews), oldest {box['oldest_utc']} "
+                         f"({_age(box['oldest_age_s'])} ago)")
+        else:
+            lines.append("outbox:     empty (the collector acknowledged everything)")
     disk = f"{s['disk_free_mb'] / 1000:.1f} GB" if s["disk_free_mb"] is not None else "?"
     temp = f"{s['cpu_temp_c']:.1f} C" if s["cpu_temp_c"] is not None else "n/a"
     lines.append(f"disk free:  {disk}   CPU temperature: {temp}")

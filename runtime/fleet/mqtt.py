@@ -4,13 +4,20 @@ Topics (``<prefix>`` defaults to ``fieldear``):
 
 - ``<prefix>/<device_id>/events``  one JSON message per ``events`` row, QoS 1
 - ``<prefix>/<device_id>/health``  one JSON message per ``health`` row, QoS 1
+- ``<prefix>/<device_id>/reviews`` one JSON message per ``reviews`` row, QoS 1
+- ``<prefix>/<device_id>/ack``     subscribed (QoS 1): the collector's acknowledgements of stored rows
 - ``<prefix>/<device_id>/status``  ``online`` on connect, ``offline`` as last will and on a clean stop (retained)
 - ``homeassistant/sensor/fieldear_<device>_last_event/config``  optional Home Assistant discovery (retained)
 
-Every message carries a stable id (``"<device_id>:<event_id>"``). A row is marked sent only after the
-broker's PUBACK; rows of one stream are published in id order with at most ``window`` in flight; after a
-lost connection the sender reconnects with exponential backoff (jittered) and resends from the cursor, so
-the collector may see a message twice and stores it once.
+Every message carries a stable, globally unique id (``"<device_id>:<generation>:<event_id>"``, the
+generation being the log's). "Sent" means the broker's PUBACK came back, which only says the broker had
+it in memory; "acknowledged" means the collector committed it to the central database and said so on
+``<prefix>/<device_id>/ack`` (``{"generation": G, "events": [ids], "health": [...], "reviews": [...]}``).
+The durable cursor moves only on acknowledgements, to the highest id acknowledged with all earlier ones.
+Rows of one stream are published in id order with at most ``window`` unacknowledged; when the oldest of
+them has waited ``ack_timeout_s`` (by the injected ``timer``), every unacknowledged one is published again,
+in order. After a lost connection the sender reconnects with exponential backoff (jittered) and resends
+from the cursor, so the collector may see a message twice and stores it once (and acknowledges it again).
 
 ``MqttSink`` runs in a thread of its own with its own SQLite connection and drives the paho client itself
 (``client.loop``), so the listener's audio loop never waits for the network; ``send_pending`` is the one-shot
@@ -25,7 +32,6 @@ import random
 import re
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +115,7 @@ class MqttSettings:
     client_id: str | None = None
     keepalive_s: int = 30
     connect_timeout_s: float = 5.0
+    ack_timeout_s: float = 30.0  # re-send what the collector has not acknowledged after this long
 
     @property
     def address(self) -> str:
@@ -126,7 +133,7 @@ class MqttSettings:
             raise ConfigError("no MQTT broker configured", hint="give --mqtt HOST:PORT or set [mqtt] host")
         return cls(host=host, port=port, tls=section.tls, ca_file=str(section.ca_file) if section.ca_file else None,
                    username=section.username, password=section.read_password(), topic_prefix=section.topic_prefix,
-                   client_id=section.client_id)
+                   client_id=section.client_id, ack_timeout_s=float(section.ack_timeout_s))
 
 
 class Backoff:
@@ -180,6 +187,10 @@ class Topics:
     @property
     def reviews(self) -> str:
         return f"{self.prefix}/{self.device_id}/reviews"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.prefix}/{self.device_id}/ack"
 
     def of(self, stream: str) -> str:
         return {"events": self.events, "health": self.health, "reviews": self.reviews}[stream]
@@ -241,6 +252,7 @@ def connect_client(client, settings: MqttSettings, timeout_s: float | None = Non
         raise BrokerUnavailable(
             f"cannot reach MQTT broker {settings.address}: {exc}", hint="is the broker running and reachable?"
         ) from None
+    _no_delay(client)
     deadline = time.monotonic() + timeout_s
     while "rc" not in answer:
         rc = client.loop(0.05)
@@ -257,6 +269,19 @@ def connect_client(client, settings: MqttSettings, timeout_s: float | None = Non
             f"MQTT broker {settings.address} refused the connection: {answer['rc']}",
             hint="check [mqtt] username/password and the broker's ACL",
         )
+
+
+def _no_delay(client) -> None:
+    """TCP_NODELAY: an ack is a small packet answering a small packet; Nagle's algorithm with delayed ACKs would
+    hold each for up to ~40 ms, which makes the end-to-end acknowledgement round trip slow."""
+    import socket
+
+    try:
+        sock = client.socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError, ValueError):
+        log.debug("cannot set TCP_NODELAY", exc_info=True)
 
 
 def drop_client(client) -> None:
@@ -282,24 +307,53 @@ def close_client(client, settings: MqttSettings, status_topic: str | None, timeo
         log.debug("closing MQTT client", exc_info=True)
 
 
-class OutboxSender:
-    """Publishes a device log's pending rows over one connected client; the caller drives ``step()``.
+def subscribe_acks(client, settings: MqttSettings, topic: str) -> None:
+    """Subscribe (QoS 1) to the device's ack topic and wait for the SUBACK: acks of what is published next
+    must not be missed (they would only cost a resend, but a slow one)."""
+    mqtt = import_paho()
+    granted = {}
+    client.on_subscribe = lambda _c, _u, mid, codes, _p: granted.setdefault(mid, codes)
+    rc, mid = client.subscribe(topic, qos=1)
+    if rc != mqtt.MQTT_ERR_SUCCESS:
+        raise BrokerUnavailable(f"cannot subscribe to {topic} on {settings.address}: {mqtt.error_string(rc)}")
+    deadline = time.monotonic() + settings.connect_timeout_s
+    while mid not in granted:
+        if client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
+            drop_client(client)
+            raise BrokerUnavailable(f"MQTT broker {settings.address} did not confirm the subscription to {topic}")
+    if any(code.is_failure for code in granted[mid]):
+        drop_client(client)
+        raise BrokerUnavailable(f"MQTT broker {settings.address} refused the subscription to {topic}",
+                                hint="check the broker's ACL: the device must read <prefix>/<device>/ack")
 
-    At most ``window`` messages per stream are in flight; the cursor moves to the highest id whose PUBACK
-    came back with all earlier ones. A message unacknowledged for ``ack_timeout_s`` counts as a lost
-    connection (the caller reconnects and everything after the cursor is sent again).
+
+class OutboxSender:
+    """Publishes a device log's pending rows over one connected client; the caller drives ``step()`` and
+    passes the collector's ack messages to ``on_ack()``.
+
+    At most ``window`` messages per stream wait for the collector's acknowledgement; the cursor moves to the
+    highest id acknowledged with all earlier ones. When the oldest unacknowledged message has waited
+    ``ack_timeout_s`` (``timer``: monotonic seconds, injectable), all unacknowledged ones are published again,
+    in id order. ``clock`` (unix seconds) stamps ``sent_ts``.
     """
 
-    def __init__(self, conn, client, topics: Topics, clock=time.time, window: int = 20, ack_timeout_s: float = 30.0):
+    def __init__(self, conn, client, topics: Topics, clock=time.time, window: int = 50, ack_timeout_s: float = 30.0,
+                 timer=time.monotonic, generation: str | None = None):
         self.conn = conn
         self.client = client
         self.topics = topics
         self.clock = clock
+        self.timer = timer
         self.window = max(1, int(window))
-        self.ack_timeout_s = ack_timeout_s
-        self.inflight = {s: deque() for s in outbox.STREAMS}  # (row_id, info, monotonic sent)
-        self.acked = {s: 0 for s in outbox.STREAMS}
-        self.published = {s: 0 for s in outbox.STREAMS}
+        self.ack_timeout_s = float(ack_timeout_s)
+        self.generation = generation or outbox.generation(conn)
+        # stream -> {row_id: monotonic time of the last publish}, in id order
+        self.inflight: dict[str, dict[int, float]] = {s: {} for s in outbox.STREAMS}
+        self.confirmed: dict[str, set[int]] = {s: set() for s in outbox.STREAMS}  # acked, not yet in the cursor
+        self.acked = {s: 0 for s in outbox.STREAMS}  # rows the collector acknowledged (cursor moved past them)
+        self.published = {s: 0 for s in outbox.STREAMS}  # publish calls, re-sends included
+        self.resent = {s: 0 for s in outbox.STREAMS}
+        self.acks_ignored = 0  # ack messages for another log generation, or unreadable
 
     @property
     def busy(self) -> bool:
@@ -307,44 +361,102 @@ class OutboxSender:
 
     def step(self) -> None:
         for stream in outbox.STREAMS:
-            self._collect_acks(stream)
+            self._advance(stream)
+            self._resend_expired(stream)
             self._fill(stream)
 
-    def _collect_acks(self, stream: str) -> None:
-        queue = self.inflight[stream]
-        last = None
+    def on_ack(self, payload: bytes | str) -> int:
+        """One ack message from the collector; returns how many in-flight rows it confirmed."""
         try:
-            while queue and queue[0][1].is_published():
-                last = queue.popleft()[0]
-                self.acked[stream] += 1
-        except (RuntimeError, ValueError) as exc:  # paho: publish failed (not connected, queue full)
-            raise _ConnectionLost(f"publish failed: {exc}") from None
+            msg = json.loads(payload)
+            if not isinstance(msg, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            self.acks_ignored += 1
+            log.warning("ignored an unreadable ack message on %s", self.topics.ack)
+            return 0
+        if msg.get("generation") != self.generation:
+            self.acks_ignored += 1  # for an older log of this device (or another one using the same id)
+            log.debug("ignored an ack for log generation %s (this log: %s)", msg.get("generation"), self.generation)
+            return 0
+        n = 0
+        for stream in outbox.STREAMS:
+            ids = msg.get(stream)
+            if not isinstance(ids, list):
+                continue
+            inflight, confirmed = self.inflight[stream], self.confirmed[stream]
+            for row_id in ids:
+                if isinstance(row_id, int) and row_id in inflight and row_id not in confirmed:
+                    confirmed.add(row_id)
+                    n += 1
+        return n
+
+    def _advance(self, stream: str) -> None:
+        inflight, confirmed = self.inflight[stream], self.confirmed[stream]
+        last = None
+        while inflight:
+            first = next(iter(inflight))
+            if first not in confirmed:
+                break
+            del inflight[first]
+            confirmed.discard(first)
+            last = first
+            self.acked[stream] += 1
         if last is not None:
-            outbox.mark_sent(self.conn, stream, last)
-        if queue and time.monotonic() - queue[0][2] > self.ack_timeout_s:
-            raise _ConnectionLost(f"no PUBACK for {stream} row {queue[0][0]} within {self.ack_timeout_s:.0f} s")
+            outbox.mark_acked(self.conn, stream, last)
+
+    def _resend_expired(self, stream: str) -> None:
+        inflight, confirmed = self.inflight[stream], self.confirmed[stream]
+        if not inflight:
+            return
+        now = self.timer()
+        first = next(iter(inflight))
+        if now - inflight[first] < self.ack_timeout_s:
+            return
+        todo = [i for i in inflight if i not in confirmed]
+        rows = {r["id"]: r for r in outbox.rows_by_id(self.conn, stream, todo)}
+        log.info("no acknowledgement from the collector for %d %s row(s) (first id %d) within %.0f s: sending "
+                 "them again", len(todo), stream, first, self.ack_timeout_s)
+        backlog = outbox.count_pending(self.conn, stream)
+        for row_id in todo:
+            row = rows.get(row_id)
+            if row is None:  # deleted meanwhile (retention): nothing left to send
+                confirmed.add(row_id)
+                continue
+            self._publish(stream, row, backlog)
+            inflight[row_id] = now
+            self.resent[stream] += 1
+
+    def _publish(self, stream: str, row: dict, backlog: int) -> None:
+        mqtt = import_paho()
+        msg = outbox.PAYLOADS[stream](row, self.topics.device_id, self.clock(), self.generation)
+        msg["backlog"] = backlog
+        info = self.client.publish(self.topics.of(stream), json.dumps(msg, default=str), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise _ConnectionLost(f"publish refused: {mqtt.error_string(info.rc)}")
+        self.published[stream] += 1
 
     def _fill(self, stream: str) -> None:
-        mqtt = import_paho()
-        queue = self.inflight[stream]
-        room = self.window - len(queue)
+        inflight = self.inflight[stream]
+        room = self.window - len(inflight)
         if room <= 0:
             return
-        after = queue[-1][0] if queue else None
-        make = outbox.PAYLOADS[stream]
-        for row in outbox.pending(self.conn, stream, after=after, limit=room):
-            payload = json.dumps(make(row, self.topics.device_id, self.clock()), default=str)
-            info = self.client.publish(self.topics.of(stream), payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise _ConnectionLost(f"publish refused: {mqtt.error_string(info.rc)}")
-            queue.append((row["id"], info, time.monotonic()))
-            self.published[stream] += 1
+        after = next(reversed(inflight)) if inflight else None
+        rows = outbox.pending(self.conn, stream, after=after, limit=room)
+        if not rows:
+            return
+        backlog = outbox.count_pending(self.conn, stream)
+        for row in rows:
+            self._publish(stream, row, backlog)
+            inflight[row["id"]] = self.timer()
 
 
 @dataclass
 class SendResult:
-    acked: dict[str, int]
+    acked: dict[str, int]  # rows the collector acknowledged (the cursor moved past them)
     status: outbox.OutboxStatus
+    published: dict[str, int] = field(default_factory=dict)  # publish calls, re-sends included
+    resent: dict[str, int] = field(default_factory=dict)
 
 
 def send_pending(
@@ -353,11 +465,15 @@ def send_pending(
     device_id: str,
     timeout_s: float = 30.0,
     clock=time.time,
-    window: int = 20,
+    window: int = 50,
+    ack_timeout_s: float | None = None,
 ) -> SendResult:
-    """One shot: connect, send everything pending, wait for the acks (at most ``timeout_s``), disconnect.
+    """One shot: connect, send everything pending, wait (at most ``timeout_s``) for the collector's acks,
+    disconnect. Messages unacknowledged for ``ack_timeout_s`` (default: the settings', at most a third of
+    ``timeout_s``) are sent again meanwhile.
 
-    Raises ``BrokerUnavailable`` if the broker cannot be reached; rows not acknowledged stay pending.
+    Raises ``BrokerUnavailable`` if the broker cannot be reached; rows not acknowledged by the collector stay
+    pending (no collector running: everything stays pending, and is sent again next time).
     Does not publish the device's online/offline status (a running listener owns that).
     """
     mqtt = import_paho()
@@ -365,10 +481,14 @@ def send_pending(
     base = settings.client_id or device_id
     client = new_client(settings, client_id=f"{base}-send-{random.getrandbits(32):08x}")
     deadline = time.monotonic() + timeout_s
+    if ack_timeout_s is None:
+        ack_timeout_s = min(settings.ack_timeout_s, max(timeout_s / 3, 0.5))
     conn = outbox.connect(db_path)
     try:
         connect_client(client, settings, timeout_s=min(timeout_s, settings.connect_timeout_s))
-        sender = OutboxSender(conn, client, topics, clock=clock, window=window, ack_timeout_s=timeout_s)
+        subscribe_acks(client, settings, topics.ack)
+        sender = OutboxSender(conn, client, topics, clock=clock, window=window, ack_timeout_s=ack_timeout_s)
+        client.on_message = lambda _c, _u, msg: sender.on_ack(msg.payload)
         try:
             while time.monotonic() < deadline:
                 sender.step()
@@ -378,10 +498,12 @@ def send_pending(
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     log.warning("connection to %s lost: %s", settings.address, mqtt.error_string(rc))
                     break
+            sender.step()  # the cursor up to the last ack received
         except _ConnectionLost as exc:
             log.warning("sending stopped: %s", exc)
         close_client(client, settings, status_topic=None)
-        return SendResult(acked=dict(sender.acked), status=outbox.status(conn))
+        return SendResult(acked=dict(sender.acked), status=outbox.status(conn), published=dict(sender.published),
+                          resent=dict(sender.resent))
     finally:
         conn.close()
 
@@ -402,11 +524,12 @@ class MqttSink:
         *,
         clock=time.time,
         rng: random.Random | None = None,
-        window: int = 20,
+        window: int = 50,
         ha_discovery: bool = False,
         backoff_s: tuple[float, float] = (0.5, 30.0),
         idle_poll_s: float = 0.5,
-        ack_timeout_s: float = 30.0,
+        ack_timeout_s: float | None = None,
+        timer=time.monotonic,
     ):
         import_paho()  # fail early, in the caller's thread, if the extra is missing
         self.db_path = Path(db_path)
@@ -419,10 +542,13 @@ class MqttSink:
         self.ha_discovery = ha_discovery
         self.backoff_s = backoff_s
         self.idle_poll_s = idle_poll_s
-        self.ack_timeout_s = ack_timeout_s
+        self.ack_timeout_s = settings.ack_timeout_s if ack_timeout_s is None else float(ack_timeout_s)
+        self.timer = timer
         self.connected = threading.Event()
         self.connects = 0
         self.acked = {s: 0 for s in outbox.STREAMS}
+        self.published = {s: 0 for s in outbox.STREAMS}
+        self.resent = {s: 0 for s in outbox.STREAMS}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -446,7 +572,7 @@ class MqttSink:
             conn.close()
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait (at most ``timeout_s``) until every row is acknowledged; True if the outbox is empty."""
+        """Wait (at most ``timeout_s``) until the collector acknowledged every row; True if the outbox is empty."""
         deadline = time.monotonic() + timeout_s
         conn = outbox.connect(self.db_path)
         try:
@@ -507,6 +633,7 @@ class MqttSink:
         client = new_client(self.settings, self.client_id)
         client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
         connect_client(client, self.settings)
+        subscribe_acks(client, self.settings, self.topics.ack)
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)
         if self.ha_discovery:
             for topic, payload in discovery_messages(self.topics):
@@ -517,7 +644,8 @@ class MqttSink:
 
     def _serve(self, conn, client) -> None:
         mqtt = import_paho()
-        sender = OutboxSender(conn, client, self.topics, self.clock, self.window, self.ack_timeout_s)
+        sender = OutboxSender(conn, client, self.topics, self.clock, self.window, self.ack_timeout_s, self.timer)
+        client.on_message = lambda _c, _u, msg: sender.on_ack(msg.payload)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -532,3 +660,5 @@ class MqttSink:
         finally:
             for s in outbox.STREAMS:
                 self.acked[s] += sender.acked[s]
+                self.published[s] += sender.published[s]
+                self.resent[s] += sender.resent[s]

@@ -2,15 +2,22 @@
 
 An event is written to the ``events`` table first (by the listener's store); this module only keeps
 a cursor per stream in a table of its own, ``outbox_state(stream, last_id)``, in the same database
-file. ``pending(conn, stream)`` returns the rows after the cursor in id order; ``mark_sent`` moves the
-cursor, and is only called once the broker acknowledged the message (MQTT QoS 1 PUBACK). A crash
-between the acknowledgement and ``mark_sent`` means the message is sent again: every message carries
-a stable id (``"<device_id>:<event_id>"``) so the collector stores it once.
+file. ``pending(conn, stream)`` returns the rows after the cursor in id order; ``mark_acked`` moves the
+cursor, and is only called once **the collector** confirmed it stored the row (an ack message on
+``<prefix>/<device>/ack``, see ``runtime.fleet.mqtt``), never on the broker's PUBACK alone: a broker that
+crashes with messages in memory loses nothing the device considers done. A crash between the ack and
+``mark_acked`` means the message is sent again: every message carries a stable, globally unique id
+(``"<device_id>:<generation>:<event_id>"``) and the collector stores it once.
+
+``generation`` is the log's generation id (``meta['generation']``, a uuid4 made once per log file by
+``runtime.store.schema``): a recreated log restarts its row ids at 1 but gets a new generation, so its
+rows never collide centrally with the old log's.
 
 Streams: ``events`` (table ``events``), ``health`` (table ``health``) and ``reviews`` (table ``reviews``:
 people's verdicts on events, written by `fieldear review` and `fieldear serve`). Ids are the tables'
 ``INTEGER PRIMARY KEY``; ``events`` uses AUTOINCREMENT, so ids are never reused even after retention
-deletes the oldest rows (rows deleted before they were sent are skipped, not waited for).
+deletes the oldest rows (rows deleted before they were sent are skipped, not waited for). Retention
+(``runtime.store.writer``) never deletes rows after the cursor: what is not acknowledged stays.
 
 ``OutboxHook`` plugs the sender (``runtime.fleet.mqtt.MqttSink``) into the ``Listener``: it only wakes
 the sender thread, so the audio loop never waits for the network.
@@ -21,10 +28,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.listen.hooks import Hook
+from runtime.store.schema import log_generation
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,12 @@ def ensure_state(conn: sqlite3.Connection) -> None:
     conn.commit()
 
 
+def generation(conn: sqlite3.Connection, factory=None) -> str:
+    """The log's generation id (made now, once, if the log has none: a log older than schema 3)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    return log_generation(conn, factory)
+
+
 def _table(stream: str) -> str:
     try:
         return STREAMS[stream]
@@ -63,20 +77,33 @@ def _table_exists(conn: sqlite3.Connection, table: str) -> bool:
 
 
 def cursor(conn: sqlite3.Connection, stream: str) -> int:
-    """The id of the last row of ``stream`` the broker acknowledged (0 if none)."""
+    """The id of the last row of ``stream`` the collector acknowledged, with all before it (0 if none)."""
     _table(stream)
+    if not _table_exists(conn, "outbox_state"):  # a read-only connection to a log that never reported
+        return 0
     row = conn.execute("SELECT last_id FROM outbox_state WHERE stream = ?", (stream,)).fetchone()
     return int(row[0]) if row else 0
 
 
 def pending(conn: sqlite3.Connection, stream: str, after: int | None = None, limit: int = 100) -> list[dict]:
-    """Rows of ``stream`` not yet acknowledged, in id order (after ``after`` if given, else after the cursor)."""
+    """Rows of ``stream`` not yet acknowledged by the collector, in id order (after ``after`` if given, else after
+    the cursor)."""
     table = _table(stream)
     if not _table_exists(conn, table):
         return []
     start = cursor(conn, stream) if after is None else max(after, cursor(conn, stream))
     rows = conn.execute(f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (start, int(limit))).fetchall()
     return [dict(r) for r in rows]
+
+
+def rows_by_id(conn: sqlite3.Connection, stream: str, ids: list[int]) -> list[dict]:
+    """The rows of ``stream`` with these ids that still exist, in id order."""
+    table = _table(stream)
+    if not ids or not _table_exists(conn, table):
+        return []
+    marks = ", ".join("?" * len(ids))
+    return [dict(r) for r in conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks}) ORDER BY id",
+                                          [int(i) for i in ids])]
 
 
 def count_pending(conn: sqlite3.Connection, stream: str) -> int:
@@ -87,8 +114,19 @@ def count_pending(conn: sqlite3.Connection, stream: str) -> int:
     return int(row[0])
 
 
-def mark_sent(conn: sqlite3.Connection, stream: str, row_id: int) -> None:
-    """Move the cursor of ``stream`` to ``row_id`` (never backwards). Call only after the broker's ack."""
+def oldest_pending_utc(conn: sqlite3.Connection, stream: str) -> str | None:
+    """Time of the oldest row not acknowledged yet (``start_utc``/``t_utc``), None if nothing is pending."""
+    table = _table(stream)
+    if not _table_exists(conn, table):
+        return None
+    col = "start_utc" if stream == "events" else "t_utc"
+    row = conn.execute(f"SELECT {col} FROM {table} WHERE id > ? ORDER BY id LIMIT 1", (cursor(conn, stream),)).fetchone()
+    return row[0] if row else None
+
+
+def mark_acked(conn: sqlite3.Connection, stream: str, row_id: int) -> None:
+    """Move the cursor of ``stream`` to ``row_id`` (never backwards). Call only once the collector acknowledged
+    ``row_id`` and every pending row before it."""
     _table(stream)
     conn.execute(
         "INSERT INTO outbox_state (stream, last_id) VALUES (?, ?) "
@@ -98,10 +136,17 @@ def mark_sent(conn: sqlite3.Connection, stream: str, row_id: int) -> None:
     conn.commit()
 
 
+mark_sent = mark_acked  # the name before end-to-end acknowledgement
+
+
 @dataclass(frozen=True)
 class OutboxStatus:
+    """``cursors``: last id acknowledged by the collector per stream; ``pending``: rows not acknowledged yet (the
+    backlog: never sent, or sent and not confirmed); ``oldest_utc``: time of the oldest pending row."""
+
     cursors: dict[str, int]
     pending: dict[str, int]
+    oldest_utc: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def total_pending(self) -> int:
@@ -112,7 +157,26 @@ def status(conn: sqlite3.Connection) -> OutboxStatus:
     return OutboxStatus(
         cursors={s: cursor(conn, s) for s in STREAMS},
         pending={s: count_pending(conn, s) for s in STREAMS},
+        oldest_utc={s: oldest_pending_utc(conn, s) for s in STREAMS},
     )
+
+
+def backlog_summary(conn: sqlite3.Connection, now: float) -> dict | None:
+    """For `fieldear status`: rows the collector has not acknowledged yet, and the age of the oldest; None if
+    this log never reported (no ``outbox_state``). Works on a read-only connection."""
+    if not _table_exists(conn, "outbox_state"):
+        return None
+    from runtime.store.schema import parse_utc
+
+    st = status(conn)
+    oldest = [t for t in st.oldest_utc.values() if t]
+    oldest_utc = min(oldest) if oldest else None
+    try:
+        age = round(max(0.0, now - parse_utc(oldest_utc)), 1) if oldest_utc else None
+    except ValueError:
+        age = None
+    return {"pending": dict(st.pending), "total": st.total_pending, "acked_up_to": dict(st.cursors),
+            "oldest_utc": oldest_utc, "oldest_age_s": age}
 
 
 def store_device_ids(conn: sqlite3.Connection) -> list[str]:
@@ -127,9 +191,11 @@ def store_device_ids(conn: sqlite3.Connection) -> list[str]:
 # ---- message payloads: what goes on the wire ----
 
 
-def message_id(device_id: str, stream: str, row_id: int) -> str:
-    """The stable id of a message: ``"<device>:<event_id>"`` for events, ``"<device>:<stream>:<id>"`` otherwise."""
-    return f"{device_id}:{row_id}" if stream == "events" else f"{device_id}:{stream}:{row_id}"
+def message_id(device_id: str, stream: str, row_id: int, generation: str | None = None) -> str:
+    """The stable id of a message: ``"<device>:<generation>:<event_id>"`` for events,
+    ``"<device>:<generation>:<stream>:<id>"`` otherwise (without the generation part if None)."""
+    head = f"{device_id}:{generation}" if generation else device_id
+    return f"{head}:{row_id}" if stream == "events" else f"{head}:{stream}:{row_id}"
 
 
 def _maybe_json(text):
@@ -141,11 +207,13 @@ def _maybe_json(text):
         return text
 
 
-def event_payload(row: dict, device_id: str, sent_ts: float) -> dict:
-    """JSON-able message for one ``events`` row. ``sent_ts`` (unix seconds) is the time of this send attempt."""
+def event_payload(row: dict, device_id: str, sent_ts: float, generation: str | None = None) -> dict:
+    """JSON-able message for one ``events`` row. ``sent_ts`` (unix seconds) is the time of this send attempt;
+    ``generation`` the log's generation id (the collector's key is device, generation, event_id)."""
     return {
-        "id": message_id(device_id, "events", row["id"]),
+        "id": message_id(device_id, "events", row["id"], generation),
         "device_id": device_id,
+        "generation": generation,
         "event_id": row["id"],
         "label": row.get("label"),
         "start_utc": row.get("start_utc"),
@@ -162,10 +230,11 @@ def event_payload(row: dict, device_id: str, sent_ts: float) -> dict:
     }
 
 
-def health_payload(row: dict, device_id: str, sent_ts: float) -> dict:
+def health_payload(row: dict, device_id: str, sent_ts: float, generation: str | None = None) -> dict:
     return {
-        "id": message_id(device_id, "health", row["id"]),
+        "id": message_id(device_id, "health", row["id"], generation),
         "device_id": device_id,
+        "generation": generation,
         "health_id": row["id"],
         "t_utc": row.get("t_utc"),
         "health": _maybe_json(row.get("json")),
@@ -173,10 +242,11 @@ def health_payload(row: dict, device_id: str, sent_ts: float) -> dict:
     }
 
 
-def review_payload(row: dict, device_id: str, sent_ts: float) -> dict:
+def review_payload(row: dict, device_id: str, sent_ts: float, generation: str | None = None) -> dict:
     return {
-        "id": message_id(device_id, "reviews", row["id"]),
+        "id": message_id(device_id, "reviews", row["id"], generation),
         "device_id": device_id,
+        "generation": generation,
         "review_id": row["id"],
         "event_id": row.get("event_id"),
         "verdict": row.get("verdict"),

@@ -7,7 +7,9 @@ import errno
 import hashlib
 import logging
 import sqlite3
+import uuid
 from pathlib import Path
+from typing import Callable
 
 from runtime.errors import FieldearError
 
@@ -15,7 +17,14 @@ log = logging.getLogger(__name__)
 
 
 # 1: events, windows, health, meta. 2: + reviews (created on the next writable open of an older log).
-SCHEMA_VERSION = 2
+# 3: + meta['generation'], the log's generation id (a uuid4 made once, when the log is created or upgraded): rows
+#    are known centrally as (device_id, generation, id), so a recreated log never collides with the old one.
+SCHEMA_VERSION = 3
+
+GENERATION_KEY = "generation"
+
+# where new generation ids come from (tests inject their own)
+new_generation_id: Callable[[], str] = lambda: uuid.uuid4().hex  # noqa: E731
 
 
 SCHEMA = """
@@ -86,15 +95,33 @@ def _is_disk_full(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def log_generation(conn: sqlite3.Connection, factory: Callable[[], str] | None = None, create: bool = True) -> str | None:
+    """The log's generation id (``meta['generation']``), made once with ``factory`` (default
+    ``new_generation_id``) if the log has none yet and ``create``; None for a read-only old log."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION_KEY,)).fetchone()
+    if row is not None and row[0]:
+        return str(row[0])
+    if not create:
+        return None
+    value = str((factory or new_generation_id)())
+    # INSERT OR IGNORE: two processes opening a new log at once agree on the first one's id
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (GENERATION_KEY, value))
+    conn.commit()
+    return str(conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION_KEY,)).fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, generation_factory: Callable[[], str] | None = None) -> None:
     """Bring the recorded schema version up to date (the tables themselves come from ``SCHEMA``, whose
-    statements are all ``IF NOT EXISTS``: a version-1 log gains the reviews table, nothing else changes)."""
+    statements are all ``IF NOT EXISTS``: a version-1 log gains the reviews table; versions 1-2 gain the
+    generation id in ``meta``; rows are never rewritten)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     old = int(row[0]) if row else None
+    log_generation(conn, generation_factory)
     if old != SCHEMA_VERSION:
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         if old is not None:
-            log.info("device log schema %d -> %d (added the reviews table)", old, SCHEMA_VERSION)
+            log.info("device log schema %d -> %d (reviews table, generation id)", old, SCHEMA_VERSION)
     conn.commit()
 
 
@@ -103,8 +130,9 @@ def has_table(conn: sqlite3.Connection, table: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
 
 
-def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Connection:
-    """Open a log database (created with the schema unless ``readonly``)."""
+def connect(path, readonly: bool = False, timeout: float = 10.0,
+            generation_factory: Callable[[], str] | None = None) -> sqlite3.Connection:
+    """Open a log database (created with the schema, and its generation id, unless ``readonly``)."""
     path = Path(path)
     if readonly:
         if not path.is_file():
@@ -119,7 +147,7 @@ def connect(path, readonly: bool = False, timeout: float = 10.0) -> sqlite3.Conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
-        migrate(conn)
+        migrate(conn, generation_factory)
     except (OSError, sqlite3.Error) as exc:
         error = DiskFullError if _is_disk_full(exc) else FieldearError
         raise error(f"cannot open the log database {path}: {exc}",

@@ -9,7 +9,8 @@ Tables (rows are only inserted, never updated, except ``events.clip_path`` which
 - ``windows(id, t_utc, start_s, end_s, scores_json, top_label, top_score, model_sha, device_id, source,
   settings_sha)``: every block's scores (or every Nth); ``settings_sha`` keys ``meta['settings:<sha>']``.
 - ``health(id, t_utc, device_id, json)``: heartbeats (written by the field area through ``add_health``).
-- ``meta(key, value)``: schema version, settings by sha, one ``run:<n>`` record per listen run.
+- ``meta(key, value)``: schema version, the log's ``generation`` id (uuid4, made once), settings by sha, one
+  ``run:<n>`` record per listen run.
 
 Times: ``*_utc`` are ISO 8601 UTC text with milliseconds (``2026-05-01T04:12:07.250Z``: sorts as text);
 ``start_s``/``end_s`` are offsets in the stream of that run.
@@ -310,8 +311,8 @@ class Store:
         return deleted
 
     def _deletable_up_to(self, table: str) -> int:
-        """Highest id of ``table`` retention may delete: rows the MQTT outbox (runtime/outbox.py) has not
-        sent yet are kept, so a long broker outage loses nothing; without an outbox, any row."""
+        """Highest id of ``table`` retention may delete: rows the collector has not acknowledged yet (the
+        cursor of runtime/fleet/outbox.py) are kept, so a long broker outage loses nothing; without an outbox, any row."""
         if table not in ("events", "health"):
             return 2**62
         try:

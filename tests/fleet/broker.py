@@ -44,6 +44,8 @@ class Broker:
             *([f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"] if tls else []),
             f"allow_anonymous {'false' if users else 'true'}",
             "max_queued_messages 100000",
+            # acks are small packets answering small packets: without this, Nagle + delayed ACKs cost ~40 ms each
+            "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
@@ -102,6 +104,15 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        self.proc.stderr.close()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no persistence file written, no clean disconnects (the crash of the issue)."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait(10)
         self.proc.stderr.close()
         self.proc = None
 

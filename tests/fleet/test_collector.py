@@ -98,27 +98,36 @@ def test_collector_away_gets_what_was_sent_meanwhile(tmp_path, broker):
         pass  # subscribe once, then go away
     for i in range(30):
         add_event(db, "dev-q", "rooster", float(i))
-    assert send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=10).status.total_pending == 0
+    away = send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=1.5)
+    # the broker has them (queued for the collector), nobody confirmed storing them: still pending on the device
+    assert away.published["events"] >= 30 and away.acked["events"] == 0 and away.status.pending["events"] == 30
     with CollectorThread(tmp_path / "central.db", broker.address) as col:
         assert wait_until(lambda: col.stats.events == 30, 10)
+        # the next send gets the acks (of duplicates: the collector has them already) and empties the outbox
+        again = send_pending(tmp_path / "dev.db", settings, "dev-q", timeout_s=10)
+        assert again.acked["events"] == 30 and again.status.total_pending == 0
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+    assert col.stats.events == 30 and col.stats.duplicates >= 30
 
 
 def test_report_by_device_label_day(tmp_path, capsys):
     col, conn = _collector(tmp_path)
     for i, (dev, label, day) in enumerate([("a", "dog", "01"), ("a", "dog", "02"), ("a", "rain", "02"),
                                            ("b", "dog", "02")]):
-        col.handle(conn, f"fieldear/{dev}/events", _event(dev, i + 1, label, f"2026-05-{day}T10:00:00.000Z"))
+        msg = json.loads(_event(dev, i + 1, label, f"2026-05-{day}T10:00:00.000Z"))
+        col.handle(conn, f"fieldear/{dev}/events", json.dumps({**msg, "backlog": 7 - i if dev == "a" else None}).encode())
     col.handle(conn, "fieldear/b/status", b"offline")
     col.handle(conn, "fieldear/c/health", json.dumps({"health_id": 1, "t_utc": "x", "health": {}}).encode())
     conn.close()
     db = str(tmp_path / "central.db")
     assert cli_main(["report", "--db", db, "--by", "device"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["device", "events", "labels", "first_event_utc", "last_event_utc", "health_msgs", "status"]
-    assert out[2].split() == ["a", "3", "2", "2026-05-01T10:00:00.000Z", "2026-05-02T10:00:00.000Z", "0"]
-    assert out[3].split()[:3] == ["b", "1", "1"] and out[3].split()[-1] == "offline"
-    assert out[4].split() == ["c", "0", "0", "1"]
+    assert out[0].split() == ["device", "events", "labels", "first_event_utc", "last_event_utc", "health_msgs", "status",
+                              "last_seen_utc", "backlog"]
+    assert out[2].split() == ["a", "3", "2", "2026-05-01T10:00:00.000Z", "2026-05-02T10:00:00.000Z", "0",
+                              "1970-01-01T00:01:40Z", "5"]  # the backlog its last message reported
+    assert out[3].split()[:3] == ["b", "1", "1"] and out[3].split()[-2:] == ["offline", "1970-01-01T00:01:40Z"]
+    assert out[4].split() == ["c", "0", "0", "1", "1970-01-01T00:01:40Z"]
     assert cli_main(["report", "--db", db, "--by", "label"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in out[2:]] == [["dog", "3", "2"], ["rain", "1", "1"]]
@@ -225,3 +234,30 @@ def test_a_message_the_central_db_cannot_take_is_not_acknowledged(tmp_path, brok
         th.join(10)
     assert not th.is_alive()
     assert central_events(tmp_path / "central.db") == device_events(tmp_path / "dev.db")
+
+
+def test_a_recreated_device_log_is_stored_beside_the_old_one(tmp_path, broker):
+    """The issue's case: a device's log is deleted and recreated, its ids restart at 1. With generation ids the
+    collector stores the new events (no conflicts), and each log's outbox empties on the collector's acks."""
+    from runtime.fleet.mqtt import MqttSettings, send_pending
+    from runtime.store.schema import connect
+
+    settings = MqttSettings.from_config(None, broker.address)
+    path = tmp_path / "dev.db"
+    gens = []
+    with CollectorThread(tmp_path / "central.db", broker.address) as col:
+        for labels in (["dog", "rain", "dog"], ["rooster", "rooster"]):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            log = connect(path)
+            gens.append(log.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            assert [add_event(log, "re-1", label, float(i)) for i, label in enumerate(labels)] == \
+                list(range(1, len(labels) + 1))
+            log.close()
+            result = send_pending(path, settings, "re-1", timeout_s=10)
+            assert result.acked["events"] == len(labels) and result.status.total_pending == 0
+        assert col.stats.conflicts == 0 and col.stats.events == 5
+    assert gens[0] != gens[1]
+    conn = sqlite3.connect(tmp_path / "central.db")
+    assert conn.execute("SELECT generation, event_id, label FROM events ORDER BY received_ts, event_id").fetchall() == [
+        (gens[0], 1, "dog"), (gens[0], 2, "rain"), (gens[0], 3, "dog"), (gens[1], 1, "rooster"), (gens[1], 2, "rooster")]

@@ -64,8 +64,12 @@ def test_payloads_carry_stable_ids(tmp_path):
     eid = add_event(db, "d1", "dog", 3.5)
     hid = add_health(db, "d1", {"rss_mb": 41.5})
     conn = outbox.connect(tmp_path / "dev.db")
-    ev = outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0)
-    assert ev["id"] == f"field-03:{eid}" and ev["event_id"] == eid and ev["label"] == "dog"
+    gen = outbox.generation(conn)
+    assert len(gen) == 32 and outbox.generation(conn) == gen  # made once, then kept
+    ev = outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0, gen)
+    assert ev["id"] == f"field-03:{gen}:{eid}" and ev["generation"] == gen
+    assert outbox.event_payload(outbox.pending(conn, "events")[0], "field-03", 1000.0)["id"] == f"field-03:{eid}"
+    assert ev["event_id"] == eid and ev["label"] == "dog"
     assert ev["settings"] == {"smoothing": 3} and ev["start_s"] == 3.5 and ev["sent_ts"] == 1000.0
     h = outbox.health_payload(outbox.pending(conn, "health")[0], "field-03", 1000.0)
     assert h["id"] == f"field-03:health:{hid}" and h["health"] == {"rss_mb": 41.5}
@@ -180,7 +184,7 @@ def test_outbox_send_with_broker_unreachable_says_what_stays_pending(tmp_path, c
     assert "cannot reach MQTT broker" in err and "1 events, 0 health rows and 0 reviews stay pending" in err
     assert len(err.strip().splitlines()) == 1
     assert cli_main(["outbox", "status", "--db", str(tmp_path / "dev.db")]) == 0
-    assert "events   sent up to id 0, pending 1" in capsys.readouterr().out
+    assert "events   acknowledged up to id 0, pending 1, oldest 2026-05-01T04:12:07.250Z" in capsys.readouterr().out
 
 
 def test_outbox_hook_drains_at_stop_and_never_blocks_the_caller(tmp_path, broker):
@@ -219,3 +223,29 @@ def test_outbox_hook_drain_is_bounded_when_the_broker_is_down(tmp_path):
     hook.on_stop(None)
     assert hook.drained is False and time.monotonic() - t0 < 6.0
     assert outbox.status(outbox.connect(tmp_path / "dev.db")).pending["events"] == 1
+
+
+def test_status_shows_the_unacknowledged_backlog(tmp_path):
+    """`fieldear status`: the rows the collector has not acknowledged, and how old the oldest is."""
+    from runtime.field.status import collect_status, format_status
+    from runtime.store.schema import parse_utc
+
+    db = make_device_db(tmp_path / "dev.db")
+    s = collect_status(tmp_path / "dev.db", now=0.0, state="active")
+    assert s["outbox"] is None and "outbox:" not in format_status(s)  # never reported: no outbox line
+    ids = [add_event(db, "d1", "dog", float(i), t_utc=f"2026-05-01T04:0{i}:00.000Z") for i in range(3)]
+    add_health(db, "d1", {"ok": 1})
+    conn = outbox.connect(tmp_path / "dev.db")
+    outbox.mark_acked(conn, "events", ids[0])
+    now = parse_utc("2026-05-01T06:01:00.000Z")
+    s = collect_status(tmp_path / "dev.db", now=now, state="active")
+    assert s["outbox"]["pending"] == {"events": 2, "health": 1, "reviews": 0} and s["outbox"]["total"] == 3
+    assert s["outbox"]["acked_up_to"]["events"] == ids[0] and s["outbox"]["oldest_utc"] == "2026-05-01T04:01:00.000Z"
+    text = format_status(s)
+    assert "outbox:     3 not acknowledged by the collector (2 events, 1 health, 0 reviews)" in text
+    assert "outbox: 3 rows not acknowledged by the collector, the oldest from 2.0 h ago" in s["problems"]
+    for stream, last in (("events", ids[-1]), ("health", 1)):
+        outbox.mark_acked(conn, stream, last)
+    s = collect_status(tmp_path / "dev.db", now=now, state="active")
+    assert "outbox:     empty (the collector acknowledged everything)" in format_status(s)
+    assert not any(p.startswith("outbox") for p in s["problems"])

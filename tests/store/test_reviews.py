@@ -81,7 +81,7 @@ def test_a_version_1_log_gains_the_reviews_table(tmp_path):
     assert query(ro, "reviews").fetchall() == []
     ro.close()
     conn = connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "3"
     add_review(conn, Review(1, "confirm", "ana"))
     assert reviewed_events(conn)[0]["verdict"] == "confirm"
 

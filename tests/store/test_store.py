@@ -180,7 +180,7 @@ def test_retention_keeps_events_the_outbox_has_not_sent(tmp_path):
     st.flush()
     st.conn.execute(STATE_DDL)
     with st.conn:
-        mark_sent(st.conn, "events", 2)  # the broker acknowledged events 1 and 2 only
+        mark_sent(st.conn, "events", 2)  # the collector acknowledged events 1 and 2 only
     now[0] = T0 + 4 * 86400 + 10
     deleted = st.prune(every_s=0)
     assert deleted["events"] == 2  # days 2 and 3 are old too, but still waiting to be sent

@@ -4,8 +4,17 @@
 with a persistent session (``clean_session=False``, fixed client id): while the collector is away the
 broker keeps its QoS 1 messages; with broker persistence on (Debian's default) also across a broker
 restart. A message is committed before paho sends its PUBACK (the callback runs first), and rows are
-``INSERT OR IGNORE`` under ``UNIQUE(device_id, event_id)``: a redelivered message is stored once.
-The receive time (``received_ts``, unix seconds from the injected clock) is kept for latency.
+``INSERT OR IGNORE`` under ``UNIQUE(device_id, generation, event_id)`` (``generation``: the device log's
+generation id, ``''`` from devices older than it): a redelivered message is stored once, and a recreated
+device log (ids from 1 again, a new generation) never collides with the old one.
+
+**End-to-end acknowledgement**: after each pass of the network loop (the messages of that pass committed),
+the collector publishes, QoS 1, on ``<prefix>/<device>/ack`` one JSON message per device and generation:
+``{"generation": G, "events": [ids], "health": [ids], "reviews": [ids]}`` with every id it stored *or already
+had* (a duplicate is acknowledged again: the device re-sent it because the first ack was lost). Devices move
+their cursors only on these acks; whatever is lost anywhere (broker crash, collector crash) is re-sent by the
+device after its ack timeout. The receive time (``received_ts``, unix seconds from the injected clock) is kept
+for latency; ``devices`` keeps each device's last message time and the backlog it reported.
 
 ``report(db, by)`` summarises the central database per device, label or day.
 """
@@ -34,17 +43,28 @@ from runtime.fleet.mqtt import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+# user_version 1: + generation in the keys of events/health/reviews, + devices (older files are rebuilt in place)
+CENTRAL_VERSION = 1
+
+TABLES = """
 CREATE TABLE IF NOT EXISTS events (
-    device_id TEXT NOT NULL, event_id INTEGER NOT NULL, label TEXT, start_utc, end_utc, start_s REAL, end_s REAL,
+    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', event_id INTEGER NOT NULL, label TEXT,
+    start_utc, end_utc, start_s REAL, end_s REAL,
     peak REAL, mean REAL, model_sha TEXT, source TEXT, settings_json TEXT, clip_path TEXT,
-    sent_ts REAL, received_ts REAL NOT NULL, UNIQUE(device_id, event_id));
+    sent_ts REAL, received_ts REAL NOT NULL, UNIQUE(device_id, generation, event_id));
 CREATE TABLE IF NOT EXISTS health (
-    device_id TEXT NOT NULL, health_id INTEGER NOT NULL, t_utc, json TEXT, received_ts REAL NOT NULL,
-    UNIQUE(device_id, health_id));
+    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', health_id INTEGER NOT NULL, t_utc, json TEXT,
+    received_ts REAL NOT NULL, UNIQUE(device_id, generation, health_id));
 CREATE TABLE IF NOT EXISTS reviews (
-    device_id TEXT NOT NULL, review_id INTEGER NOT NULL, event_id INTEGER NOT NULL, verdict TEXT NOT NULL,
-    label TEXT, t_utc TEXT, reviewer TEXT, received_ts REAL NOT NULL, UNIQUE(device_id, review_id));
+    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', review_id INTEGER NOT NULL,
+    event_id INTEGER NOT NULL, verdict TEXT NOT NULL,
+    label TEXT, t_utc TEXT, reviewer TEXT, received_ts REAL NOT NULL, UNIQUE(device_id, generation, review_id));
+"""
+
+SCHEMA = TABLES + """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, generation TEXT, last_seen_ts REAL NOT NULL, backlog INTEGER, backlog_ts REAL,
+    lag_s REAL);
 CREATE TABLE IF NOT EXISTS status (device_id TEXT PRIMARY KEY, state TEXT NOT NULL, received_ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS status_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, state TEXT NOT NULL, retained INTEGER NOT NULL,
@@ -64,9 +84,34 @@ def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connec
     conn = sqlite3.connect(str(path), timeout=timeout_s)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    _migrate_central(conn)
     conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version = {CENTRAL_VERSION}")
     conn.commit()
     return conn
+
+
+def _migrate_central(conn: sqlite3.Connection) -> None:
+    """A central file from before generation ids: rebuild events/health/reviews with the new key (rows kept,
+    generation ``''``), in one transaction."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= CENTRAL_VERSION:
+        return
+    old = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    todo = [t for t in ("events", "health", "reviews")
+            if t in old and "generation" not in {c[1] for c in conn.execute(f"PRAGMA table_info({t})")}]
+    if not todo:
+        return
+    script = ["BEGIN;"] + [f"ALTER TABLE {t} RENAME TO {t}_v0;" for t in todo] + [TABLES]
+    for t in todo:
+        cols = ", ".join(c[1] for c in conn.execute(f"PRAGMA table_info({t})"))
+        script += [f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {t}_v0;", f"DROP TABLE {t}_v0;"]
+    script.append("COMMIT;")
+    try:
+        conn.executescript("\n".join(script))
+    except sqlite3.Error:
+        conn.rollback()
+        raise
+    log.info("central database upgraded: generation ids in the keys of %s", ", ".join(todo))
 
 
 @dataclass
@@ -80,6 +125,9 @@ class CollectorStats:
     rejected: int = 0  # unparseable messages
     db_errors: int = 0  # central DB write failures (message not acknowledged, redelivered later)
     connects: int = 0
+    messages: int = 0  # messages received (any kind)
+    acks_sent: int = 0  # ack messages published (each confirms one or more rows)
+    acked_rows: int = 0  # rows confirmed in them
     by_device: dict[str, int] = field(default_factory=dict)
 
 
@@ -108,6 +156,8 @@ class Collector:
         self.prefix = settings.topic_prefix
         self.stats = CollectorStats()
         self.subscribed = threading.Event()
+        # (device, generation) -> stream -> ids stored or already stored, not yet acknowledged to the device
+        self._acks: dict[tuple[str, str], dict[str, list[int]]] = {}
         open_central(self.db_path).close()  # errors (bad path) in the caller's thread
 
     def run(self, stop: threading.Event) -> CollectorStats:
@@ -183,10 +233,63 @@ class Collector:
             except sqlite3.Error as exc:
                 self.stats.db_errors += 1
                 log.error("cannot write the central database %s: %s", self.db_path, exc)
+                self.publish_acks(client)  # what was committed before the failure
                 return f"central database error: {exc}"
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return mqtt.error_string(rc)
+            rc = self.publish_acks(client)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return f"cannot publish acks: {mqtt.error_string(rc)}"
+        self.publish_acks(client)
         return None
+
+    # ---- end-to-end acknowledgement ----
+
+    def ack_topic(self, device: str) -> str:
+        return f"{self.prefix}/{device}/ack"
+
+    def take_acks(self) -> list[tuple[str, dict]]:
+        """The ack messages owed to devices (topic, payload dict), forgetting them."""
+        acks, self._acks = self._acks, {}
+        out = []
+        for (device, generation), streams in acks.items():
+            if not generation:
+                continue  # a device from before generation ids does not read acks (its cursor moves on PUBACK)
+            out.append((self.ack_topic(device),
+                        {"generation": generation, **{k: sorted(set(v)) for k, v in streams.items()}}))
+        return out
+
+    def publish_acks(self, client) -> int:
+        """Publish (QoS 1) the acks of every row committed since the last call; an ack lost on the way only
+        means the device sends the row again (and gets the ack of the duplicate)."""
+        mqtt = import_paho()
+        rc = mqtt.MQTT_ERR_SUCCESS
+        for topic, payload in self.take_acks():
+            info = client.publish(topic, json.dumps(payload, separators=(",", ":")), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                rc = info.rc
+                continue
+            self.stats.acks_sent += 1
+            self.stats.acked_rows += sum(len(v) for k, v in payload.items() if k != "generation")
+        return rc
+
+    def _owe_ack(self, device: str, generation: str, stream: str, row_id: int) -> None:
+        self._acks.setdefault((device, generation), {}).setdefault(stream, []).append(int(row_id))
+
+    def _seen(self, conn, device: str, msg: dict, now: float) -> None:
+        backlog = msg.get("backlog")
+        backlog = backlog if isinstance(backlog, int) and not isinstance(backlog, bool) else None
+        sent = msg.get("sent_ts")
+        lag = round(now - sent, 3) if isinstance(sent, (int, float)) and not isinstance(sent, bool) else None
+        conn.execute(
+            "INSERT INTO devices (device_id, generation, last_seen_ts, backlog, backlog_ts, lag_s) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts, "
+            "generation = COALESCE(excluded.generation, generation), "
+            "backlog = COALESCE(excluded.backlog, backlog), backlog_ts = COALESCE(excluded.backlog_ts, backlog_ts), "
+            "lag_s = COALESCE(excluded.lag_s, lag_s)",
+            (device, _generation(msg) or None, now, backlog, now if backlog is not None else None, lag),
+        )
 
     # ---- storing one message ----
 
@@ -198,6 +301,7 @@ class Collector:
         if len(parts) != prefix_len + 2:
             return self._reject(topic, "unexpected topic")
         device, kind = parts[prefix_len], parts[prefix_len + 1]
+        self.stats.messages += 1
         if kind == "status":
             state = payload.decode("utf-8", "replace").strip()
             conn.execute(
@@ -219,6 +323,8 @@ class Collector:
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             return self._reject(topic, f"bad JSON: {exc}")
+        if kind in ("events", "health", "reviews"):
+            self._seen(conn, device, msg, now)
         if kind == "events":
             return self._store_event(conn, device, msg, now)
         if kind == "health":
@@ -231,67 +337,96 @@ class Collector:
         event_id = msg.get("event_id")
         if not isinstance(event_id, int):
             return self._reject(f"{device}/events", "no integer event_id")
+        generation = _generation(msg)
+        if generation and self._legacy_copy(conn, device, event_id, msg):
+            conn.commit()
+            return self._done(device, generation, "events", event_id, "duplicate")
         settings = msg.get("settings")
         values = [msg.get(c) for c in EVENT_COLUMNS]
         cur = conn.execute(
-            f"INSERT OR IGNORE INTO events (device_id, event_id, {', '.join(EVENT_COLUMNS)}, settings_json, sent_ts, "
-            f"received_ts) VALUES (?, ?, {', '.join('?' * len(EVENT_COLUMNS))}, ?, ?, ?)",
-            [device, event_id, *values, json.dumps(settings) if settings is not None else None, msg.get("sent_ts"), now],
+            f"INSERT OR IGNORE INTO events (device_id, generation, event_id, {', '.join(EVENT_COLUMNS)}, settings_json, "
+            f"sent_ts, received_ts) VALUES (?, ?, ?, {', '.join('?' * len(EVENT_COLUMNS))}, ?, ?, ?)",
+            [device, generation, event_id, *values, json.dumps(settings) if settings is not None else None,
+             msg.get("sent_ts"), now],
         )
         conn.commit()
         if cur.rowcount == 1:
             self.stats.events += 1
             self.stats.by_device[device] = self.stats.by_device.get(device, 0) + 1
-            return "stored"
+            return self._done(device, generation, "events", event_id, "stored")
         old = conn.execute(
-            "SELECT label, start_utc FROM events WHERE device_id = ? AND event_id = ?", (device, event_id)
+            "SELECT label, start_utc FROM events WHERE device_id = ? AND generation = ? AND event_id = ?",
+            (device, generation, event_id),
         ).fetchone()
         if old is not None and (old[0], old[1]) != (msg.get("label"), msg.get("start_utc")):
             self.stats.conflicts += 1
             log.warning(
-                "device %s sent event %d again with different content (was its log recreated?); kept the first",
-                device, event_id,
+                "device %s sent event %d of log generation %s again with different content; kept the first",
+                device, event_id, generation or "(none)",
             )
-            return "conflict"
+            # acknowledged all the same: sending it again would not change anything
+            return self._done(device, generation, "events", event_id, "conflict")
         self.stats.duplicates += 1
-        return "duplicate"
+        return self._done(device, generation, "events", event_id, "duplicate")
+
+    def _legacy_copy(self, conn, device: str, event_id: int, msg: dict) -> bool:
+        """Whether this event was stored before its log had a generation id (sent by the device before its log
+        was upgraded to schema 3, re-sent after): same device, id, label and start, generation ``''``."""
+        return conn.execute(
+            "SELECT 1 FROM events WHERE device_id = ? AND generation = '' AND event_id = ? AND label IS ? "
+            "AND start_utc IS ?", (device, event_id, msg.get("label"), msg.get("start_utc")),
+        ).fetchone() is not None
+
+    def _done(self, device: str, generation: str, stream: str, row_id: int, outcome: str) -> str:
+        self._owe_ack(device, generation, stream, row_id)
+        return outcome
 
     def _store_health(self, conn, device: str, msg: dict, now: float) -> str:
         health_id = msg.get("health_id")
         if not isinstance(health_id, int):
             return self._reject(f"{device}/health", "no integer health_id")
+        generation = _generation(msg)
         health = msg.get("health")
         cur = conn.execute(
-            "INSERT OR IGNORE INTO health (device_id, health_id, t_utc, json, received_ts) VALUES (?, ?, ?, ?, ?)",
-            (device, health_id, msg.get("t_utc"), json.dumps(health) if health is not None else None, now),
+            "INSERT OR IGNORE INTO health (device_id, generation, health_id, t_utc, json, received_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (device, generation, health_id, msg.get("t_utc"), json.dumps(health) if health is not None else None, now),
         )
         conn.commit()
         if cur.rowcount == 1:
             self.stats.health += 1
-            return "stored"
+            return self._done(device, generation, "health", health_id, "stored")
         self.stats.duplicates += 1
-        return "duplicate"
+        return self._done(device, generation, "health", health_id, "duplicate")
 
     def _store_review(self, conn, device: str, msg: dict, now: float) -> str:
         review_id, event_id = msg.get("review_id"), msg.get("event_id")
         if not isinstance(review_id, int) or not isinstance(event_id, int) or not msg.get("verdict"):
             return self._reject(f"{device}/reviews", "no integer review_id/event_id or no verdict")
+        generation = _generation(msg)
         cur = conn.execute(
-            "INSERT OR IGNORE INTO reviews (device_id, review_id, event_id, verdict, label, t_utc, reviewer, "
-            "received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, review_id, event_id, msg["verdict"], msg.get("label"), msg.get("t_utc"), msg.get("reviewer"), now),
+            "INSERT OR IGNORE INTO reviews (device_id, generation, review_id, event_id, verdict, label, t_utc, "
+            "reviewer, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, generation, review_id, event_id, msg["verdict"], msg.get("label"), msg.get("t_utc"),
+             msg.get("reviewer"), now),
         )
         conn.commit()
         if cur.rowcount == 1:
             self.stats.reviews += 1
-            return "stored"
+            return self._done(device, generation, "reviews", review_id, "stored")
         self.stats.duplicates += 1
-        return "duplicate"
+        return self._done(device, generation, "reviews", review_id, "duplicate")
 
     def _reject(self, topic: str, why: str) -> str:
         self.stats.rejected += 1
         log.warning("ignored a message on %s: %s", topic, why)
         return "rejected"
+
+
+def _generation(msg: dict) -> str:
+    """The message's log generation id (``''``: a device from before generation ids)."""
+    g = msg.get("generation")
+    return g if isinstance(g, str) and 0 < len(g) <= 64 else ""
 
 
 # ---- report ----
