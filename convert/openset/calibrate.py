@@ -4,7 +4,8 @@ duration, merge gap and the out-of-distribution cut, maximising macro event F1 w
 
 Events come from the device's own detector (runtime.detect.events) and are scored with the device's
 evaluation rules (runtime.evaluate.stream_eval: overlap criterion, one-to-one). A label's events depend only
-on its own scores, so each label's threshold is searched alone for every shared setting; thresholds are then
+on its own scores, so each label's threshold is searched alone for every shared setting (one detector run per
+label, threshold and smoothing; merge gaps and minimum durations applied to its events); thresholds are then
 raised, cheapest F1 loss per false alarm first, until the false alarms fit the budget. Ties go to the simpler
 setting (no smoothing, no minimum, no merging, no novelty cut), listed first.
 """
@@ -94,8 +95,21 @@ def label_events(label: str, seq: list, settings: PostSettings, hop_s: float) ->
     return detect([label], settings, hop_s, fed)
 
 
+def merged(events: list, merge_gap_s: float, min_event_s: float) -> list[tuple[float, float]]:
+    """(start, end) of one label's events found with no merge gap and no minimum, as the detector would report
+    them with ``merge_gap_s`` and ``min_event_s``: an event starting within the gap of the previous one's end
+    continues it, then the short ones are dropped (so one detector run serves every gap and minimum)."""
+    out: list[list[float]] = []
+    for e in sorted(events, key=lambda e: e.start_s):
+        if out and e.start_s - out[-1][1] <= merge_gap_s + 1e-9:
+            out[-1][1] = max(out[-1][1], e.end_s)
+        else:
+            out.append([e.start_s, e.end_s])
+    return [(a, b) for a, b in out if b - a + 1e-9 >= min_event_s]
+
+
 def counts(truth: list, events: list, label: str) -> tuple[int, int, int]:
-    pred = [Interval(e.start_s, e.end_s, e.label) for e in events]
+    pred = [Interval(a, b, label) for a, b in events]
     m = event_metrics(truth, pred, [label], "overlap", 0.0)[label]
     return m["tp"], m["fp"], m["fn"]
 
@@ -144,22 +158,21 @@ def choose(tl: Timeline, labels: list[str], taus: dict, max_false_alarms: float)
         scores = tl.raw if tau is None else np.where(tl.sims >= tau, tl.raw, 0.0)
         for smoothing in SMOOTHING:
             seqs = [smoothed(tl, scores[:, [i]], smoothing) for i in range(len(labels))]
+            found = [[label_events(label, seqs[i], PostSettings(thresholds={label: thr}, hysteresis=HYSTERESIS),
+                                   tl.hop_s) for thr in THRESHOLDS] for i, label in enumerate(labels)]
+            truths = [[t for t in tl.truth if t.label == label] for label in labels]
             for min_hops in MIN_EVENT_HOPS:
                 for gap_hops in MERGE_GAP_HOPS:
-                    base = dict(smoothing=1, hysteresis=HYSTERESIS, min_event_s=round(min_hops * tl.hop_s, 3),
-                                merge_gap_s=round(gap_hops * tl.hop_s, 3))
-                    tables = []
-                    for i, label in enumerate(labels):
-                        truth = [t for t in tl.truth if t.label == label]
-                        tables.append([counts(truth, label_events(label, seqs[i], PostSettings(
-                            thresholds={label: thr}, **base), tl.hop_s), label) for thr in THRESHOLDS])
+                    min_s, gap_s = round(min_hops * tl.hop_s, 3), round(gap_hops * tl.hop_s, 3)
+                    tables = [[counts(truths[i], merged(ev, gap_s, min_s), label) for ev in found[i]]
+                              for i, label in enumerate(labels)]
                     pick, fits = fit_budget(tables, budget_fp)
                     macro = float(np.mean([f1(*tables[i][j]) for i, j in enumerate(pick)]))
                     fp = sum(tables[i][j][1] for i, j in enumerate(pick))
                     key = (fits, round(macro, 3) if fits else -fp, round(macro, 3))
                     if best is None or key > best["key"]:
                         best = {"key": key, "novelty_quantile": q, "smoothing": smoothing, "fits": fits,
-                                "min_event_s": base["min_event_s"], "merge_gap_s": base["merge_gap_s"],
+                                "min_event_s": min_s, "merge_gap_s": gap_s,
                                 "thresholds": {label: THRESHOLDS[j] for label, j in zip(labels, pick)}}
     best.pop("key")
     return best

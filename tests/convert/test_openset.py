@@ -88,6 +88,9 @@ def test_feeding_only_blocks_above_the_off_threshold_gives_the_detectors_events(
                                               min_event_s=dur), tl.hop_s, [(*tl.times(k), x[k:k + 1]) for k in range(n)])
             assert [(e.start_s, e.end_s) for e in fast] == [(e.start_s, e.end_s) for e in full]
             assert fast  # the case is not empty
+            # one run without gap and minimum serves them all
+            plain = calibrate.label_events("a", seq, PostSettings(thresholds={"a": thr}), tl.hop_s)
+            assert calibrate.merged(plain, gap, dur) == [(e.start_s, e.end_s) for e in full]
 
 
 def test_thresholds_are_raised_until_the_false_alarms_fit():
