@@ -382,3 +382,26 @@ def test_the_collector_survives_a_postgres_restart(tmp_path, broker):
         assert events == [("rs-1", i + 1, "dog" if i < 3 else "rain") for i in range(6)]
     finally:
         server.stop()
+
+
+def test_two_collectors_on_one_postgres_store_each_event_once(tmp_path, broker, pg_url):
+    """Redundant collectors (own client ids, both subscribed) into one PostgreSQL database: every message reaches
+    both, each row is stored by one of them and counted as a duplicate by the other."""
+    from runtime.fleet.mqtt import MqttSettings, send_pending
+
+    a = CollectorThread(pg_url, broker.address)
+    a.collector.client_id = "fieldear-collector-a"
+    b = CollectorThread(pg_url, broker.address)
+    b.collector.client_id = "fieldear-collector-b"
+    log, _ = _device_log(tmp_path / "dev.db")
+    for i in range(40):
+        add_event(log, "twin-1", "dog" if i % 3 else "rain", float(i))
+    log.close()
+    with a, b:
+        r = send_pending(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "twin-1", timeout_s=15)
+        assert r.status.total_pending == 0
+        assert wait_until(lambda: a.stats.events + a.stats.duplicates == b.stats.events + b.stats.duplicates == 40
+                          or a.stats.events + b.stats.events > 40, 10)
+    assert a.stats.events + b.stats.events == 40
+    assert a.stats.conflicts == b.stats.conflicts == a.stats.db_errors == b.stats.db_errors == 0
+    assert _central(pg_url, "events", "event_id") == [(i,) for i in range(1, 41)]
