@@ -405,3 +405,41 @@ def test_two_collectors_on_one_postgres_store_each_event_once(tmp_path, broker, 
     assert a.stats.events + b.stats.events == 40
     assert a.stats.conflicts == b.stats.conflicts == a.stats.db_errors == b.stats.db_errors == 0
     assert _central(pg_url, "events", "event_id") == [(i,) for i in range(1, 41)]
+
+
+def test_through_a_mosquitto_bridge(tmp_path, pg_url):
+    """docs/operations.md, "When one broker is not enough": a device on a site broker bridged to the central one
+    (the bridge config of the docs); the collector at the centre stores into PostgreSQL, acks come back over the
+    bridge and empty the device's outbox."""
+    from runtime.fleet.mqtt import MqttSettings, send_pending
+    from tests.fleet.broker import Broker, require_mosquitto
+
+    require_mosquitto()
+    centre = Broker(tmp_path / "centre")
+    site = Broker(tmp_path / "site")
+    with site.conf.open("a") as f:
+        f.write("\n".join([
+            "connection centre", f"address {centre.address}", "remote_clientid site-north-bridge",
+            "cleansession false", "restart_timeout 1",
+            *(f"topic fieldear/+/{kind} out 1" for kind in ("events", "health", "reviews", "status")),
+            "topic fieldear/+/ack in 1", ""]))
+    centre.start()
+    try:
+        site.start()
+        try:
+            assert wait_until(lambda: "site-north-bridge" in centre.log_path.read_text(), 15)
+            log, _ = _device_log(tmp_path / "dev.db")
+            for i in range(10):
+                add_event(log, "site-1", "dog", float(i))
+            add_health(log, "site-1", {"temp_c": 39.0})
+            log.close()
+            with CollectorThread(pg_url, centre.address) as col:
+                r = send_pending(tmp_path / "dev.db", MqttSettings.from_config(None, site.address), "site-1",
+                                 timeout_s=20)
+                assert r.status.total_pending == 0, r
+                assert col.stats.events == 10 and col.stats.health == 1
+        finally:
+            site.stop()
+    finally:
+        centre.stop()
+    assert _central(pg_url, "events", "device_id, event_id") == [("site-1", i) for i in range(1, 11)]
