@@ -443,3 +443,30 @@ def test_through_a_mosquitto_bridge(tmp_path, pg_url):
     finally:
         centre.stop()
     assert _central(pg_url, "events", "device_id, event_id") == [("site-1", i) for i in range(1, 11)]
+
+
+def test_metrics_read_the_postgres_store(pg_url):
+    pytest.importorskip("prometheus_client")
+    from runtime.fleet.central.metrics import CollectorMetrics
+    from runtime.fleet.central.store import open_store
+
+    col = _collector(pg_url, clock=lambda: 1000.0)
+    with open_store(pg_url) as store:
+        for i in range(3):
+            col.handle(store, "fieldear/m-1/events", _event("m-1", i + 1, generation="g", backlog=5 - i))
+    families = {f.name: f for f in CollectorMetrics(col).collect()}
+    assert [(s.labels, s.value) for s in families["fieldear_device_events"].samples] == [({"device": "m-1"}, 3)]
+    assert [s.value for s in families["fieldear_device_backlog"].samples] == [3]
+    assert [s.value for s in families["fieldear_device_last_seen_timestamp_seconds"].samples] == [1000.0]
+
+
+def test_missing_server_binaries_skip_here_and_fail_under_ci(monkeypatch):
+    import tests.fleet.postgres as pgmod
+
+    monkeypatch.setattr(pgmod, "find_pg_bin", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="PostgreSQL server binaries not found"):
+        pgmod.require_postgres()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        pgmod.require_postgres()
