@@ -335,6 +335,15 @@ def test_sqlite_never_imports_psycopg(tmp_path):
                           capture_output=True).returncode == 0
 
 
+def test_urls_in_messages_have_no_password():
+    from runtime.fleet.central.store import redact_url
+
+    assert redact_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_url("postgresql://u@h/db?sslmode=require&password=pw") == \
+        "postgresql://u@h/db?sslmode=require&password=***"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
 def test_an_unreachable_server_is_one_line_without_the_password(postgres_server):
     from tests.fleet.broker import free_port
 

@@ -31,12 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import FieldearError
 from runtime.fleet.central.store import (
-    CENTRAL_VERSION,
-    EVENT_COLUMNS as STORE_EVENT_COLUMNS,
-    SQLITE_SCHEMA as SCHEMA,
-    SQLITE_TABLES as TABLES,
+    EVENT_COLUMNS,
     CentralStore,
     as_store,
     describe_db,
@@ -57,7 +53,6 @@ from runtime.fleet.mqtt import (
 log = logging.getLogger(__name__)
 
 # the central store (SQLite file or PostgreSQL) and its schema: runtime/fleet/central/store.py
-EVENT_COLUMNS = STORE_EVENT_COLUMNS
 
 
 def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:

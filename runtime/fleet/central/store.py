@@ -49,6 +49,10 @@ def describe_db(db) -> str:
 
 
 def redact_url(url: str) -> str:
+    """``url`` without its password (``user:PASSWORD@`` or ``?password=``)."""
+    import re
+
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:
@@ -356,7 +360,7 @@ class PostgresStore(CentralStore):
         """A raw connection (raises the driver's errors)."""
         psycopg = import_psycopg()
         return psycopg.connect(url, connect_timeout=max(1, int(round(timeout_s))),
-                               application_name="fieldear-collector")
+                               application_name="fieldear")
 
     @classmethod
     def open(cls, url: str, timeout_s: float = 10.0, readonly: bool = False) -> "PostgresStore":
