@@ -52,7 +52,11 @@ def postgres_server():
 
     bindir = require_postgres()
     server = Postgres(bindir)
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop()  # removes its directory
+        raise
     yield server
     server.stop()
 
