@@ -12,7 +12,7 @@ SHARED ?= ../shared/data
 .PHONY: help setup sysdeps demo test test-runtime-tflite lint bench experiment-finetune backbone default-model negatives clean
 
 help:
-	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt/web/metrics extras"
+	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt/web/metrics/postgres extras"
 	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
 	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime)"
 	@echo "make bench          benchmarks; numbers go to bench/results/"
@@ -26,10 +26,10 @@ setup: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web,metrics]'
+	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web,metrics,postgres]'
 	touch $@
 
-# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, systemd-analyze).
+# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, PostgreSQL server, systemd-analyze).
 sysdeps:
 	@bash .ci/system-deps.sh
 

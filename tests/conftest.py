@@ -42,3 +42,26 @@ def broker(tmp_path):
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the session (tests/fleet/postgres.py); skips when the Debian server
+    binaries (or psycopg) are missing, fails instead under CI=true."""
+    from tests.fleet.postgres import Postgres, require_postgres
+
+    bindir = require_postgres()
+    server = Postgres(bindir)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()  # removes its directory
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

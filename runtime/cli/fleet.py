@@ -28,9 +28,12 @@ def register(sub) -> None:
 
     c = sub.add_parser("collect", help="central: store every device's events from the broker in one database",
                        description="Subscribe to <prefix>/+/events, /health, /reviews and /status (QoS 1, persistent session) "
-                       "and store them in a central SQLite file, each event once. Runs until SIGINT/SIGTERM.")
+                       "and store them in the central database (a SQLite file, or PostgreSQL for --db postgresql://...), each event "
+                       "once. Runs until SIGINT/SIGTERM.")
     c.add_argument("--broker", metavar="HOST:PORT", help="the broker (default: [mqtt] of --config)")
-    c.add_argument("--db", required=True, help="the central database (SQLite), created if missing")
+    c.add_argument("--db", required=True,
+                   help="the central database: a SQLite file (created if missing) or postgresql://USER@HOST:PORT/DB "
+                        "(needs fieldear[postgres]; tables created/migrated)")
     c.add_argument("--config", help="config (TOML) whose [mqtt] section gives TLS, credentials, topic prefix")
     c.add_argument("--client-id", default="fieldear-collector",
                    help="MQTT client id; keep it stable so the broker queues messages while away")
@@ -41,7 +44,8 @@ def register(sub) -> None:
     c.set_defaults(func=cmd_collect)
 
     r = sub.add_parser("report", help="summarise the central database per device, label or day")
-    r.add_argument("--db", required=True, help="the central database written by `fieldear collect`")
+    r.add_argument("--db", required=True,
+                   help="the central database written by `fieldear collect` (SQLite file or postgresql:// URL)")
     r.add_argument("--by", choices=("device", "label", "day"), default="device", help="one row per device, label or day")
     r.set_defaults(func=cmd_report)
 
@@ -149,7 +153,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         signals.restore()
     print(
         f"collected {stats.events} events, {stats.health} health messages and {stats.reviews} reviews from {len(stats.by_device)} devices "
-        f"into {args.db}; {stats.duplicates} redelivered duplicates ignored, {stats.conflicts} conflicts, "
+        f"into {collector.db_name}; {stats.duplicates} redelivered duplicates ignored, {stats.conflicts} conflicts, "
         f"{stats.rejected} rejected; {stats.acks_sent} acks sent for {stats.acked_rows} rows"
     )
     return 0

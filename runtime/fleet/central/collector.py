@@ -1,10 +1,11 @@
-"""The central collector: every device's events, health and status from the broker into one SQLite file.
+"""The central collector: every device's events, health and status from the broker into one central database
+(a SQLite file, or PostgreSQL for ``--db postgresql://...``: the store interface of runtime/fleet/central/store.py).
 
 ``Collector`` subscribes (QoS 1) to ``<prefix>/+/events``, ``/health``, ``/reviews`` and ``/status``
 with a persistent session (``clean_session=False``, fixed client id): while the collector is away the
 broker keeps its QoS 1 messages; with broker persistence on (Debian's default) also across a broker
 restart. A message is committed before paho sends its PUBACK (the callback runs first), and rows are
-``INSERT OR IGNORE`` under ``UNIQUE(device_id, generation, event_id)`` (``generation``: the device log's
+``INSERT ... ON CONFLICT DO NOTHING`` under ``UNIQUE(device_id, generation, event_id)`` (``generation``: the device log's
 generation id, ``''`` from devices older than it): a redelivered message is stored once, and a recreated
 device log (ids from 1 again, a new generation) never collides with the old one.
 
@@ -16,7 +17,7 @@ their cursors only on these acks; whatever is lost anywhere (broker crash, colle
 device after its ack timeout. The receive time (``received_ts``, unix seconds from the injected clock) is kept
 for latency; ``devices`` keeps each device's last message time and the backlog it reported.
 
-``report(db, by)`` summarises the central database per device, label or day.
+``report_rows(db, by)`` (report.py) summarises the central database per device, label or day.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import FieldearError
+from runtime.fleet.central.store import (
+    EVENT_COLUMNS,
+    CentralStore,
+    as_store,
+    describe_db,
+    is_postgres_url,
+    open_sqlite,
+    open_store,
+)
 from runtime.fleet.mqtt import (
     Backoff,
     BrokerUnavailable,
@@ -43,75 +52,13 @@ from runtime.fleet.mqtt import (
 
 log = logging.getLogger(__name__)
 
-# user_version 1: + generation in the keys of events/health/reviews, + devices (older files are rebuilt in place)
-CENTRAL_VERSION = 1
-
-TABLES = """
-CREATE TABLE IF NOT EXISTS events (
-    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', event_id INTEGER NOT NULL, label TEXT,
-    start_utc, end_utc, start_s REAL, end_s REAL,
-    peak REAL, mean REAL, model_sha TEXT, source TEXT, settings_json TEXT, clip_path TEXT,
-    sent_ts REAL, received_ts REAL NOT NULL, UNIQUE(device_id, generation, event_id));
-CREATE TABLE IF NOT EXISTS health (
-    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', health_id INTEGER NOT NULL, t_utc, json TEXT,
-    received_ts REAL NOT NULL, UNIQUE(device_id, generation, health_id));
-CREATE TABLE IF NOT EXISTS reviews (
-    device_id TEXT NOT NULL, generation TEXT NOT NULL DEFAULT '', review_id INTEGER NOT NULL,
-    event_id INTEGER NOT NULL, verdict TEXT NOT NULL,
-    label TEXT, t_utc TEXT, reviewer TEXT, received_ts REAL NOT NULL, UNIQUE(device_id, generation, review_id));
-"""
-
-SCHEMA = TABLES + """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, generation TEXT, last_seen_ts REAL NOT NULL, backlog INTEGER, backlog_ts REAL,
-    lag_s REAL);
-CREATE TABLE IF NOT EXISTS status (device_id TEXT PRIMARY KEY, state TEXT NOT NULL, received_ts REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS status_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, state TEXT NOT NULL, retained INTEGER NOT NULL,
-    received_ts REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS events_received ON events(received_ts);
-"""
-
-EVENT_COLUMNS = (
-    "label", "start_utc", "end_utc", "start_s", "end_s", "peak", "mean", "model_sha", "source", "clip_path",
-)
+# the central store (SQLite file or PostgreSQL) and its schema: runtime/fleet/central/store.py
 
 
 def open_central(db_path: str | Path, timeout_s: float = 10.0) -> sqlite3.Connection:
-    path = Path(db_path)
-    if path.parent and not path.parent.exists():
-        raise FieldearError(f"directory {path.parent} does not exist", hint="create it or give another --db")
-    conn = sqlite3.connect(str(path), timeout=timeout_s)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    _migrate_central(conn)
-    conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version = {CENTRAL_VERSION}")
-    conn.commit()
-    return conn
-
-
-def _migrate_central(conn: sqlite3.Connection) -> None:
-    """A central file from before generation ids: rebuild events/health/reviews with the new key (rows kept,
-    generation ``''``), in one transaction."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] >= CENTRAL_VERSION:
-        return
-    old = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    todo = [t for t in ("events", "health", "reviews")
-            if t in old and "generation" not in {c[1] for c in conn.execute(f"PRAGMA table_info({t})")}]
-    if not todo:
-        return
-    script = ["BEGIN;"] + [f"ALTER TABLE {t} RENAME TO {t}_v0;" for t in todo] + [TABLES]
-    for t in todo:
-        cols = ", ".join(c[1] for c in conn.execute(f"PRAGMA table_info({t})"))
-        script += [f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {t}_v0;", f"DROP TABLE {t}_v0;"]
-    script.append("COMMIT;")
-    try:
-        conn.executescript("\n".join(script))
-    except sqlite3.Error:
-        conn.rollback()
-        raise
-    log.info("central database upgraded: generation ids in the keys of %s", ", ".join(todo))
+    """The central SQLite file as a plain sqlite3 connection, created and migrated (see ``open_store`` for
+    either back end)."""
+    return open_sqlite(db_path, timeout_s)
 
 
 @dataclass
@@ -132,7 +79,8 @@ class CollectorStats:
 
 
 class Collector:
-    """Receives from the broker into ``db_path`` until ``run(stop_event)``'s event is set."""
+    """Receives from the broker into ``db`` (a SQLite path or a postgresql:// URL) until ``run(stop_event)``'s
+    event is set."""
 
     def __init__(
         self,
@@ -146,7 +94,9 @@ class Collector:
         db_timeout_s: float = 10.0,
     ):
         import_paho()
-        self.db_path = Path(db_path)
+        self.db = db_path if is_postgres_url(db_path) else Path(db_path)
+        self.db_path = None if is_postgres_url(db_path) else self.db  # the SQLite file (None on PostgreSQL)
+        self.db_name = describe_db(db_path)
         self.db_timeout_s = db_timeout_s
         self.settings = settings
         self.client_id = client_id
@@ -158,19 +108,30 @@ class Collector:
         self.subscribed = threading.Event()
         # (device, generation) -> stream -> ids stored or already stored, not yet acknowledged to the device
         self._acks: dict[tuple[str, str], dict[str, list[int]]] = {}
-        open_central(self.db_path).close()  # errors (bad path) in the caller's thread
+        open_store(self.db).close()  # errors (bad path, server unreachable, no driver) in the caller's thread
+
+    def open_store(self, readonly: bool = False, timeout_s: float | None = None) -> CentralStore:
+        return open_store(self.db, self.db_timeout_s if timeout_s is None else timeout_s, readonly=readonly)
 
     def run(self, stop: threading.Event) -> CollectorStats:
-        conn = open_central(self.db_path, self.db_timeout_s)
+        store = self.open_store()
         backoff = Backoff(*self.backoff_s, self.rng, self.settings.address)
         try:
             while not stop.is_set():
+                if not store.healthy():  # PostgreSQL: the connection to the server was lost
+                    try:
+                        store.reconnect()
+                    except store.errors as exc:
+                        self.stats.db_errors += 1
+                        log.error("cannot reconnect to the central database %s: %s", self.db_name, exc)
+                        backoff.wait(stop)
+                        continue
                 client = new_client(self.settings, self.client_id, clean_session=False)
                 try:
-                    self._open(client, conn)
-                except sqlite3.Error as exc:  # a queued message arrived while subscribing
+                    self._open(client, store)
+                except store.errors as exc:  # a queued message arrived while subscribing
                     self.stats.db_errors += 1
-                    log.error("cannot write the central database %s: %s; reconnecting", self.db_path, exc)
+                    log.error("cannot write the central database %s: %s; reconnecting", self.db_name, exc)
                     drop_client(client)
                     backoff.wait(stop)
                     continue
@@ -179,7 +140,7 @@ class Collector:
                     continue
                 backoff.connected()
                 self.stats.connects += 1
-                reason = self._serve(client, stop)
+                reason = self._serve(client, stop, store)
                 self.subscribed.clear()
                 if reason:
                     log.warning("MQTT connection to %s lost (%s); reconnecting", self.settings.address, reason)
@@ -189,16 +150,17 @@ class Collector:
                     client.disconnect()
                     client.loop(0.05)
         finally:
-            conn.close()
+            store.close()
         return self.stats
 
-    def _open(self, client, conn) -> None:
+    def _open(self, client, store: CentralStore) -> None:
         mqtt = import_paho()
+
         def on_message(_client, _userdata, msg):
             try:
-                self.handle(conn, msg.topic, msg.payload, bool(msg.retain))
-            except sqlite3.Error:
-                conn.rollback()
+                self.handle(store, msg.topic, msg.payload, bool(msg.retain))
+            except store.errors:
+                store.rollback()
                 raise  # out of client.loop(), before paho acknowledges the message
 
         client.on_message = on_message
@@ -221,7 +183,7 @@ class Collector:
         self.subscribed.set()
         log.info("collecting %s/+/{events,health,reviews,status} from %s", self.prefix, self.settings.address)
 
-    def _serve(self, client, stop: threading.Event) -> str | None:
+    def _serve(self, client, stop: threading.Event, store: CentralStore) -> str | None:
         """Process messages until ``stop``; returns why the connection ended (None: asked to stop).
 
         If the central database cannot be written (disk full, locked), the message is not acknowledged: the
@@ -230,9 +192,9 @@ class Collector:
         while not stop.is_set():
             try:
                 rc = client.loop(0.1)
-            except sqlite3.Error as exc:
+            except store.errors as exc:
                 self.stats.db_errors += 1
-                log.error("cannot write the central database %s: %s", self.db_path, exc)
+                log.error("cannot write the central database %s: %s", self.db_name, exc)
                 self.publish_acks(client)  # what was committed before the failure
                 return f"central database error: {exc}"
             if rc != mqtt.MQTT_ERR_SUCCESS:
@@ -276,25 +238,19 @@ class Collector:
     def _owe_ack(self, device: str, generation: str, stream: str, row_id: int) -> None:
         self._acks.setdefault((device, generation), {}).setdefault(stream, []).append(int(row_id))
 
-    def _seen(self, conn, device: str, msg: dict, now: float) -> None:
+    def _seen(self, store: CentralStore, device: str, msg: dict, now: float) -> None:
         backlog = msg.get("backlog")
         backlog = backlog if isinstance(backlog, int) and not isinstance(backlog, bool) else None
         sent = msg.get("sent_ts")
         lag = round(now - sent, 3) if isinstance(sent, (int, float)) and not isinstance(sent, bool) else None
-        conn.execute(
-            "INSERT INTO devices (device_id, generation, last_seen_ts, backlog, backlog_ts, lag_s) "
-            "VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(device_id) DO UPDATE SET last_seen_ts = excluded.last_seen_ts, "
-            "generation = COALESCE(excluded.generation, generation), "
-            "backlog = COALESCE(excluded.backlog, backlog), backlog_ts = COALESCE(excluded.backlog_ts, backlog_ts), "
-            "lag_s = COALESCE(excluded.lag_s, lag_s)",
-            (device, _generation(msg) or None, now, backlog, now if backlog is not None else None, lag),
-        )
+        store.seen(device, _generation(msg) or None, now, backlog, lag)
 
     # ---- storing one message ----
 
-    def handle(self, conn: sqlite3.Connection, topic: str, payload: bytes, retained: bool = False) -> str:
-        """Store one message; returns what happened: stored, duplicate, conflict, status, rejected."""
+    def handle(self, conn, topic: str, payload: bytes, retained: bool = False) -> str:
+        """Store one message; returns what happened: stored, duplicate, conflict, status, rejected.
+        ``conn``: a central store (or a plain sqlite3 connection to a central file)."""
+        store = as_store(conn)
         now = self.clock()
         parts = topic.split("/")
         prefix_len = len(self.prefix.split("/"))
@@ -304,16 +260,8 @@ class Collector:
         self.stats.messages += 1
         if kind == "status":
             state = payload.decode("utf-8", "replace").strip()
-            conn.execute(
-                "INSERT INTO status (device_id, state, received_ts) VALUES (?, ?, ?) "
-                "ON CONFLICT(device_id) DO UPDATE SET state = excluded.state, received_ts = excluded.received_ts",
-                (device, state, now),
-            )
-            conn.execute(
-                "INSERT INTO status_log (device_id, state, retained, received_ts) VALUES (?, ?, ?, ?)",
-                (device, state, int(retained), now),
-            )
-            conn.commit()
+            store.set_status(device, state, retained, now)
+            store.commit()
             self.stats.status += 1
             log.info("device %s is %s", device, state)
             return "status"
@@ -324,41 +272,35 @@ class Collector:
         except ValueError as exc:
             return self._reject(topic, f"bad JSON: {exc}")
         if kind in ("events", "health", "reviews"):
-            self._seen(conn, device, msg, now)
+            self._seen(store, device, msg, now)
         if kind == "events":
-            return self._store_event(conn, device, msg, now)
+            return self._store_event(store, device, msg, now)
         if kind == "health":
-            return self._store_health(conn, device, msg, now)
+            return self._store_health(store, device, msg, now)
         if kind == "reviews":
-            return self._store_review(conn, device, msg, now)
+            return self._store_review(store, device, msg, now)
         return self._reject(topic, "unknown message kind")
 
-    def _store_event(self, conn, device: str, msg: dict, now: float) -> str:
+    def _store_event(self, store: CentralStore, device: str, msg: dict, now: float) -> str:
         event_id = msg.get("event_id")
-        if not isinstance(event_id, int):
+        if not isinstance(event_id, int) or isinstance(event_id, bool):
             return self._reject(f"{device}/events", "no integer event_id")
         generation = _generation(msg)
-        if generation and self._legacy_copy(conn, device, event_id, msg):
-            conn.commit()
+        label, start_utc = msg.get("label"), msg.get("start_utc")
+        if generation and store.legacy_copy(device, event_id, label, start_utc):
+            # stored before its log had a generation id (sent before the device's log was upgraded, re-sent after)
+            store.commit()
             return self._done(device, generation, "events", event_id, "duplicate")
         settings = msg.get("settings")
-        values = [msg.get(c) for c in EVENT_COLUMNS]
-        cur = conn.execute(
-            f"INSERT OR IGNORE INTO events (device_id, generation, event_id, {', '.join(EVENT_COLUMNS)}, settings_json, "
-            f"sent_ts, received_ts) VALUES (?, ?, ?, {', '.join('?' * len(EVENT_COLUMNS))}, ?, ?, ?)",
-            [device, generation, event_id, *values, json.dumps(settings) if settings is not None else None,
-             msg.get("sent_ts"), now],
-        )
-        conn.commit()
-        if cur.rowcount == 1:
+        stored = store.insert_event(device, generation, event_id, {c: msg.get(c) for c in EVENT_COLUMNS},
+                                    json.dumps(settings) if settings is not None else None, msg.get("sent_ts"), now)
+        same = None if stored else store.event_matches(device, generation, event_id, label, start_utc)
+        store.commit()
+        if stored:
             self.stats.events += 1
             self.stats.by_device[device] = self.stats.by_device.get(device, 0) + 1
             return self._done(device, generation, "events", event_id, "stored")
-        old = conn.execute(
-            "SELECT label, start_utc FROM events WHERE device_id = ? AND generation = ? AND event_id = ?",
-            (device, generation, event_id),
-        ).fetchone()
-        if old is not None and (old[0], old[1]) != (msg.get("label"), msg.get("start_utc")):
+        if same is False:
             self.stats.conflicts += 1
             log.warning(
                 "device %s sent event %d of log generation %s again with different content; kept the first",
@@ -369,49 +311,34 @@ class Collector:
         self.stats.duplicates += 1
         return self._done(device, generation, "events", event_id, "duplicate")
 
-    def _legacy_copy(self, conn, device: str, event_id: int, msg: dict) -> bool:
-        """Whether this event was stored before its log had a generation id (sent by the device before its log
-        was upgraded to schema 3, re-sent after): same device, id, label and start, generation ``''``."""
-        return conn.execute(
-            "SELECT 1 FROM events WHERE device_id = ? AND generation = '' AND event_id = ? AND label IS ? "
-            "AND start_utc IS ?", (device, event_id, msg.get("label"), msg.get("start_utc")),
-        ).fetchone() is not None
-
     def _done(self, device: str, generation: str, stream: str, row_id: int, outcome: str) -> str:
         self._owe_ack(device, generation, stream, row_id)
         return outcome
 
-    def _store_health(self, conn, device: str, msg: dict, now: float) -> str:
+    def _store_health(self, store: CentralStore, device: str, msg: dict, now: float) -> str:
         health_id = msg.get("health_id")
-        if not isinstance(health_id, int):
+        if not isinstance(health_id, int) or isinstance(health_id, bool):
             return self._reject(f"{device}/health", "no integer health_id")
         generation = _generation(msg)
         health = msg.get("health")
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO health (device_id, generation, health_id, t_utc, json, received_ts) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (device, generation, health_id, msg.get("t_utc"), json.dumps(health) if health is not None else None, now),
-        )
-        conn.commit()
-        if cur.rowcount == 1:
+        stored = store.insert_health(device, generation, health_id, msg.get("t_utc"),
+                                     json.dumps(health) if health is not None else None, now)
+        store.commit()
+        if stored:
             self.stats.health += 1
             return self._done(device, generation, "health", health_id, "stored")
         self.stats.duplicates += 1
         return self._done(device, generation, "health", health_id, "duplicate")
 
-    def _store_review(self, conn, device: str, msg: dict, now: float) -> str:
+    def _store_review(self, store: CentralStore, device: str, msg: dict, now: float) -> str:
         review_id, event_id = msg.get("review_id"), msg.get("event_id")
         if not isinstance(review_id, int) or not isinstance(event_id, int) or not msg.get("verdict"):
             return self._reject(f"{device}/reviews", "no integer review_id/event_id or no verdict")
         generation = _generation(msg)
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO reviews (device_id, generation, review_id, event_id, verdict, label, t_utc, "
-            "reviewer, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, generation, review_id, event_id, msg["verdict"], msg.get("label"), msg.get("t_utc"),
-             msg.get("reviewer"), now),
-        )
-        conn.commit()
-        if cur.rowcount == 1:
+        stored = store.insert_review(device, generation, review_id, event_id, msg["verdict"], msg.get("label"),
+                                     msg.get("t_utc"), msg.get("reviewer"), now)
+        store.commit()
+        if stored:
             self.stats.reviews += 1
             return self._done(device, generation, "reviews", review_id, "stored")
         self.stats.duplicates += 1
@@ -427,8 +354,3 @@ def _generation(msg: dict) -> str:
     """The message's log generation id (``''``: a device from before generation ids)."""
     g = msg.get("generation")
     return g if isinstance(g, str) and 0 < len(g) <= 64 else ""
-
-
-# ---- report ----
-
-

@@ -20,7 +20,6 @@ database's ``devices`` table, so they survive restarts):
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from runtime.errors import FieldearError
 
@@ -83,19 +82,16 @@ class CollectorMetrics:
                 if n_backlog is not None:
                     backlog.add_metric([device], n_backlog)
                 events.add_metric([device], n_events or 0)
-        except sqlite3.Error as exc:  # a scrape must not fail because the DB is busy
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the DB is busy or unreachable
             log.warning("metrics: cannot read the central database: %s", exc)
         yield from (seen, lag, backlog, events)
 
     def _devices(self):
-        conn = sqlite3.connect(f"file:{self.collector.db_path}?mode=ro", uri=True, timeout=2.0)
+        store = self.collector.open_store(readonly=True, timeout_s=2.0)
         try:
-            return conn.execute(
-                "SELECT d.device_id, d.last_seen_ts, d.lag_s, d.backlog, e.n FROM devices d "
-                "LEFT JOIN (SELECT device_id, COUNT(*) n FROM events GROUP BY device_id) e "
-                "ON e.device_id = d.device_id ORDER BY d.device_id").fetchall()
+            return store.device_metrics()
         finally:
-            conn.close()
+            store.close()
 
 
 def start_metrics_server(collector, port: int, addr: str = "127.0.0.1"):
