@@ -137,12 +137,12 @@ def cmd_train(args) -> int:
     if old and old.get("stream_validation"):
         v = old["stream_validation"]
         print(f"before the update: macro event F1 {v['macro_event_f1']:.3f}, {v['false_alarms_per_hour']:.1f} false "
-              f"alarms/h, {100 * v['distractor_hit_rate']:.0f}% of non-target sounds reported")
+              f"alarms per hour, {100 * v['distractor_hit_rate']:.0f}% of non-target sounds detected")
     if "stream_validation" in m:
         v = m["stream_validation"]
         print(f"validation streams ({v['duration_s'] / 60:.0f} min): macro event F1 {v['macro_event_f1']:.3f}, "
-              f"{v['false_alarms_per_hour']:.1f} false alarms/h, {100 * v['distractor_hit_rate']:.0f}% of "
-              f"non-target sounds reported")
+              f"{v['false_alarms_per_hour']:.1f} false alarms per hour, {100 * v['distractor_hit_rate']:.0f}% of "
+              f"non-target sounds detected")
     return 0
 
 

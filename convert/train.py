@@ -262,8 +262,11 @@ def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best:
     files, stages = family.bundle_parts(flat)
     stream, extra = open_set_parts(family, data, fold_flats, files, options)
 
+    from convert.openset.update import UPDATE_FILE
+
     file_sizes = {name: _file_size(content) for name, content in files.items()}
-    model = {"size_bytes": int(sum(file_sizes.values())), "params": family.params_count(final), "files": file_sizes,
+    on_device = {name: size for name, size in file_sizes.items() if name != UPDATE_FILE}  # training.npz: for --update
+    model = {"size_bytes": int(sum(on_device.values())), "params": family.params_count(final), "files": file_sizes,
              "frontend": "backbone (44.1 kHz, 96 mels, 2.32 s blocks)" if best.family == "backbone"
              else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling,
              "training_blocks": family.training_note()}

@@ -56,7 +56,8 @@ def test_cnn_is_skipped_when_over_the_time_budget(esc10, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="convert.train")
     data = _subset(esc10, tmp_path / "data", classes=CLASSES, per_class=5)
     out = tmp_path / "m"
-    assert main(["train", str(data), "--out", str(out), "--time-budget", "1", "--cache", str(tmp_path / "cache")]) == 0
+    assert main(["train", str(data), "--out", str(out), "--time-budget", "1", "--candidates", "backbone,cnn",
+                 "--cache", str(tmp_path / "cache")]) == 0
     report = json.loads((out / "report.json").read_text())
     notes = {c["name"]: c.get("note", "") for c in report["candidates"]}
     assert "skipped" in notes["cnn"] and "time budget" in notes["cnn"]
