@@ -24,9 +24,10 @@ def loud_blocks(family, i: int) -> np.ndarray:
     return emb[~family.quiet(lv)] if len(emb) else emb
 
 
-def prepare_negatives(family, data, options, previous: list | None = None) -> NegativePool:
+def prepare_negatives(family, data, options, previous: list | None = None, events: list | None = None) -> NegativePool:
     """The built-in negative set, ``previous`` background recordings (an updated bundle's) and ``--background``,
-    label-like blocks dropped; bad backgrounds refused. The background is kept on the family (``background``)."""
+    label-like blocks dropped; bad backgrounds refused; ``events``: hard negatives (reviewed clips people
+    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``)."""
     from convert.data.background import load_background
     from runtime.model.bundle import sha256_file
 
@@ -40,7 +41,7 @@ def prepare_negatives(family, data, options, previous: list | None = None) -> Ne
     family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
     pool = build_pool(builtin, background, positives, data.y, set(file_shas(data.dataset)), data.labels,
-                      len(data.splits))
+                      len(data.splits), events=events)
     check_background(pool.notes["background_files"])
     return pool
 
