@@ -7,7 +7,12 @@ import logging
 
 import numpy as np
 
-from convert.openset.calibrate import NOVELTY_QUANTILES, build_timeline, choose, validate
+from convert.openset.calibrate import (
+    NOVELTY_QUANTILES,
+    build_timeline,
+    choose,
+    validate,
+)
 from convert.openset.pool import NegativePool, build_pool
 from convert.openset.streams import compose_stream
 from runtime.errors import DatasetError

@@ -412,21 +412,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from convert.tools import run_tool
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        if not args.shared.is_dir():
-            raise DatasetError(f"shared data not found: {args.shared}", "pass --shared PATH to ../shared/data")
+
+    def body() -> None:
         if args.step == "torch":
             step_torch(args.shared, args.work)
-            return 0
+            return
         if args.step == "all":
             run_torch_step(args.torch_python or default_torch_python(), args.shared, args.work)
         step_tflite(args.work, args.out, args.reference, args.max_float_diff, args.min_median_cosine)
-        return 0
-    except FieldearError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+
+    return run_tool(body, args.shared)
 
 
 if __name__ == "__main__":

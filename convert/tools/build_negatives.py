@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import DatasetError, FieldearError
+from runtime.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -422,16 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from convert.tools import run_tool
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        if not args.shared.is_dir():
-            raise DatasetError(f"shared data not found: {args.shared}", "pass --shared PATH to ../shared/data")
-        build(args.shared, args.out, args.cache)
-        return 0
-    except FieldearError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_tool(lambda: build(args.shared, args.out, args.cache), args.shared)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from runtime.web.app import current_settings, db
 
@@ -38,10 +46,15 @@ def live():
 
 @pages.get("/detections")
 def detections():
-    from runtime.store.queries import REVIEW_STATES, count_events, days_seen, labels_seen, reviewed_events
+    from runtime.store.queries import (
+        REVIEW_STATES,
+        count_events,
+        days_seen,
+        event_scores,
+        labels_seen,
+        reviewed_events,
+    )
     from runtime.web.api import event_filter, event_json
-
-    from runtime.store.queries import event_scores
     from runtime.web.plots import sparkline
 
     flt = event_filter(request.args)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.broker import Broker, add_event, add_health, require_mosquitto, wait_until
+from tests.fleet.broker import (
+    Broker,
+    add_event,
+    add_health,
+    require_mosquitto,
+    wait_until,
+)
 
 pytest.importorskip("paho.mqtt.client")
 ROOT = Path(__file__).resolve().parents[2]

@@ -93,9 +93,8 @@ def test_settings_from_the_config_file(tmp_path):
 def test_messages_on_the_wire(tmp_path, broker):
     """Events and health as JSON on <prefix>/<device>/events|health, QoS 1, in id order, stable ids;
     status online (retained) while connected and offline (retained) after a clean stop; discovery retained."""
-    from runtime.fleet.mqtt import MqttSink
-
     from runtime.fleet import outbox
+    from runtime.fleet.mqtt import MqttSink
 
     rec = Recorder(broker.address, "#")
     db = make_device_db(tmp_path / "dev.db")

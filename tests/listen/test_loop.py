@@ -244,6 +244,29 @@ def test_model_swap_between_chunks_keeps_audio(model, bundle, shared_data, tmp_p
     assert summary["blocks"] == 7 and summary["audio_s"] == 10.0
 
 
+def test_swapped_model_brings_its_detection_settings(model, bundle, shared_data, tmp_path):
+    """A bundle swapped in on SIGHUP (train --update) carries new stream defaults: the detector switches to them."""
+    from runtime.model.model import Model
+
+    forest = shared_data / "soundscapes" / "forest_24h" / "S4A03895_20190522_000000.wav"
+    other = Model.load(bundle, threads=1)
+    new = PostSettings(default_threshold=0.9, smoothing=2, merge_gap_s=1.0)
+
+    class SwapOnce(Hook):
+        done = False
+
+        def on_block(self, listener, block, scores):
+            if not self.done:
+                self.done = True
+                listener.swap_model(other, new)
+
+    summary, listener = listen_file(model, forest, tmp_path / "s.db", 0.5, [SwapOnce()])
+    assert listener.stats.model_swaps == 1 and listener.model is other
+    assert listener.settings == new.resolved(other.labels)
+    assert listener.detector.settings.smoothing == 2 and listener.detector.on.tolist() == [0.9] * len(other.labels)
+    assert summary["blocks"] == 7 and summary["audio_s"] == 10.0  # no audio lost
+
+
 def test_clipping_and_digital_silence_are_reported_not_fatal(model, tmp_path, caplog):
     from runtime.listen.clips import write_wav
 

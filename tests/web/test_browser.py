@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from tests.web.browser import ServedApp, chromium_driver, copy_log, require_chromium, screenshot_dir
+from tests.web.browser import (
+    ServedApp,
+    chromium_driver,
+    copy_log,
+    require_chromium,
+    screenshot_dir,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
