@@ -48,6 +48,11 @@ class NegativePool:
         """Embeddings a head may train on: all, or those outside validation fold ``fold``."""
         return self.emb if fold is None else self.emb[self.fold != fold]
 
+    def hard(self, fold: int | None) -> np.ndarray:
+        """Which of ``training(fold)`` are hard negatives (reviewed clips people rejected: ``review:`` categories)."""
+        cat = self.category if fold is None else self.category[self.fold != fold]
+        return np.char.startswith(cat.astype(str), "review:")
+
     def items(self, fold: int, kind: str) -> list[np.ndarray]:
         """The block embeddings of each item of ``kind`` in validation fold ``fold``, in order."""
         mask = (self.fold == fold) & (self.kind == kind)
