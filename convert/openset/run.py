@@ -109,7 +109,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         targets = [(data.labels[data.y[i]], *heard(family, i)) for i in va if len(family.inputs[i])]
         events = pool.items(k, "event")
         cats = pool.item_categories(k, "event")
-        pick = rng.permutation(len(events))[:len(targets)]
+        # hard negatives (reviewed clips people rejected) always play: listen's defaults must answer for them
+        perm = rng.permutation(len(events))
+        hard = [j for j in perm if cats[j].startswith("review:")]
+        pick = hard + [j for j in perm if not cats[j].startswith("review:")][:max(0, len(targets) - len(hard))]
         stream = compose_stream(k, targets, [(cats[j], events[j]) for j in pick], pool.items(k, "bed"), rng)
         novelty = fold_novelty(family, data, np.asarray(tr), data.n_labels)
         streams.append(stream)
