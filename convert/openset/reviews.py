@@ -167,8 +167,8 @@ def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:
     """Held-out reviewed clips scored by one bundle (gated block scores, the bundle's stream thresholds): a
     positive is detected when its label's max block score reaches the label's stream threshold; a negative is a
     false alarm when any label's does."""
-    from runtime.model.model import Model
     from runtime.model.bundle import load_bundle
+    from runtime.model.model import Model
     from runtime.predict.predict import predict_file
 
     bundle = load_bundle(bundle_path)
