@@ -54,6 +54,10 @@ def register(subparsers) -> None:
     t.add_argument("--update", metavar="BUNDLE", default=None,
                    help="site adaptation: refit only the head (and listen's defaults) of BUNDLE with --background "
                    "recordings; no DATA and no training audio needed (embeddings travel in the bundle)")
+    t.add_argument("--reviews", action="append", default=[], metavar="DB",
+                   help="with --update: a device log (fieldear.db, with its clips/) whose reviewed detections join the "
+                   "training data: confirmed and relabelled clips as positives, rejected ones as negatives; 30%% are "
+                   "held out to compare the old and new bundle (repeatable)")
     t.add_argument("--no-builtin-negatives", dest="builtin_negatives", action="store_false",
                    help="do not train against the built-in negative set (then --background is needed)")
     t.add_argument("--candidates", type=_candidates, default=("backbone",), metavar="LIST",
@@ -103,6 +107,8 @@ def cmd_train(args) -> int:
     from convert.train import train, train_default
     from runtime.errors import FieldearError
 
+    if args.reviews and not args.update:
+        raise FieldearError("--reviews needs --update BUNDLE", "fieldear train --update BUNDLE --reviews DB --out NEW")
     if args.update:
         if args.data or args.default_model:
             raise FieldearError("--update takes no DATA and no --default-model", "fieldear train --update BUNDLE "
@@ -120,7 +126,8 @@ def cmd_train(args) -> int:
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
                            augment=args.augment, background=tuple(Path(b) for b in args.background),
                            builtin_negatives=args.builtin_negatives,
-                           max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR, update=args.update)
+                           max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR, update=args.update,
+                           reviews=tuple(Path(r) for r in args.reviews))
     if args.update:
         from convert.openset.update import update
 
@@ -138,6 +145,17 @@ def cmd_train(args) -> int:
         v = old["stream_validation"]
         print(f"before the update: macro event F1 {v['macro_event_f1']:.3f}, {v['false_alarms_per_hour']:.1f} false "
               f"alarms per hour, {100 * v['distractor_hit_rate']:.0f}% of non-target sounds detected")
+    reviews = (done["result"].get("update") or {}).get("reviews")
+    if reviews:
+        t, c = reviews["trained"], reviews.get("held_out_comparison")
+        line = (f"reviews: {reviews['clips']} clip(s) used, {sum(t['positives'].values())} positive(s) and "
+                f"{t['negatives']} negative(s) trained on, {reviews['held_out']} held out")
+        if c:
+            b, a = c["before"], c["after"]
+            line += (f"; on held-out reviews: detected {b['detected']}/{b['positives']} -> {a['detected']}/"
+                     f"{a['positives']}, false alarms {b['false_alarms']}/{b['negatives']} -> "
+                     f"{a['false_alarms']}/{a['negatives']}")
+        print(line)
     if "stream_validation" in m:
         v = m["stream_validation"]
         print(f"validation streams ({v['duration_s'] / 60:.0f} min): macro event F1 {v['macro_event_f1']:.3f}, "

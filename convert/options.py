@@ -30,3 +30,4 @@ class TrainOptions:
     builtin_negatives: bool = True  # train against the negative set shipped in convert/data/negative_set
     max_false_alarms: float = MAX_FALSE_ALARMS_PER_HOUR
     update: str | Path | None = None  # a bundle whose head is refitted with new background (train --update)
+    reviews: tuple[Path, ...] = ()  # device logs whose reviewed clips join the training data (train --update)

@@ -260,10 +260,15 @@ def _folds(folds: list | None) -> list[str]:
 def _update(update: dict, stream: dict | None, rep: dict) -> list[str]:
     old, new = update.get("from") or {}, (stream or {}).get("validation") or {}
     ov = old.get("stream_validation") or {}
-    lines = [f"The head of `{old.get('name')}` (`{str(old.get('sha256'))[:12]}`) refitted with the background in "
-             f"{', '.join(update.get('background_added') or [])}; the backbone and the training clips' embeddings "
+    added = []
+    if update.get("background_added"):
+        added.append(f"the background in {', '.join(update['background_added'])}")
+    if update.get("reviews"):
+        added.append(f"the reviewed clips of {', '.join(update['reviews'].get('logs') or [])}")
+    lines = [f"The head of `{old.get('name')}` (`{str(old.get('sha256'))[:12]}`) refitted with "
+             f"{' and '.join(added) or 'its own training data'}; the backbone and the training clips' embeddings "
              "are unchanged. Stream numbers: each bundle's own validation streams (the new ones include the new "
-             "background).", ""]
+             "background and the reviewed clips).", ""]
     rows = [["CV accuracy", _num(old.get("cv_accuracy")), _num(rep["accuracy"])],
             ["CV macro-F1", _num(old.get("cv_macro_f1")), _num(rep["macro"]["f1"])],
             ["macro event F1 (streams)", _num(ov.get("macro_event_f1")), _num(new.get("macro_event_f1"))],
@@ -271,6 +276,44 @@ def _update(update: dict, stream: dict | None, rep: dict) -> list[str]:
             ["non-target sounds reported", _num(100 * ov["distractor_hit_rate"], 0) + " %" if ov else "n/a",
              _num(100 * new["distractor_hit_rate"], 0) + " %" if new else "n/a"],
             ["stream minutes", _num(ov.get("duration_s", 0) / 60, 1), _num(new.get("duration_s", 0) / 60, 1)]]
+    lines += _table(["", "before", "after"], rows)
+    if update.get("reviews"):
+        lines += ["", "### Reviews from the field", ""] + _reviews(update["reviews"])
+    return lines
+
+
+def _reviews(r: dict) -> list[str]:
+    by = r.get("by_action_label") or {}
+    lines = [f"{r.get('reviewed_events', 0)} reviewed event(s), {r.get('clips', 0)} with a clip (the latest verdict "
+             f"of each); {r.get('missing_clips', 0)} without a saved clip left out"
+             + (", left out as labels the bundle does not have: " + ", ".join(
+                 f"{k} ({n})" for k, n in r["skipped_unknown_label"].items()) if r.get("skipped_unknown_label") else "")
+             + ".", ""]
+    rows = [[action, label, str(n)] for action, labels in by.items() for label, n in labels.items()]
+    lines += _table(["verdict", "clip is", "clips"], rows)
+    t = r.get("trained") or {}
+    pos = t.get("positives") or {}
+    lines += ["", f"Trained on: {sum(pos.values())} positive(s) ("
+              + (", ".join(f"{k} {n}" for k, n in pos.items()) or "none") + f"), {t.get('negatives', 0)} hard "
+              f"negative(s) (rejected or relabelled to background; category `review:rejected`); in all now "
+              f"{r.get('clips_in_training', 0)} reviewed clip(s) among the training clips and "
+              f"{r.get('hard_negatives_in_training', 0)} hard negative(s) (earlier updates included). Each reviewed "
+              "clip's plain embedding stands in its level-shifted and mixed copies.", ""]
+    cmp_ = r.get("held_out_comparison")
+    share = _num(100 * r.get("held_out_share", 0.3), 0)
+    if not cmp_:
+        return lines + [f"On held-out reviews: none held out ({share} % of the clips by a hash of their sha256; "
+                        "too few reviewed clips)."]
+    b, a = cmp_["before"], cmp_["after"]
+    lines += [f"On held-out reviews ({r.get('held_out', 0)} clip(s), a stable {share} % by sha256, never trained "
+              "on): each bundle's gated block scores against its own stream thresholds; a confirmed clip is "
+              "detected when its label's best block reaches the label's threshold, a rejected one is a false "
+              "alarm when any label's does.", ""]
+    rows = [["positives detected", f"{b['detected']}/{b['positives']}", f"{a['detected']}/{a['positives']}"],
+            ["recall", _num(b["recall"]), _num(a["recall"])],
+            ["negatives reported (false alarms)", f"{b['false_alarms']}/{b['negatives']}",
+             f"{a['false_alarms']}/{a['negatives']}"],
+            ["false-alarm rate", _num(b["false_alarm_rate"]), _num(a["false_alarm_rate"])]]
     return lines + _table(["", "before", "after"], rows)
 
 

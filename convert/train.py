@@ -247,8 +247,9 @@ def train(options: TrainOptions) -> dict:
 
 
 def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best: Trial, why: str,
-           candidates: list[dict], t_start: float, report_extra: dict | None = None) -> dict:
-    """From the chosen candidate to the published bundle: int8 CV, stream calibration, the final model, the report."""
+           candidates: list[dict], t_start: float, report_extra: dict | None = None, before_publish=None) -> dict:
+    """From the chosen candidate to the published bundle: int8 CV, stream calibration, the final model, the report.
+    ``before_publish(result, files, meta)``: a last look at the finished model before the report is written."""
     # int8 cross-validation of the winner: the numbers reported are those of quantized models
     oof_int8, fold_flats = int8_cv(family, best, data.splits, data.y, data.n_labels, options.seed)
     scope = ("out-of-fold validation clips; each fold's model quantized and run with the runtime interpreter; "
@@ -288,6 +289,8 @@ def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best:
         metrics["stream_validation"] = stream["validation"]
     meta = model_meta(result["name"], data.labels, family.params, stages, best.pooling, thresholds, metrics,
                       data.dataset, training=training, **extra)
+    if before_publish is not None:
+        before_publish(result, files, meta)
     bundle = publish_bundle(out, files, meta, result, force=options.force)
     log.debug("bundle %s: %s, CV accuracy %.3f, macro-F1 %.3f (int8), %.0f s", out, best.name,
               metrics["cv_accuracy"], metrics["cv_macro_f1"], time.monotonic() - t_start)

@@ -123,7 +123,8 @@ class BackboneFamily:
         only, never validation). A block ``quiet_db`` below its clip's loudest says nothing about the label: with
         negatives it joins the background class (index n_labels), else it is entered once per label with weight
         1/n_labels (trained towards equal scores). Negatives outside validation fold ``fold`` (all when None)
-        join the background class with, together, the weight of the labelled blocks."""
+        join the background class with, together, the weight of the labelled blocks; hard negatives (rejected
+        reviewed clips) weigh like labelled blocks instead, once per training copy, as a confirmed clip does."""
         xs, ys, ws = [], [], []
         background = self.negatives is not None
         for embs, levels in zip([self.inputs] + self.augmented, self.levels):
@@ -147,9 +148,13 @@ class BackboneFamily:
         if background:
             neg = self.negatives.training(fold)
             labelled = float(sum(w.sum() for w, yy in zip(ws, ys) if len(yy) and yy[0] < n_labels))
+            hard = self.negatives.hard(fold)
+            w = np.full(len(neg), labelled / max(1, int((~hard).sum())))
+            # a rejected reviewed clip weighs like a labelled clip: each block once per training copy
+            w[hard] = float(len(self.levels))
             xs.append(neg)
             ys.append(np.full(len(neg), n_labels, dtype=np.int64))
-            ws.append(np.full(len(neg), labelled / max(1, len(neg))))
+            ws.append(w)
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
     def training_note(self) -> str:

@@ -48,6 +48,11 @@ class NegativePool:
         """Embeddings a head may train on: all, or those outside validation fold ``fold``."""
         return self.emb if fold is None else self.emb[self.fold != fold]
 
+    def hard(self, fold: int | None) -> np.ndarray:
+        """Which of ``training(fold)`` are hard negatives (reviewed clips people rejected: ``review:`` categories)."""
+        cat = self.category if fold is None else self.category[self.fold != fold]
+        return np.char.startswith(cat.astype(str), "review:")
+
     def items(self, fold: int, kind: str) -> list[np.ndarray]:
         """The block embeddings of each item of ``kind`` in validation fold ``fold``, in order."""
         mask = (self.fold == fold) & (self.kind == kind)
@@ -97,10 +102,12 @@ def label_like(emb: np.ndarray, pos: list[np.ndarray], pos_label: np.ndarray, fl
 
 
 def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label: np.ndarray, pos_sha: set[str],
-               labels: list[str], n_folds: int) -> NegativePool:
+               labels: list[str], n_folds: int, events: list | None = None) -> NegativePool:
     """The run's negatives. ``builtin``: a convert.data.negatives.NegativeSet (or None); ``background``: the
     user's recordings (convert.data.background.BackgroundFile); ``positives``: loud block embeddings per training
-    clip with their label indices and the clips' sha256."""
+    clip with their label indices and the clips' sha256; ``events``: hard negatives (``emb``, ``sha``,
+    ``category``: reviewed clips a person rejected), each an "event" item in the fold of its sha, never dropped as
+    label-like (they were taken for a label: that is why they are there)."""
     pos = [unit_rows(p) for p in positives]
     floors = label_similarity_floor(pos, pos_label, len(labels))
     parts, notes = [], {"builtin_items": 0, "builtin_dropped": {}, "background_files": [], "similarity_floor":
@@ -135,6 +142,11 @@ def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label
         top = np.bincount(like[like >= 0], minlength=len(labels)).argmax() if (~keep).any() else None
         notes["background_files"].append({"file": bg.name, "blocks": int(len(bg.emb)), "dropped_label_like":
                                           int((~keep).sum()), "like": None if top is None else labels[int(top)]})
+    for ev in events or []:
+        if len(ev.emb):
+            parts.append((ev.emb, stable_fold(ev.sha, n_folds), next_item, "event", ev.category))
+            next_item += 1
+    notes["hard_negatives"] = sum(1 for ev in events or [] if len(ev.emb))
     if not parts:
         raise FieldearError("no negative blocks left (the built-in set is missing and no --background was given)",
                             "pass --background DIR with recordings of the site")

@@ -29,9 +29,10 @@ def loud_blocks(family, i: int) -> np.ndarray:
     return emb[~family.quiet(lv)] if len(emb) else emb
 
 
-def prepare_negatives(family, data, options, previous: list | None = None) -> NegativePool:
+def prepare_negatives(family, data, options, previous: list | None = None, events: list | None = None) -> NegativePool:
     """The built-in negative set, ``previous`` background recordings (an updated bundle's) and ``--background``,
-    label-like blocks dropped; bad backgrounds refused. The background is kept on the family (``background``)."""
+    label-like blocks dropped; bad backgrounds refused; ``events``: hard negatives (reviewed clips people
+    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``)."""
     from convert.data.background import load_background
     from runtime.model.bundle import sha256_file
 
@@ -45,7 +46,7 @@ def prepare_negatives(family, data, options, previous: list | None = None) -> Ne
     family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
     pool = build_pool(builtin, background, positives, data.y, set(file_shas(data.dataset)), data.labels,
-                      len(data.splits))
+                      len(data.splits), events=events)
     check_background(pool.notes["background_files"])
     return pool
 
@@ -108,7 +109,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         targets = [(data.labels[data.y[i]], *heard(family, i)) for i in va if len(family.inputs[i])]
         events = pool.items(k, "event")
         cats = pool.item_categories(k, "event")
-        pick = rng.permutation(len(events))[:len(targets)]
+        # hard negatives (reviewed clips people rejected) always play: listen's defaults must answer for them
+        perm = rng.permutation(len(events))
+        hard = [j for j in perm if cats[j].startswith("review:")]
+        pick = hard + [j for j in perm if not cats[j].startswith("review:")][:max(0, len(targets) - len(hard))]
         stream = compose_stream(k, targets, [(cats[j], events[j]) for j in pick], pool.items(k, "bed"), rng)
         novelty = fold_novelty(family, data, np.asarray(tr), data.n_labels)
         streams.append(stream)

@@ -43,6 +43,7 @@ def update_data(family, data) -> bytes:
     for k, (_, va) in enumerate(data.splits):
         fold[va] = k
     bg = getattr(family, "background", []) or []
+    hard = getattr(family, "hard_negatives", []) or []
     buf = io.BytesIO()
     np.savez_compressed(
         buf, emb=np.concatenate(emb).astype(np.float16), levels=np.concatenate(lv).astype(np.float32),
@@ -55,7 +56,11 @@ def update_data(family, data) -> bytes:
         bg_emb=(np.concatenate([b.emb for b in bg]) if bg else np.zeros((0, 512))).astype(np.float16),
         bg_levels=(np.concatenate([b.levels for b in bg]) if bg else np.zeros(0)).astype(np.float32),
         bg_file=np.repeat(np.arange(len(bg)), [len(b.emb) for b in bg]).astype(np.int32),
-        bg_name=np.array([b.name for b in bg] or [""]), bg_sha=np.array([b.sha for b in bg] or [""]))
+        bg_name=np.array([b.name for b in bg] or [""]), bg_sha=np.array([b.sha for b in bg] or [""]),
+        review=np.array([bool(getattr(c, "review", False)) for c in data.dataset.items]),
+        hard_emb=(np.concatenate([h.emb for h in hard]) if hard else np.zeros((0, 512))).astype(np.float16),
+        hard_item=np.repeat(np.arange(len(hard)), [len(h.emb) for h in hard]).astype(np.int32),
+        hard_sha=np.array([h.sha for h in hard] or [""]), hard_category=np.array([h.category for h in hard] or [""]))
     return buf.getvalue()
 
 
@@ -71,6 +76,34 @@ class UpdateData:
     mixed_copy: int  # the copy validation streams play (-1: none)
     mixed_lead: list[float]  # its lead-in per clip (s)
     background: list  # convert.data.background.BackgroundFile
+    review: list[bool] = None  # per clip: a reviewed clip from a device log (train --update --reviews)
+    hard_negatives: list = None  # SimpleNamespace(emb, sha, category): rejected reviewed clips
+
+    def drop_clips(self, keep: np.ndarray) -> None:
+        """Keep only the clips where ``keep`` is True (all copies)."""
+        idx = np.flatnonzero(keep)
+        self.copies = [[c[i] for i in idx] for c in self.copies]
+        self.levels = [[lv[i] for i in idx] for lv in self.levels]
+        self.y, self.fold = self.y[idx], self.fold[idx]
+        self.sha = [self.sha[i] for i in idx]
+        self.file_sha = [self.file_sha[i] for i in idx]
+        self.fold_name = [self.fold_name[i] for i in idx]
+        self.mixed_lead = [self.mixed_lead[i] for i in idx] if self.mixed_lead else self.mixed_lead
+        self.review = [self.review[i] for i in idx]
+
+    def add_clip(self, emb: np.ndarray, levels: np.ndarray, y: int, fold: int, sha: str) -> None:
+        """A reviewed clip: its plain embedding stands in every copy (level-shifted and mixed too: a field clip
+        already carries the site's level and background), lead-in 0 in the mixed copy."""
+        for c, lv in zip(self.copies, self.levels):
+            c.append(emb)
+            lv.append(levels)
+        self.y, self.fold = np.append(self.y, y), np.append(self.fold, fold)
+        self.sha.append(sha)
+        self.file_sha.append(sha)
+        self.fold_name.append("")
+        if self.mixed_copy >= 0:
+            self.mixed_lead.append(0.0)
+        self.review.append(True)
 
 
 def read_update_data(path: Path) -> UpdateData:
@@ -92,9 +125,15 @@ def read_update_data(path: Path) -> UpdateData:
     bg = [BackgroundFile(path=Path(str(name)), name=str(name), sha=str(sha),
                          emb=d["bg_emb"][d["bg_file"] == j].astype(np.float32), levels=d["bg_levels"][d["bg_file"] == j])
           for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
+    hard = []
+    if "hard_emb" in d:
+        hard = [SimpleNamespace(emb=d["hard_emb"][d["hard_item"] == j].astype(np.float32), sha=str(sha), category=str(cat))
+                for j, (sha, cat) in enumerate(zip(d["hard_sha"], d["hard_category"])) if str(sha)]
+    review = [bool(r) for r in d["review"]] if "review" in d else [False] * n_clips
     return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
                       sha=[str(s) for s in d["sha"]], file_sha=[str(s) for s in d["file_sha"]], fold_name=[str(f) for f in d["fold_name"]],
-                      mixed_copy=int(d["mixed_copy"]), mixed_lead=[float(x) for x in d["mixed_lead"]], background=bg)
+                      mixed_copy=int(d["mixed_copy"]), mixed_lead=[float(x) for x in d["mixed_lead"]], background=bg,
+                      review=review, hard_negatives=hard)
 
 
 class CachedDataset:
@@ -102,8 +141,8 @@ class CachedDataset:
 
     def __init__(self, bundle, cache: UpdateData):
         self.labels = list(bundle.labels)
-        self.items = [SimpleNamespace(sha=s, file_sha=fs, label=self.labels[y], fold=f or None)
-                      for s, fs, y, f in zip(cache.sha, cache.file_sha, cache.y, cache.fold_name)]
+        self.items = [SimpleNamespace(sha=s, file_sha=fs, label=self.labels[y], fold=f or None, review=r)
+                      for s, fs, y, f, r in zip(cache.sha, cache.file_sha, cache.y, cache.fold_name, cache.review)]
         ds = bundle.meta.get("dataset") or {}
         self.fingerprint = ds.get("fingerprint", "")
         self.counts = ds.get("classes") or {}
@@ -141,11 +180,56 @@ def check_updatable(bundle, backbone_path: Path) -> dict:
     return setting
 
 
+def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> list:
+    """Reviewed clips into the training data: positives as new clips (CV fold by a stable hash of their sha256),
+    rejected ones as hard negatives (returned with those of earlier updates). Clips of earlier updates that are
+    reviewed again are replaced by their new verdict."""
+    from convert.openset.pool import stable_fold
+    from convert.openset.reviews import REVIEW_CATEGORY, embed_reviews
+
+    again = reviews.shas
+    if any(r and s in again for r, s in zip(cache.review, cache.sha)):
+        cache.drop_clips(np.array([not (r and s in again) for r, s in zip(cache.review, cache.sha)]))
+    hard = [h for h in cache.hard_negatives if h.sha not in again]
+    clips = reviews.train
+    embs, levels = embed_reviews(clips, family)
+    for c, e, lv in zip(clips, embs, levels):
+        if not len(e):
+            continue
+        if c.negative:
+            hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY))
+        else:
+            cache.add_clip(e, lv, labels.index(c.label), stable_fold(c.sha, n_folds), c.sha)
+    return hard
+
+
+def held_out_comparison(old_path, reviews):
+    """A hook for convert.train.finish: the held-out reviewed clips scored by the old and by the new bundle."""
+    from convert.openset.reviews import score_held_out
+
+    def hook(result: dict, files: dict, meta: dict) -> None:
+        import tempfile
+
+        from runtime.model.bundle import write_bundle
+
+        if not reviews.held_out:
+            result["update"]["reviews"]["held_out_comparison"] = None
+            return
+        with tempfile.TemporaryDirectory(prefix="fieldear-heldout-") as tmp:
+            new_path = write_bundle(Path(tmp) / "new", files, meta, force=True)
+            result["update"]["reviews"]["held_out_comparison"] = {
+                "before": score_held_out(old_path, reviews.held_out), "after": score_held_out(new_path, reviews.held_out)}
+
+    return hook
+
+
 def update(options) -> dict:
-    """Refit the head of ``options.update`` with new background; write the new bundle to ``options.out``."""
+    """Refit the head of ``options.update`` with new background and/or reviewed clips from device logs; write the
+    new bundle to ``options.out``."""
     from convert.bundle_meta import check_out
     from convert.families.backbone import BackboneFamily
     from convert.families.heads import HeadSpec
+    from convert.openset.reviews import read_reviews
     from convert.openset.run import prepare_negatives
     from convert.train import CvData, candidate_rows, finish
     from runtime.model.bundle import load_bundle
@@ -155,17 +239,23 @@ def update(options) -> dict:
     old = load_bundle(options.update)
     family = BackboneFamily(options)
     setting = check_updatable(old, family.backbone_path)
-    if not options.background:
-        raise BundleError("--update needs --background DIR (recordings of the site)",
-                          "record some with `fieldear background record --minutes 10 --out DIR`")
+    review_dbs = tuple(getattr(options, "reviews", ()) or ())
+    if not options.background and not review_dbs:
+        raise BundleError("--update needs --background DIR (recordings of the site) or --reviews DB (a device log "
+                          "with reviewed detections)",
+                          "record some with `fieldear background record --minutes 10 --out DIR`, or review "
+                          "detections with `fieldear serve`")
     cache = read_update_data(old.path / UPDATE_FILE)
     n_folds = int(cache.fold.max()) + 1
+    reviews = read_reviews(review_dbs, list(old.labels)) if review_dbs else None
+    hard = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews else cache.hard_negatives
+    family.hard_negatives = hard
     splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")
     family.load_cached(cache)
     family.specs = [HeadSpec(**setting)]
-    family.negatives = prepare_negatives(family, data, options, previous=cache.background)
+    family.negatives = prepare_negatives(family, data, options, previous=cache.background, events=hard)
     trials = family.cross_validate(data.y, data.splits, data.n_labels, options.seed, None, data.labels)
     best = next(t for t in trials if t.pooling == old.clip_pooling)
     old_metrics = old.meta.get("metrics") or {}
@@ -173,7 +263,12 @@ def update(options) -> dict:
                                  "cv_macro_f1": old_metrics.get("cv_macro_f1"),
                                  "stream_validation": old_metrics.get("stream_validation")},
                         "background_added": [str(b) for b in options.background]}}
-    log.info("updating %s: head %s refitted with %d background recording(s) in all", old.name, best.name,
-             len(family.background))
+    hook = None
+    if reviews is not None:
+        extra["update"]["reviews"] = {**reviews.notes, "clips_in_training": int(sum(cache.review)),
+                                      "hard_negatives_in_training": len(hard)}
+        hook = held_out_comparison(old.path, reviews)
+    log.info("updating %s: head %s refitted with %d background recording(s), %d reviewed clip(s) and %d hard "
+             "negative(s) in all", old.name, best.name, len(family.background), int(sum(cache.review)), len(hard))
     return finish(options, out, data, family, best, f"the head setting of {old.name}, refitted",
-                  candidate_rows([best], best, [], data), t_start, extra)
+                  candidate_rows([best], best, [], data), t_start, extra, before_publish=hook)

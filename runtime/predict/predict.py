@@ -51,6 +51,7 @@ class ClipPrediction:
     sample_rate: int
     block_scores: np.ndarray | None = field(default=None, repr=False)  # (n_blocks, n_labels) if kept
     known_scores: np.ndarray | None = None  # (n_labels,) pooled after the novelty rule (None: equal to scores)
+    known_block_scores: np.ndarray | None = field(default=None, repr=False)  # (n_blocks, n_labels) after the rule, if kept
     thresholds: dict[str, float] = field(default_factory=dict)  # the bundle's clip thresholds
 
     @property
@@ -125,6 +126,7 @@ def predict_file(model, path: str | os.PathLike, keep_blocks: bool = False,
         path=str(path), labels=list(model.labels), scores=np.asarray(clip, dtype=np.float32),
         duration_s=stream.seconds_in, n_blocks=len(scores), sample_rate=info.sample_rate,
         block_scores=block_scores if keep_blocks else None, known_scores=np.asarray(known, dtype=np.float32),
+        known_block_scores=(np.stack(gated) if gated else block_scores) if keep_blocks else None,
         thresholds=dict(model.bundle.thresholds),
     )
 
