@@ -135,7 +135,8 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     if not chosen["fits"]:
         log.warning("no setting keeps the validation streams under %.0f false alarms per hour (best: %.0f/h); "
                     "the quietest one is used", options.max_false_alarms, metrics["false_alarms_per_hour"])
-    log.info("stream defaults: %s; validation: macro event F1 %.3f, %.1f false alarms/h, %.0f%% of distractors reported",
+    log.info("stream defaults: %s; validation: macro event F1 %.3f, %.1f false alarms per hour, %.0f%% of distractors "
+             "detected",
              {k: v for k, v in chosen.items() if k != "fits"}, metrics["macro_event_f1"],
              metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
     return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},

@@ -97,7 +97,6 @@ def test_update_refits_the_head_with_site_background(model, site, cache, tmp_pat
 def test_bad_backgrounds_and_bundles_are_refused_in_one_line(model, data, esc10, tmp_path, capsys):
     from runtime.listen.clips import write_wav
     from runtime.model.bundle import load_bundle, write_bundle
-    from runtime.paths import DEFAULT_BUNDLE
 
     out = str(tmp_path / "x")
     update = ["train", "--update", str(model), "--out", out]
@@ -115,11 +114,14 @@ def test_bad_backgrounds_and_bundles_are_refused_in_one_line(model, data, esc10,
         shutil.copyfile(p, barking / p.name)
     line = _one_line_error(capsys, update + ["--background", str(barking)])
     assert "sound like a label" in line and "esc10_5-" in line and "dog" in line
-    assert "carries no training data" in _one_line_error(capsys, ["train", "--update", str(DEFAULT_BUNDLE), "--out", out,
-                                                                  "--background", str(empty)])
-    # a bundle from another fieldear version
     old = load_bundle(model)
     meta = {k: v for k, v in old.meta.items() if k not in ("json_sha256", "files")}
+    # a bundle without training data (made by `fieldear convert`, or by an older train)
+    bare = tmp_path / "bare"
+    write_bundle(bare, {p.name: p for p in model.iterdir() if p.name not in ("model.json", "training.npz")}, meta)
+    assert "carries no training data" in _one_line_error(capsys, ["train", "--update", str(bare), "--out", out,
+                                                                  "--background", str(empty)])
+    # a bundle from another fieldear version
     meta["fieldear_version"] = "0.0.1"
     other = tmp_path / "other"
     write_bundle(other, {p.name: p for p in model.iterdir() if p.name != "model.json"}, meta)

