@@ -12,19 +12,9 @@ import pytest
 
 from runtime.cli.main import main
 from tests.conftest import shared_path
-from tests.convert.test_train import _one_line_error, _subset
+from tests.convert.test_train import _one_line_error
 
 pytestmark = pytest.mark.train
-
-
-@pytest.fixture(scope="module")
-def data(esc10, tmp_path_factory) -> Path:
-    return _subset(esc10, tmp_path_factory.mktemp("data"), classes=("dog", "rooster", "crying_baby"), per_class=8)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +24,6 @@ def site(tmp_path_factory) -> Path:
     for p in sorted(shared_path("soundscapes", "forest_24h").glob("*.wav"))[1::2][:2]:
         shutil.copyfile(p, folder / p.name)
     return folder
-
-
-@pytest.fixture(scope="module")
-def model(data, cache, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "mine"
-    assert main(["train", str(data), "--out", str(out), "--cache", str(cache), "--folds", "4"]) == 0
-    return out
 
 
 def test_train_calibrates_listen_on_validation_streams(model):

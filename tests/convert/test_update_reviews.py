@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runtime.cli.main import main
-from tests.convert.test_train import _one_line_error, _subset
+from tests.convert.test_train import _one_line_error
 
 pytestmark = pytest.mark.train
 
@@ -47,23 +47,6 @@ def _review(db: Path, verdicts: dict[int, tuple[str, str | None]]) -> None:
             add_review(conn, Review(event_id, verdict, "tester", label))
     finally:
         conn.close()
-
-
-@pytest.fixture(scope="module")
-def data(esc10, tmp_path_factory) -> Path:
-    return _subset(esc10, tmp_path_factory.mktemp("data"), classes=("dog", "rooster", "crying_baby"), per_class=8)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def model(data, cache, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "mine"
-    assert main(["train", str(data), "--out", str(out), "--cache", str(cache), "--folds", "4"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
