@@ -88,9 +88,17 @@ def heard(family, i: int) -> tuple[np.ndarray, np.ndarray]:
     return emb, (starts < b + lead) & (starts + block_s > a + lead)
 
 
+def heard_loud(family, i: int) -> np.ndarray:
+    """Clip i's loud blocks as recorded and, when made, as heard over background (the mixed copy)."""
+    emb, loud = heard(family, i)
+    plain = loud_blocks(family, i)
+    return np.concatenate([plain, emb[loud]]) if family.mixed is not None and loud.any() else plain
+
+
 def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:
-    """Prototypes of clips ``train_idx`` (their loud blocks), no cut yet (tau -1)."""
-    protos = [loud_blocks(family, i) for i in train_idx]
+    """Prototypes of clips ``train_idx`` (their loud blocks as recorded and as heard over background), no cut yet
+    (tau -1)."""
+    protos = [heard_loud(family, i) for i in train_idx]
     keep = [k for k, p in enumerate(protos) if len(p)]
     # rounded as the bundle stores them (float16), so that training and the device compute the same similarities
     stored = unit_rows(np.concatenate([protos[k] for k in keep])).astype(np.float16)
@@ -119,9 +127,9 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         raws.append(Runner(flat).run(stream.emb))
         sims.append(novelty.similarity(stream.emb))
         for i in va:
-            loud = loud_blocks(family, i)
-            if len(loud):
-                held_sims[data.y[i]].append(novelty.similarity(loud)[:, data.y[i]])
+            emb, loud = heard(family, i)
+            if loud.any():
+                held_sims[data.y[i]].append(novelty.similarity(emb[loud])[:, data.y[i]])
         log.info("validation stream %d/%d: %d targets, %d distractors, %.0f s", k + 1, len(data.splits),
                  len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
     held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
