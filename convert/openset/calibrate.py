@@ -58,18 +58,15 @@ class Timeline:
 
 def build_timeline(streams, raw_scores, sims, hop_s: float, block_s: float) -> Timeline:
     """``streams``: ValidationStream per fold; ``raw_scores``/``sims``: their (n, n_labels) arrays."""
-    raws, simss, truth, distractors, offset = [], [], [], [], 0
-    tl = Timeline(np.zeros((0, 0)), np.zeros((0, 0)), truth, distractors, hop_s, block_s)
-    for stream, raw, sim in zip(streams, raw_scores, sims):
+    tl = Timeline(np.concatenate(raw_scores), np.concatenate(sims), [], [], hop_s, block_s)
+    offset = 0
+    for stream in streams:
         for item in stream.items:
             if item.kind == "target":
-                truth.append(tl.interval(offset + item.loud[0], offset + item.loud[1], item.label))
+                tl.truth.append(tl.interval(offset + item.loud[0], offset + item.loud[1], item.label))
             else:
-                distractors.append(tl.interval(offset + item.first, offset + item.first + item.n, item.label))
-        raws.append(raw)
-        simss.append(sim)
+                tl.distractors.append(tl.interval(offset + item.first, offset + item.first + item.n, item.label))
         offset += stream.n_blocks
-    tl.raw, tl.sims = np.concatenate(raws), np.concatenate(simss)
     return tl
 
 

@@ -81,7 +81,7 @@ def heard(family, i: int) -> tuple[np.ndarray, np.ndarray]:
         return family.inputs[i], loud
     emb, lead = family.mixed[0][i], family.mixed[2][i]
     p = family.params
-    hop_s, block_s = p.block_hop_seconds, p.block_frames * p.hop / p.sample_rate
+    hop_s, block_s = p.block_hop_seconds, p.block_seconds
     idx = np.flatnonzero(loud)
     a, b = (idx[0] * hop_s, idx[-1] * hop_s + block_s) if len(idx) else (0.0, len(loud) * hop_s)
     starts = np.arange(len(emb)) * hop_s
@@ -95,15 +95,20 @@ def heard_loud(family, i: int) -> np.ndarray:
     return np.concatenate([plain, emb[loud]]) if family.mixed is not None and loud.any() else plain
 
 
-def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:
-    """Prototypes of clips ``train_idx`` (their loud blocks as recorded and as heard over background), no cut yet
-    (tau -1)."""
+def stored_prototypes(family, data, train_idx) -> tuple[np.ndarray, np.ndarray]:
+    """(float16 unit rows, label of each): the loud blocks of clips ``train_idx`` as recorded and as heard over
+    background, as the bundle stores them."""
     protos = [heard_loud(family, i) for i in train_idx]
     keep = [k for k, p in enumerate(protos) if len(p)]
-    # rounded as the bundle stores them (float16), so that training and the device compute the same similarities
-    stored = unit_rows(np.concatenate([protos[k] for k in keep])).astype(np.float16)
-    return Novelty(prototypes=unit_rows(stored.astype(np.float32)),
-                   proto_label=np.concatenate([np.full(len(protos[k]), data.y[train_idx[k]]) for k in keep]),
+    rows = unit_rows(np.concatenate([protos[k] for k in keep])).astype(np.float16)
+    return rows, np.concatenate([np.full(len(protos[k]), data.y[train_idx[k]]) for k in keep])
+
+
+def fold_novelty(family, data, train_idx, n_labels: int) -> Novelty:
+    """The novelty rule over the stored prototypes of clips ``train_idx``, no cut yet (tau -1): training computes
+    the similarities the device will (runtime.model.novelty.load_novelty reads the same float16 rows)."""
+    rows, labels = stored_prototypes(family, data, train_idx)
+    return Novelty(prototypes=unit_rows(rows.astype(np.float32)), proto_label=labels,
                    tau=np.full(n_labels, -1.0, dtype=np.float32))
 
 
@@ -134,9 +139,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
                  len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
     held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
     taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32) for q in NOVELTY_QUANTILES if q is not None}
-    hop_s = family.params.block_hop_seconds
-    block_s = family.params.block_frames * family.params.hop / family.params.sample_rate
-    tl = build_timeline(streams, raws, sims, hop_s, block_s)
+    tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
     metrics = validate(tl, data.labels, chosen, tau)
@@ -153,14 +156,14 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
 
 
 def final_novelty(family, data, tau: dict) -> tuple[bytes, dict]:
-    """(novelty.npz bytes, model.json 'novelty') from every clip's loud blocks and the chosen tau."""
+    """(novelty.npz bytes, model.json 'novelty') from every clip's stored prototypes and the chosen tau."""
     import io
 
     from runtime.model.novelty import NOVELTY_FILE
 
-    nov = fold_novelty(family, data, np.arange(len(data.y)), data.n_labels)
+    rows, labels = stored_prototypes(family, data, np.arange(len(data.y)))
     buf = io.BytesIO()
-    np.savez_compressed(buf, prototypes=nov.prototypes.astype(np.float16), proto_label=nov.proto_label.astype(np.int16))
+    np.savez_compressed(buf, prototypes=rows, proto_label=labels.astype(np.int16))
     return buf.getvalue(), {"file": NOVELTY_FILE, "tau": tau,
                             "rule": "a label's score is set to 0 when the block's largest cosine similarity to that "
                                     "label's training blocks is below its tau"}
