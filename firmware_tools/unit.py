@@ -26,6 +26,9 @@ UNIT_NAME = "fieldear.service"
 WEB_TEMPLATE = Path(__file__).resolve().parent / "templates" / "fieldear-web.service.in"
 WEB_UNIT_NAME = "fieldear-web.service"
 SERVICE_USER = "fieldear"
+WEB_MEMORY_MAX = "150M"  # the page alone (measured: 33-39 MB RSS, bench_web)
+# With the train extra the page's "retrain from reviews" runs `train --update` in the unit (measured: 856 MB RSS).
+WEB_MEMORY_MAX_RETRAIN = "1200M"
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -43,6 +46,13 @@ class UnitOptions:
     start_timeout_sec: int = 120
     web_host: str = "127.0.0.1"  # [web] host: loopback keeps the web unit off every other address
     web_port: int = 8080
+    web_retrain: bool = False  # the train extra is installed: the page may retrain in its unit (more memory)
+
+
+def train_extra_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "sklearn"))
 
 
 def default_exec_path() -> Path:
@@ -62,7 +72,8 @@ def watchdog_sec_for(stall_s: float) -> int:
 
 
 def options_from_config(config, exec_path: Path | None = None, config_path: Path | None = None,
-                        user: str = SERVICE_USER, dynamic_user: bool = False) -> UnitOptions:
+                        user: str = SERVICE_USER, dynamic_user: bool = False,
+                        web_retrain: bool | None = None) -> UnitOptions:
     return UnitOptions(
         exec_path=Path(exec_path) if exec_path else default_exec_path(),
         config_path=Path(config_path) if config_path else (Path(config.source).resolve() if config.source
@@ -75,6 +86,7 @@ def options_from_config(config, exec_path: Path | None = None, config_path: Path
         watchdog_sec=watchdog_sec_for(config.health.watchdog_stall_s),
         web_host=config.web.host,
         web_port=config.web.port,
+        web_retrain=train_extra_installed() if web_retrain is None else web_retrain,
     )
 
 
@@ -136,6 +148,8 @@ def render_web_unit(opts: UnitOptions, template: Path = WEB_TEMPLATE) -> str:
         "USER_LINES": "\n".join(_user_lines(opts, web=True)),
         "PROTECT_HOME": "read-only" if under_home else "yes",
         "NETWORK_LINES": "\n".join(network),
+        "MEMORY_LINES": (f"# The train extra is installed: the page's retrain (train --update) runs here.\n"
+                         f"MemoryMax={WEB_MEMORY_MAX_RETRAIN}" if opts.web_retrain else f"MemoryMax={WEB_MEMORY_MAX}"),
     })
 
 

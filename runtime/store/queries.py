@@ -228,6 +228,16 @@ def reviewed_clips(conn: sqlite3.Connection) -> list[dict]:
 # ---------------------------------------------------------------- summaries for the pages
 
 
+def review_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Reviewed events by their latest verdict (confirm, reject, relabel), and the events not reviewed."""
+    counts = {"confirm": 0, "reject": 0, "relabel": 0}
+    if has_table(conn, "reviews"):
+        for verdict, n in conn.execute(f"SELECT verdict, COUNT(*) FROM ({_LATEST_REVIEW}) GROUP BY verdict"):
+            counts[verdict] = int(n)
+    counts["unreviewed"] = count_rows(conn, "events") - sum(counts.values())
+    return counts
+
+
 def labels_seen(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT label FROM events ORDER BY label")]
 

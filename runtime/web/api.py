@@ -190,3 +190,21 @@ def get_health():
     if not limit.isdigit() or not 1 <= int(limit) <= 5000:
         raise FieldearError("limit must be in 1..5000")
     return jsonify(health=health_history(db(), limit=int(limit)))
+
+
+@api.get("/model")
+def get_model():
+    return jsonify(current_app.config["FIELDEAR_MODELS"].overview())
+
+
+@api.post("/model/retrain")
+def post_retrain():
+    return jsonify(retrain=current_app.config["FIELDEAR_MODELS"].start_retrain()), 202
+
+
+@api.post("/model/switch")
+def post_switch():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+        raise FieldearError("expected a JSON object", '{"version": "<a bundle directory of the models dir>"}')
+    return jsonify(current_app.config["FIELDEAR_MODELS"].switch(body["version"]))

@@ -69,11 +69,13 @@ def current_settings():
     return current_app.config["FIELDEAR_SETTINGS"]
 
 
-def create_app(settings, clock: Callable[[], float] = time.time, status_state=...) -> Flask:
+def create_app(settings, clock: Callable[[], float] = time.time, status_state=..., models=None) -> Flask:
     """The web app for ``settings`` (a ``runtime.web.settings.WebSettings``). ``clock``: wall time for reviews
-    and status; ``status_state``: the systemd state to report (tests), else asked from systemctl."""
+    and status; ``status_state``: the systemd state to report (tests), else asked from systemctl; ``models``: the
+    retrain/switch control (a ``runtime.web.retrain.ModelControl``; tests inject one)."""
     from runtime.web.api import api
     from runtime.web.pages import pages
+    from runtime.web.retrain import ModelControl
     from runtime.web.spectrogram import SpectrogramCache
 
     app = Flask(__name__, template_folder=str(PACKAGE_DIR / "templates"), static_folder=str(PACKAGE_DIR / "static"))
@@ -87,6 +89,7 @@ def create_app(settings, clock: Callable[[], float] = time.time, status_state=..
         FIELDEAR_CLOCK=clock,
         FIELDEAR_STATUS_STATE=status_state,
         FIELDEAR_SPECTROGRAMS=SpectrogramCache(settings.model),
+        FIELDEAR_MODELS=models if models is not None else ModelControl(settings, clock=clock),
     )
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["auth_required"] = settings.password_hash is not None

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 pages = Blueprint("pages", __name__)
 
 NAV = (("pages.live", "Live"), ("pages.detections", "Detections"), ("pages.counts", "Counts"),
-       ("pages.health", "Health"))
+       ("pages.health", "Health"), ("pages.model", "Model"))
 
 
 def _render(template: str, **kw):
@@ -99,6 +99,13 @@ def health():
     chart_err = line_chart(x, {k: [b.get(k) for b in beats] for k in ("overruns", "dropped_blocks", "dropped_rows")},
                            "overruns and drops (cumulative per run)")
     return _render("health.html", beats=list(reversed(beats))[:100], chart_sys=chart_sys, chart_err=chart_err)
+
+
+@pages.get("/model")
+def model():
+    from runtime.store.queries import review_counts
+
+    return _render("model.html", m=current_app.config["FIELDEAR_MODELS"].overview(), reviews=review_counts(db()))
 
 
 @pages.route("/login", methods=("GET", "POST"))

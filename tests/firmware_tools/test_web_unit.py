@@ -37,7 +37,16 @@ def test_web_unit_off_loopback_and_dynamic_user():
     assert {"DynamicUser=yes", "User=fieldear", "StateDirectory=fieldear"} <= set(lines)
 
 
-@pytest.mark.parametrize("variant", [{}, {"web_host": "0.0.0.0", "dynamic_user": True}])
+def test_web_unit_memory_cap_leaves_room_for_retraining_only_with_the_train_extra():
+    from firmware_tools.unit import WEB_MEMORY_MAX, WEB_MEMORY_MAX_RETRAIN
+
+    page_only = render_web_unit(UnitOptions(exec_path=EXE)).splitlines()
+    retrain = render_web_unit(UnitOptions(exec_path=EXE, web_retrain=True)).splitlines()
+    assert f"MemoryMax={WEB_MEMORY_MAX}" in page_only and f"MemoryMax={WEB_MEMORY_MAX_RETRAIN}" in retrain
+    assert sum(ln.startswith("MemoryMax=") for ln in retrain) == 1
+
+
+@pytest.mark.parametrize("variant", [{}, {"web_host": "0.0.0.0", "dynamic_user": True}, {"web_retrain": True}])
 def test_systemd_analyze_verify_passes_web(tmp_path, variant):
     tool = systemd_analyze()
     exe = tmp_path / "bin" / "fieldear"
@@ -56,7 +65,10 @@ def test_install_web_writes_both_units_and_enables_both(tmp_path):
     rec = Recorder()
     install_plan(cfg, None, EXE, root=root, run=rec, verify=False, web=True).run()
     web = root / "etc/systemd/system/fieldear-web.service"
-    assert web.read_text() == render_web_unit(UnitOptions(exec_path=EXE, device_id="field-03"))
+    from firmware_tools.unit import train_extra_installed
+
+    assert web.read_text() == render_web_unit(UnitOptions(exec_path=EXE, device_id="field-03",
+                                                          web_retrain=train_extra_installed()))
     assert (root / "etc/systemd/system/fieldear.service").is_file()
     systemctl = [c for c in rec.calls if c[0] == "systemctl"]
     assert systemctl == [["systemctl", "daemon-reload"],
@@ -83,5 +95,8 @@ def test_cli_render_web():
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "service", "render", "--web", "--config", str(EXAMPLE),
                           "--exec", str(EXE)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
+    from firmware_tools.unit import train_extra_installed
+
     assert out.stdout == render_web_unit(UnitOptions(exec_path=EXE, device_id="field-03",
-                                                     config_path=Path("/etc/fieldear/fieldear.toml")))
+                                                     config_path=Path("/etc/fieldear/fieldear.toml"),
+                                                     web_retrain=train_extra_installed()))

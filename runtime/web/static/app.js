@@ -110,6 +110,59 @@
     }
   }
 
+  async function post(url, body) {
+    const resp = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body || {}),
+    });
+    const data = await resp.json();
+    if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
+    return data;
+  }
+
+  function model() {
+    const button = document.getElementById("retrain");
+    const stateBox = document.getElementById("retrain-state");
+    let timer = null;
+    function show(r) {
+      const p = document.createElement("p");
+      p.append("Last retrain ");
+      const v = document.createElement("strong"); v.id = "rt-version"; v.textContent = r.version; p.append(v, ": ");
+      const st = document.createElement("strong"); st.id = "rt-status"; st.textContent = r.status;
+      st.className = r.status === "done" ? "ok" : (r.status === "failed" ? "bad" : "");
+      p.append(st, " (started " + r.started_utc + (r.elapsed_s !== undefined ? ", " + r.elapsed_s + " s so far" : "") + ")");
+      const pre = document.createElement("pre"); pre.id = "rt-log"; pre.className = "log"; pre.textContent = r.log_tail.join("\n");
+      stateBox.replaceChildren(p, pre);
+      button.disabled = r.status === "running";
+      if (r.status !== "running") { clearInterval(timer); timer = null; if (r.status === "done") location.reload(); }
+    }
+    async function poll() {
+      try {
+        const resp = await fetch("/api/model", { credentials: "same-origin" });
+        const m = await resp.json();
+        if (m.retrain) show(m.retrain);
+      } catch (err) { /* the next poll tries again */ }
+    }
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try { show((await post("/api/model/retrain")).retrain); timer = timer || setInterval(poll, 3000); }
+      catch (err) { stateBox.replaceChildren(Object.assign(document.createElement("p"), { id: "rt-status", className: "bad", textContent: "error: " + err.message })); button.disabled = false; }
+    });
+    if (button.disabled) timer = setInterval(poll, 3000);
+    document.querySelectorAll("button.switch").forEach((b) => b.addEventListener("click", async () => {
+      const out = document.getElementById("switch-result");
+      if (!confirm("Switch the listener to " + b.dataset.version + "?")) return;
+      out.textContent = "switching…";
+      try {
+        const r = await post("/api/model/switch", { version: b.dataset.version });
+        out.textContent = "switched to " + r.switched + " (was " + r.previous + "); " + r.reload;
+        setTimeout(() => location.reload(), 1500);
+      } catch (err) { out.textContent = "error: " + err.message; }
+    }));
+  }
+
   if (page === "detections") detections();
+  if (page === "model") model();
   if (page === "live") setInterval(refresh, 5000);
 })();
