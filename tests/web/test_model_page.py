@@ -159,7 +159,7 @@ def test_switch_refuses_a_bundle_that_does_not_load(tmp_path, log_copy):
 
 
 def test_no_switching_when_the_model_is_not_a_current_link(tmp_path, log_copy):
-    client, control = control_client(DEFAULT_BUNDLE, log_copy)
+    client, _ = control_client(DEFAULT_BUNDLE, log_copy)
     overview = client.get("/api/model").get_json()
     assert overview["switchable"] is False and "not a models/current link" in overview["why_not_switchable"]
     r = post(client, "/api/model/switch", {"version": "default"})
@@ -190,7 +190,7 @@ def test_sighup_unit_signals_the_units_main_process(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
-    stopped = lambda argv, **kw: subprocess.CompletedProcess(argv, 0, stdout="0\n", stderr="")  # noqa: E731
+    stopped = lambda argv, **kw: subprocess.CompletedProcess(argv, 0, stdout="0\n", stderr="")
     with pytest.raises(FieldearError, match="not running under systemd"):
         sighup_unit("fieldear", run=stopped)
 
@@ -205,7 +205,12 @@ def test_retrain_and_switch_in_the_browser(tmp_path, log_copy):
     from runtime.store.queries import reviewed_events
     from runtime.store.reviews import Review, add_review
     from runtime.store.schema import connect
-    from tests.web.browser import ServedApp, chromium_driver, require_chromium, screenshot_dir
+    from tests.web.browser import (
+        ServedApp,
+        chromium_driver,
+        require_chromium,
+        screenshot_dir,
+    )
     from tests.web.test_browser import wait_for
 
     require_chromium()
