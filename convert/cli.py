@@ -72,6 +72,9 @@ def register(subparsers) -> None:
                    help="maximum epochs for the CNN candidate (default: 40)")
     t.add_argument("--no-augment", dest="augment", action="store_false",
                    help="backbone heads: do not add level-shifted (-12/+6 dB) copies of the training audio")
+    t.add_argument("--no-balance", dest="balance", action="store_false",
+                   help="backbone heads: weigh every clip the same instead of every label the same (the default "
+                        "keeps a label with few clips from being traded for a big one)")
     t.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
     t.add_argument("--default-model", action="store_true",
                    help="train the default model from --shared (ESC-10 + great-tit songs) instead of DATA")
@@ -124,7 +127,7 @@ def cmd_train(args) -> int:
     options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
                            force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
-                           augment=args.augment, background=tuple(Path(b) for b in args.background),
+                           augment=args.augment, balance=args.balance, background=tuple(Path(b) for b in args.background),
                            builtin_negatives=args.builtin_negatives,
                            max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR, update=args.update,
                            reviews=tuple(Path(r) for r in args.reviews))

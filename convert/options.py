@@ -24,6 +24,7 @@ class TrainOptions:
     name: str | None = None
     threads: int | None = None
     cnn_epochs: int | None = None
+    balance: bool = True  # backbone heads: every label weighs the same in training, however many clips it has
     augment: bool = True  # backbone heads: also train on level-shifted copies of the training audio
     path_alias: tuple[tuple[str, str], ...] = ()  # (prefix, replacement) pairs for paths written to the report
     background: tuple[Path, ...] = ()  # folders of site recordings with none of the labels

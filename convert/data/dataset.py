@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIN_SECONDS = 0.1  # shorter clips are rejected ("too_short")
 SILENCE_PEAK = 1e-4  # clips whose absolute peak is below this are rejected ("silent")
+MIN_CLIPS_PER_LABEL = 5  # fewer: the label's CV figures rest on a handful of clips (warned, not refused)
 IMBALANCE_RATIO = 3.0  # warn when the largest class has more than this times the clips of the smallest
 PROGRESS_EVERY = 500  # log progress every this many files (imports of that size or more)
 MANIFEST_COLUMNS = ("path", "label", "fold", "group")
@@ -338,6 +339,12 @@ def _warn_about(dataset: Dataset) -> None:
     log.info(
         "dataset: %d clips, %d labels (%s)", len(dataset), len(counts), ", ".join(f"{k} {v}" for k, v in counts.items())
     )
+    few = {label: n for label, n in counts.items() if n < MIN_CLIPS_PER_LABEL}
+    if few:
+        log.warning(
+            "few clips: %s (fewer than %d); its scores rest on very few examples, add recordings if you can",
+            ", ".join(f"{label!r} has {n}" for label, n in sorted(few.items())), MIN_CLIPS_PER_LABEL,
+        )
     ratio = imbalance_ratio(counts)
     if ratio > IMBALANCE_RATIO:
         biggest = max(counts, key=counts.get)

@@ -124,9 +124,12 @@ class BackboneFamily:
         negatives it joins the background class (index n_labels), else it is entered once per label with weight
         1/n_labels (trained towards equal scores). Negatives outside validation fold ``fold`` (all when None)
         join the background class with, together, the weight of the labelled blocks; hard negatives (rejected
-        reviewed clips) weigh like labelled blocks instead, once per training copy, as a confirmed clip does."""
+        reviewed clips) weigh like labelled blocks instead, once per training copy, as a confirmed clip does.
+        With ``options.balance`` every label's blocks weigh together as much as any other label's
+        (``label_weights``), so a rare label is not traded for a common one."""
         xs, ys, ws = [], [], []
         background = self.negatives is not None
+        label_weight = self.label_weights(idx, y, n_labels)
         for embs, levels in zip([self.inputs] + self.augmented, self.levels):
             for i in idx:
                 e, lv = embs[i], levels[i]
@@ -135,7 +138,7 @@ class BackboneFamily:
                 quiet = self.quiet(lv)
                 xs.append(e[~quiet])
                 ys.append(np.full(int((~quiet).sum()), y[i], dtype=np.int64))
-                ws.append(np.ones(int((~quiet).sum())))
+                ws.append(np.full(int((~quiet).sum()), label_weight[y[i]]))
                 if quiet.any() and background:
                     xs.append(e[quiet])
                     ys.append(np.full(int(quiet.sum()), n_labels, dtype=np.int64))
@@ -157,6 +160,20 @@ class BackboneFamily:
             ws.append(w)
         return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
+    def label_weights(self, idx, y, n_labels: int) -> np.ndarray:
+        """Per label, the weight of each of its loud blocks: 1, or with ``options.balance`` the mean count of
+        loud blocks per label over this label's count (every label then weighs the same in total)."""
+        if not self.options.balance:
+            return np.ones(n_labels)
+        counts = np.zeros(n_labels)
+        for i in idx:
+            if len(self.levels[0][i]):
+                counts[y[i]] += int((~self.quiet(self.levels[0][i])).sum())
+        present = counts > 0
+        weights = np.ones(n_labels)
+        weights[present] = counts[present].mean() / counts[present]
+        return weights
+
     def training_note(self) -> str:
         """How the head's training blocks were made, for the report."""
         n = sum(len(lv) for copy in self.levels for lv in copy)
@@ -166,6 +183,8 @@ class BackboneFamily:
                  else "trained towards equal scores for every label")
         note = (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
                 f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block {where}")
+        if self.options.balance:
+            note += "; every label's blocks weighted to the same total (class balancing)"
         if self.negatives is not None:
             b = self.negatives.notes["blocks"]
             note += (f"; {b['bed'] + b['event']} negative blocks ({b['bed']} background, {b['event']} non-target "

@@ -180,11 +180,13 @@ def test_imbalance_warning_and_progress(tmp_path, esc10, caplog, monkeypatch):
     d = load_dataset(root)
     assert d.counts == {"dog": 7, "rain": 2}
     assert "imbalanced" in caplog.text and "3.5x" in caplog.text
+    few = [r.getMessage() for r in caplog.records if r.getMessage().startswith("few clips")]
+    assert len(few) == 1 and "'rain' has 2 (fewer than 5)" in few[0] and "dog" not in few[0]
     assert "checked 4/9 files" in caplog.text and "checked 9/9 files" in caplog.text
     caplog.clear()
     make_folder(root, esc10, per_label=6, labels=("rain",))
     load_dataset(root)
-    assert "imbalanced" not in caplog.text
+    assert "imbalanced" not in caplog.text and "few clips" not in caplog.text
 
 
 def test_read_decodes_at_target_rate(tmp_path, esc10):
