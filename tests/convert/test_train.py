@@ -200,7 +200,7 @@ def test_quiet_training_blocks_are_trained_towards_equal_scores():
     from convert.families.backbone import QUIET_DB, BackboneFamily
     from convert.options import TrainOptions
 
-    fam = BackboneFamily(TrainOptions(data=".", out="unused"))
+    fam = BackboneFamily(TrainOptions(data=".", out="unused", balance=False))
     emb = [np.arange(3 * 4, dtype=np.float32).reshape(3, 4), np.ones((1, 4), np.float32), np.zeros((2, 4), np.float32)]
     lv = [np.array([-10.0, -10.0 - QUIET_DB - 1, -15.0]), np.array([-80.0]), np.array([-90.0, -20.0])]
     fam.inputs, fam.augmented, fam.levels = emb, [emb], [lv, lv]
@@ -212,6 +212,23 @@ def test_quiet_training_blocks_are_trained_towards_equal_scores():
     quiet_rows = x[~full]
     assert {tuple(r) for r in quiet_rows} == {tuple(emb[0][1]), tuple(emb[2][0])}
     assert np.allclose(w[~full], 1 / 3) and sorted(y[~full].tolist()) == sorted([0, 1, 2] * 4)
+
+
+def test_balanced_training_gives_every_label_the_same_total_weight():
+    """With balance (the default) a label with few loud blocks weighs as much in total as one with many; the
+    quiet blocks' equal-score rows keep their 1/n weight; the total of the labelled weight is unchanged."""
+    from convert.families.backbone import BackboneFamily
+    from convert.options import TrainOptions
+
+    fam = BackboneFamily(TrainOptions(data=".", out="unused"))
+    emb = [np.ones((6, 4), np.float32), np.ones((1, 4), np.float32), np.ones((2, 4), np.float32)]
+    lv = [np.full(6, -10.0), np.array([-12.0]), np.array([-11.0, -60.0])]  # the last clip: one loud, one quiet
+    fam.inputs, fam.augmented, fam.levels = emb, [], [lv]
+    x, y, w = fam.training_set([0, 1, 2], np.array([0, 1, 2]), n_labels=3)
+    loud = w != 1 / 3
+    totals = [w[loud & (y == k)].sum() for k in range(3)]
+    assert np.allclose(totals, totals[0]) and np.isclose(sum(totals), 6 + 1 + 1)
+    assert np.allclose(w[~loud], 1 / 3) and (~loud).sum() == 3
 
 
 def test_block_levels_follow_the_gain_and_find_the_zero_padding(esc10):
