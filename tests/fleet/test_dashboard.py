@@ -35,8 +35,8 @@ def _provisioned() -> dict[str, str]:
     """{uid: type} of provisioning/datasources/fieldear.yaml (its simple 'key: value' lines)."""
     text = (GRAFANA / "provisioning" / "datasources" / "fieldear.yaml").read_text()
     out = {}
-    for entry in re.split(r"^\s*- ", text, flags=re.M)[1:]:
-        fields = dict(re.findall(r"^\s*(\w+):\s*(\S+)\s*$", entry, flags=re.M))
+    for entry in re.split(r"^\s*- ", text, flags=re.MULTILINE)[1:]:
+        fields = dict(re.findall(r"^\s*(\w+):\s*(\S+)\s*$", entry, flags=re.MULTILINE))
         out[fields["uid"]] = fields["type"]
     return out
 
@@ -95,7 +95,7 @@ def test_dashboard_is_valid_and_uses_the_provisioned_datasources():
             assert ("expr" in t) == (t["datasource"]["type"] == "prometheus"), panel["title"]
             assert ("rawSql" in t) == (t["datasource"]["type"] == "postgres"), panel["title"]
     provider = (GRAFANA / "provisioning" / "dashboards" / "fieldear.yaml").read_text()
-    assert re.search(r"^\s*type:\s*file\s*$", provider, re.M) and re.search(r"^\s*path:\s*/\S+", provider, re.M)
+    assert re.search(r"^\s*type:\s*file\s*$", provider, re.MULTILINE) and re.search(r"^\s*path:\s*/\S+", provider, re.MULTILINE)
 
 
 def test_promql_names_only_metrics_and_labels_the_collector_exposes(tmp_path):
