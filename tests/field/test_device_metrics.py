@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -145,3 +146,31 @@ def test_missing_extra_is_one_clear_error(monkeypatch):
     with pytest.raises(FieldearError) as info:
         MetricsHook(0)
     assert "fieldear[metrics]" in info.value.hint
+
+
+def test_outbox_backlog_counts_rows_the_collector_has_not_acknowledged(tmp_path):
+    pytest.importorskip("prometheus_client")
+    from runtime.audio.sources import SourceStats
+    from runtime.field.metrics import DeviceMetrics
+    from runtime.fleet import outbox
+    from runtime.listen.loop import ListenStats
+    from tests.fleet.broker import add_event, make_device_db
+
+    db = tmp_path / "fieldear.db"
+    conn = make_device_db(db)
+    ids = [add_event(conn, "d1", "dog", float(i)) for i in range(3)]
+    outbox.ensure_state(conn)
+    outbox.mark_acked(conn, "events", ids[0])
+    conn.close()
+
+    listener = SimpleNamespace(stats=ListenStats(), source=SimpleNamespace(stats=SourceStats()),
+                               store=SimpleNamespace(path=db, size_mb=lambda: 0.1))
+
+    def samples(with_outbox: bool) -> dict:
+        metrics = DeviceMetrics(outbox=with_outbox)
+        metrics.listener = listener
+        return {(f.name, tuple(s.labels.values())): s.value for f in metrics.collect() for s in f.samples}
+
+    assert samples(True)[("fieldear_device_outbox_backlog", ("events",))] == 2
+    assert samples(True)[("fieldear_device_outbox_backlog", ("health",))] == 0
+    assert not any(name == "fieldear_device_outbox_backlog" for name, _ in samples(False))
