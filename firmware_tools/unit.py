@@ -43,6 +43,7 @@ class UnitOptions:
     start_timeout_sec: int = 120
     web_host: str = "127.0.0.1"  # [web] host: loopback keeps the web unit off every other address
     web_port: int = 8080
+    metrics_loopback: bool = False  # [metrics] port without MQTT: loopback IP only (for the local scraper)
 
 
 def default_exec_path() -> Path:
@@ -75,6 +76,7 @@ def options_from_config(config, exec_path: Path | None = None, config_path: Path
         watchdog_sec=watchdog_sec_for(config.health.watchdog_stall_s),
         web_host=config.web.host,
         web_port=config.web.port,
+        metrics_loopback=config.metrics.port is not None,
     )
 
 
@@ -155,6 +157,11 @@ def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
     if opts.network:
         network_lines = ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"]
         after = " network-online.target\nWants=network-online.target"
+    elif opts.metrics_loopback:
+        network_lines = ["# No [mqtt] host; [metrics] port is served on loopback only.",
+                         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressAllow=localhost",
+                         "IPAddressDeny=any"]
+        after = ""
     else:
         network_lines = ["# No [mqtt] host configured: no network at all.", "RestrictAddressFamilies=AF_UNIX",
                          "IPAddressDeny=any"]

@@ -118,7 +118,7 @@ def _register_listen(sub) -> None:
     fl.add_argument("--ha-discovery", action="store_true",
                     help="publish Home Assistant MQTT discovery config (retained)")
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs fieldear[metrics])")
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs fieldear[metrics]; default: [metrics] port of --config, else none)")
     p.set_defaults(func=cmd_listen)
 
 

@@ -51,7 +51,7 @@ class ListenOptions:
     mqtt: str | None = None  # HOST:PORT, overrides [mqtt] host/port
     drain_timeout_s: float | None = None
     ha_discovery: bool = False
-    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT (0: any free port)
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT, overrides [metrics] port
 
 
 def effective_config(options: ListenOptions) -> Config:
@@ -110,10 +110,11 @@ def build_listener(config: Config, options: ListenOptions, *, reload_requested: 
     hooks = field_hooks(config, reload_config=reload_config, reload_requested=reload_requested, clock=clock,
                         environ=environ)
     hooks += fleet_hooks(config, options)
-    if options.metrics_port is not None:
+    metrics_port = options.metrics_port if options.metrics_port is not None else config.metrics.port
+    if metrics_port is not None:
         from runtime.field.metrics import MetricsHook
 
-        hooks.append(MetricsHook(options.metrics_port, outbox=bool(options.mqtt or config.mqtt.host), clock=clock))
+        hooks.append(MetricsHook(metrics_port, outbox=bool(options.mqtt or config.mqtt.host), clock=clock))
 
     return Listener(model, source, store, settings, hooks=hooks, clock=clock, block_hop=block_hop, clips=clips)
 

@@ -174,3 +174,14 @@ def test_outbox_backlog_counts_rows_the_collector_has_not_acknowledged(tmp_path)
     assert samples(True)[("fieldear_device_outbox_backlog", ("events",))] == 2
     assert samples(True)[("fieldear_device_outbox_backlog", ("health",))] == 0
     assert not any(name == "fieldear_device_outbox_backlog" for name, _ in samples(False))
+
+
+def test_metrics_port_in_the_config_is_checked(tmp_path):
+    from runtime.config import ConfigError, load_config
+
+    cfg = tmp_path / "fieldear.toml"
+    cfg.write_text("[metrics]\nport = 9108\n")
+    assert load_config(cfg, device_id="d1").metrics.port == 9108
+    cfg.write_text("[metrics]\nport = 70000\n")
+    with pytest.raises(ConfigError, match=r"\[metrics\] port"):
+        load_config(cfg, device_id="d1")
