@@ -82,7 +82,8 @@ def test_metrics_port_without_mqtt_allows_loopback_only(tmp_path):
     opts = options_from_config(load_config(cfg, device_id="d1"), exec_path=Path("/opt/fe/bin/fieldear"))
     assert opts.metrics_loopback and not opts.network
     lines = render_unit(opts).splitlines()
-    assert {"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressAllow=localhost", "IPAddressDeny=any"} <= set(lines)
+    loopback = {"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressAllow=localhost", "IPAddressDeny=any"}
+    assert loopback <= set(lines)
     assert "Wants=network-online.target" not in lines
 
 
