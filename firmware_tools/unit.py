@@ -47,6 +47,7 @@ class UnitOptions:
     web_host: str = "127.0.0.1"  # [web] host: loopback keeps the web unit off every other address
     web_port: int = 8080
     web_retrain: bool = False  # the train extra is installed: the page may retrain in its unit (more memory)
+    metrics_loopback: bool = False  # [metrics] port without MQTT: loopback IP only (for the local scraper)
 
 
 def train_extra_installed() -> bool:
@@ -87,6 +88,7 @@ def options_from_config(config, exec_path: Path | None = None, config_path: Path
         web_host=config.web.host,
         web_port=config.web.port,
         web_retrain=train_extra_installed() if web_retrain is None else web_retrain,
+        metrics_loopback=config.metrics.port is not None,
     )
 
 
@@ -169,6 +171,11 @@ def render_unit(opts: UnitOptions, template: Path = TEMPLATE) -> str:
     if opts.network:
         network_lines = ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"]
         after = " network-online.target\nWants=network-online.target"
+    elif opts.metrics_loopback:
+        network_lines = ["# No [mqtt] host; [metrics] port is served on loopback only.",
+                         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressAllow=localhost",
+                         "IPAddressDeny=any"]
+        after = ""
     else:
         network_lines = ["# No [mqtt] host configured: no network at all.", "RestrictAddressFamilies=AF_UNIX",
                          "IPAddressDeny=any"]

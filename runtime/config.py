@@ -12,6 +12,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [health]  every_s, watchdog_stall_s
     [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id, ack_timeout_s
     [web]     host, port, password_file   (`fieldear serve`)
+    [metrics] port   (`listen`'s Prometheus endpoint on 127.0.0.1; unset: none)
 
 Every key is optional. Unknown sections or keys and values of the wrong type are errors that name
 the file, the section and the key, e.g.
@@ -162,6 +163,13 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`fieldear listen`: serve Prometheus metrics on 127.0.0.1:``port`` (None: no endpoint)."""
+
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None = None  # the file it came from (None: defaults only)
     device: DeviceConfig = DeviceConfig()
@@ -173,6 +181,7 @@ class Config:
     health: HealthConfig = HealthConfig()
     mqtt: MqttConfig = MqttConfig()
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def device_id(self) -> str:
@@ -205,6 +214,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "device": DeviceConfig, "model": ModelConfig, "audio": AudioConfig, "detect": DetectConfig,
     "store": StoreConfig, "clips": ClipsConfig, "health": HealthConfig, "mqtt": MqttConfig, "web": WebConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -380,6 +390,7 @@ CHECKS: dict[str, dict[str, Callable]] = {
              "password_file": _path(optional=True), "topic_prefix": _topic_prefix,
              "client_id": _text(optional=True), "ack_timeout_s": _float(0.0, above=True)},
     "web": {"host": _host, "port": _int(1, 65535), "password_file": _path(optional=True)},
+    "metrics": {"port": _int(1, 65535, optional=True)},
 }
 
 

@@ -117,6 +117,8 @@ def _register_listen(sub) -> None:
                     help="at the end, wait at most S s for the outbox to empty (default: 10 with --file, else 0)")
     fl.add_argument("--ha-discovery", action="store_true",
                     help="publish Home Assistant MQTT discovery config (retained)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs fieldear[metrics]; default: [metrics] port of --config, else none)")
     p.set_defaults(func=cmd_listen)
 
 
@@ -199,7 +201,8 @@ def listen_options(args):
         clip_quota_mb=args.clip_quota_mb)
     return ListenOptions(config=path(args.config), device_id=args.device_id, data_dir=path(args.data_dir),
                          overrides=overrides, file=path(args.file), realtime=args.realtime, speed=args.speed,
-                         mqtt=args.mqtt, drain_timeout_s=args.drain_timeout, ha_discovery=args.ha_discovery)
+                         mqtt=args.mqtt, drain_timeout_s=args.drain_timeout, ha_discovery=args.ha_discovery,
+                         metrics_port=args.metrics_port)
 
 
 def cmd_listen(args) -> int:

@@ -76,6 +76,17 @@ def test_options_follow_the_config(tmp_path):
     assert watchdog_sec_for(3) == 10 and watchdog_sec_for(300) == 30
 
 
+def test_metrics_port_without_mqtt_allows_loopback_only(tmp_path):
+    cfg = tmp_path / "fieldear.toml"
+    cfg.write_text('[store]\ndata_dir = "/srv/fe"\n[metrics]\nport = 9108\n')
+    opts = options_from_config(load_config(cfg, device_id="d1"), exec_path=Path("/opt/fe/bin/fieldear"))
+    assert opts.metrics_loopback and not opts.network
+    lines = render_unit(opts).splitlines()
+    loopback = {"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressAllow=localhost", "IPAddressDeny=any"}
+    assert loopback <= set(lines)
+    assert "Wants=network-online.target" not in lines
+
+
 def test_unsafe_paths_and_names_are_refused():
     with pytest.raises(ConfigError, match="absolute"):
         render_unit(UnitOptions(exec_path=Path("venv/bin/fieldear")))
