@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tests.fleet.broker import free_port
+from tests.scrape import scrape
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +35,9 @@ def _listen(tmp_path: Path, *extra: str) -> subprocess.Popen:
 
 def _scrape(port: int) -> dict[str, float] | None:
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        return scrape(port, timeout=2)
     except (urllib.error.URLError, ConnectionError):
         return None  # not up yet, or already stopped
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 def _listening_sockets(pid: int) -> int:

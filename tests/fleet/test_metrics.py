@@ -7,26 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.fleet.broker import add_event, make_device_db, wait_until
+from tests.scrape import scrape
 
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("paho.mqtt.client")
-
-
-def _scrape(port: int) -> dict[str, float]:
-    """``/metrics`` as {'name{labels}': value} (comment lines dropped)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 def test_prometheus_client_is_imported_only_for_the_endpoint():
@@ -54,7 +43,7 @@ def test_metrics_of_the_collector_and_its_devices(tmp_path):
     col.handle(conn, "fieldear/d1/events", b"garbage")
     server = start_metrics_server(col, 0)
     try:
-        m = _scrape(server.server_address[1])
+        m = scrape(server.server_address[1])
     finally:
         server.shutdown()
     assert m["fieldear_collector_messages_total"] == 6
@@ -81,13 +70,13 @@ def test_collect_serves_metrics_while_collecting(tmp_path, broker):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     try:
         assert proc.stdout.readline().decode().strip() == f"metrics on http://127.0.0.1:{port}/metrics"
-        assert wait_until(lambda: _scrape(port).get("fieldear_collector_up") == 1.0, 10)
+        assert wait_until(lambda: scrape(port).get("fieldear_collector_up") == 1.0, 10)
         dev = make_device_db(tmp_path / "dev.db")
         for i in range(4):
             add_event(dev, "m-1", "dog", float(i))
         result = send_pending(tmp_path / "dev.db", MqttSettings.from_config(None, broker.address), "m-1", timeout_s=10)
         assert result.acked["events"] == 4 and result.status.total_pending == 0
-        m = _scrape(port)
+        m = scrape(port)
         assert m['fieldear_collector_stored_total{kind="events"}'] == 4
         assert m["fieldear_collector_acked_rows_total"] >= 4
         assert m['fieldear_device_events{device="m-1"}'] == 4 and m['fieldear_device_backlog{device="m-1"}'] == 4
