@@ -23,6 +23,7 @@ SYSTEM_CONFIG = Path("/etc/fieldear/fieldear.toml")
 MACHINE_ID = Path("/etc/machine-id")
 
 DB_NAME = "fieldear.db"  # the device log, inside the data dir
+LOGGING_STATE_SUFFIX = ".logging"  # beside the log: {"suspended_since", "rows_lost", "error"} while writes fail
 CLIPS_DIRNAME = "clips"  # saved event audio, beside the log
 DATA_DIR_ENV = "FIELDEAR_DATA_DIR"
 
@@ -56,3 +57,8 @@ def resolve_device_id(machine_id_path: Path = MACHINE_ID, hostname: Callable[[],
         return "fe-" + hashlib.sha256(("fieldear:" + mid).encode()).hexdigest()[:12]
     name = (hostname() or "").strip().split(".")[0]
     return name or "fieldear"
+
+
+def logging_state_path(db_path: Path) -> Path:
+    """The writer's state file beside the log (``fieldear.db.logging``), read by `fieldear status`."""
+    return Path(db_path).with_name(Path(db_path).name + LOGGING_STATE_SUFFIX)

@@ -75,6 +75,11 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
             out["problems"].append(f"cannot read the log database: {exc}")
     else:
         out["problems"].append(f"no log database at {db}")
+    out["logging_suspended"] = _logging_state(Path(db))
+    if out["logging_suspended"]:
+        ls = out["logging_suspended"]
+        out["problems"].append(f"logging suspended: disk full or log not writable since {ls['suspended_since']}, "
+                               f"{ls.get('rows_lost', 0)} rows lost ({ls.get('error', '')})")
     beat = out["heartbeat"] or {}
     interval = float(every_s or beat.get("every_s") or 300.0)
     fresh = out["heartbeat_age_s"] is not None and out["heartbeat_age_s"] <= 2 * interval + 30
@@ -108,6 +113,19 @@ def collect_status(db: Path, now: float, service: str = "fieldear", every_s: flo
             out["problems"].append(f"{key}: {beat[key]}")
     out["ok"] = bool(out["running"] and not beat.get("watchdog_stalled"))
     return out
+
+
+def _logging_state(db: Path) -> dict | None:
+    """The writer's state file (runtime.store.writer): a dict while logging is suspended, else None."""
+    import json
+
+    from runtime.paths import logging_state_path
+
+    try:
+        state = json.loads(logging_state_path(db).read_text().strip() or "{}")
+    except (OSError, ValueError):
+        return None
+    return state if state.get("suspended_since") else None
 
 
 def _age(seconds: float | None) -> str:

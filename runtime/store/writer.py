@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from runtime.paths import logging_state_path
 from runtime.store.schema import (
     EVENT_COLUMNS,
     DiskFullError,
@@ -81,6 +82,9 @@ class Store:
         self._retry_at = 0.0
         self.run_key = None
         self._last_prune = None
+        self._suspended_since: str | None = None
+        self._state_path = logging_state_path(self.path)
+        self._write_state()  # pre-create it now, while there is space (a full disk can still rewrite it)
         self._open()
 
     def _open(self) -> bool:
@@ -95,6 +99,7 @@ class Store:
         except DiskFullError as exc:
             self._reopen_at = now + REOPEN_EVERY_S
             self.failing = True
+            self._suspend(exc.message)
             log.warning("%s; listening goes on, nothing is logged until there is space (retrying every %.0f s)",
                         exc.message, REOPEN_EVERY_S)
             return False
@@ -102,6 +107,28 @@ class Store:
             log.warning("log database %s open again: logging resumes", self.path)
             self.start_run(self._run_info)
         return True
+
+    # ------------------------------------------------------------ state file
+
+    # The state file is pre-created at start (padded to STATE_BYTES) and rewritten in place, never grown: on a
+    # full disk a rewrite of already allocated blocks still succeeds where SQLite (which needs new pages) fails.
+    STATE_BYTES = 512
+
+    def _suspend(self, error: str) -> None:
+        if self._suspended_since is None:
+            self._suspended_since = utc_iso(self.clock())
+        self._write_state(error)
+
+    def _write_state(self, error: str = "") -> None:
+        """Rewrite the state file: ``{}`` while logging works, else since/rows lost/last error."""
+        state = {} if self._suspended_since is None else {
+            "suspended_since": self._suspended_since, "rows_lost": self.dropped_rows, "error": error[:200]}
+        data = json.dumps(state).encode()[:self.STATE_BYTES].ljust(self.STATE_BYTES)
+        try:
+            with open(self._state_path, "r+b" if self._state_path.exists() else "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", self._state_path, exc)
 
     # ------------------------------------------------------------ run records
 
@@ -239,10 +266,14 @@ class Store:
                 log.error("cannot write the log database %s: %s; classification continues, rows are kept in "
                           "memory (up to %d) and written when it works again", self.path, exc, self.max_pending)
             self.failing = True
+            self._suspend(str(exc))
             return False
         if self.failing:
             log.warning("log database writable again; %d row(s) were dropped meanwhile", self.dropped_rows)
         self.failing = False
+        if self._suspended_since is not None:
+            self._suspended_since = None
+            self._write_state()
         self.rows_written["windows"] += len(self._pending_windows)
         self.rows_written["events"] += len(written)
         self._pending_windows.clear()

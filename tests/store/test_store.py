@@ -241,8 +241,13 @@ def test_a_full_disk_at_start_defers_logging_warns_once_a_minute_and_resumes(tmp
     assert not st.flush() and len(calls) == 2
     assert sum("listening goes on" in r.getMessage() for r in caplog.records) == 2  # one warning per minute
     assert "NOT LOGGING" in _log_problem(st)  # on the systemd status line
+    from runtime.field.status import collect_status, format_status
+
+    shown = format_status(collect_status(tmp_path / "a.db", now[0], state=None))
+    assert "problem:    logging suspended: disk full" in shown and "0 rows lost" in shown
     now[0] += writer.REOPEN_EVERY_S
     assert st.flush() and not st.failing  # space is back: the run is recorded, nothing buffered is lost
+    assert "logging suspended" not in format_status(collect_status(tmp_path / "a.db", now[0], state=None))
     assert st.run_key == "run:000001" and st.dropped_rows == 0 and _log_problem(st) == ""
     assert st.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 10
     assert st.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
