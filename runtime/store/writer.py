@@ -123,7 +123,11 @@ class Store:
         """Rewrite the state file: ``{}`` while logging works, else since/rows lost/last error."""
         state = {} if self._suspended_since is None else {
             "suspended_since": self._suspended_since, "rows_lost": self.dropped_rows, "error": error[:200]}
-        data = json.dumps(state).encode()[:self.STATE_BYTES].ljust(self.STATE_BYTES)
+        data = json.dumps(state).encode()
+        while len(data) > self.STATE_BYTES:  # shorten the error, never cut the JSON (status must parse it)
+            state["error"] = state["error"][: len(state["error"]) // 2]
+            data = json.dumps(state).encode()
+        data = data.ljust(self.STATE_BYTES)
         try:
             with open(self._state_path, "r+b" if self._state_path.exists() else "wb") as f:
                 f.write(data)

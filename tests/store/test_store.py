@@ -263,3 +263,18 @@ def test_listen_starts_and_classifies_on_a_full_disk(tmp_path, monkeypatch, caps
     summary = json.loads(capsys.readouterr().out)
     assert code == 1  # rows were lost: not 2 (refused to start)
     assert summary["audio_s"] > 30 and summary["blocks"] > 0 and summary["dropped_rows"] >= summary["blocks"]
+
+
+def test_the_logging_state_file_stays_parseable_json_whatever_the_error(tmp_path):
+    """A long non-ASCII error (escaped by json.dumps to 6 bytes a character) is shortened, never cut mid-JSON:
+    the file keeps its pre-allocated size and `status` still reads the suspension."""
+    from runtime.field.status import _logging_state
+    from runtime.paths import logging_state_path
+
+    db = tmp_path / "fieldear.db"
+    st = make_store(db)
+    st._suspend("é" * 300)
+    data = logging_state_path(db).read_bytes()
+    assert len(data) == Store.STATE_BYTES
+    state = _logging_state(db)
+    assert state is not None and state["error"].startswith("é") and state["rows_lost"] == 0
