@@ -73,18 +73,20 @@ class DeviceMetrics:
     def _backlog(self, db_path):
         from prometheus_client.core import GaugeMetricFamily
 
+        from runtime.errors import FieldearError
         from runtime.fleet import outbox
+        from runtime.store.schema import connect
 
         backlog = GaugeMetricFamily("fieldear_device_outbox_backlog",
                                     "Rows the collector has not acknowledged yet", labels=["stream"])
         try:
-            conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2.0)
+            conn = connect(db_path, readonly=True, timeout=2.0)
             try:
                 for stream in outbox.STREAMS:
                     backlog.add_metric([stream], outbox.count_pending(conn, stream))
             finally:
                 conn.close()
-        except sqlite3.Error as exc:  # a scrape must not fail because the log is busy
+        except (sqlite3.Error, FieldearError) as exc:  # a scrape must not fail because the log is busy
             log.warning("metrics: cannot read the outbox: %s", exc)
         yield backlog
 
