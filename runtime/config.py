@@ -510,6 +510,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "clip_quota_mb": ("clips", "quota_mb"),
     "health_every_s": ("health", "every_s"),
     "watchdog_stall_s": ("health", "watchdog_stall_s"),
+    "metrics_port": ("metrics", "port"),
 }
 
 

@@ -198,11 +198,10 @@ def listen_options(args):
         smoothing=args.smoothing, hysteresis=args.hysteresis, min_event_s=args.min_event_s,
         merge_gap_s=args.merge_gap_s, db=args.db, log_windows=False if args.no_windows else None,
         window_every=args.window_every, keep_days=args.keep_days, max_db_mb=args.max_db_mb, clips=args.clips,
-        clip_quota_mb=args.clip_quota_mb)
+        clip_quota_mb=args.clip_quota_mb, metrics_port=args.metrics_port)
     return ListenOptions(config=path(args.config), device_id=args.device_id, data_dir=path(args.data_dir),
                          overrides=overrides, file=path(args.file), realtime=args.realtime, speed=args.speed,
-                         mqtt=args.mqtt, drain_timeout_s=args.drain_timeout, ha_discovery=args.ha_discovery,
-                         metrics_port=args.metrics_port)
+                         mqtt=args.mqtt, drain_timeout_s=args.drain_timeout, ha_discovery=args.ha_discovery)
 
 
 def cmd_listen(args) -> int:

@@ -51,7 +51,6 @@ class ListenOptions:
     mqtt: str | None = None  # HOST:PORT, overrides [mqtt] host/port
     drain_timeout_s: float | None = None
     ha_discovery: bool = False
-    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT, overrides [metrics] port
 
 
 def effective_config(options: ListenOptions) -> Config:
@@ -110,11 +109,10 @@ def build_listener(config: Config, options: ListenOptions, *, reload_requested: 
     hooks = field_hooks(config, reload_config=reload_config, reload_requested=reload_requested, clock=clock,
                         environ=environ)
     hooks += fleet_hooks(config, options)
-    metrics_port = options.metrics_port if options.metrics_port is not None else config.metrics.port
-    if metrics_port is not None:
+    if config.metrics.port is not None:
         from runtime.field.metrics import MetricsHook
 
-        hooks.append(MetricsHook(metrics_port, outbox=bool(options.mqtt or config.mqtt.host), clock=clock))
+        hooks.append(MetricsHook(config.metrics.port, outbox=bool(options.mqtt or config.mqtt.host), clock=clock))
 
     return Listener(model, source, store, settings, hooks=hooks, clock=clock, block_hop=block_hop, clips=clips)
 
