@@ -51,9 +51,9 @@ class UnitOptions:
 
 
 def train_extra_installed() -> bool:
-    import importlib.util
+    from runtime.web.retrain import missing_train_modules
 
-    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "sklearn"))
+    return not missing_train_modules()
 
 
 def default_exec_path() -> Path:

@@ -59,6 +59,11 @@ class ModelPaths:
         return self.retrain_dir / STATE_FILE
 
 
+def missing_train_modules(find_module: Callable = importlib.util.find_spec) -> list[str]:
+    """What `train --update` needs that this Python lacks (empty: the train extra is installed)."""
+    return [m for m in TRAIN_MODULES if find_module(m) is None]
+
+
 def paths_for(settings) -> ModelPaths:
     return ModelPaths(model=Path(settings.model) if settings.model else None, data_dir=Path(settings.db).parent)
 
@@ -185,7 +190,7 @@ class ModelControl:
         if self.paths.model is None or not self.paths.model.exists():
             raise FieldearError("no model to retrain: the config names no [model] path",
                                 "retraining refits the running bundle's head; set [model] path")
-        missing = [m for m in TRAIN_MODULES if self.find_module(m) is None]
+        missing = missing_train_modules(self.find_module)
         if missing:
             raise FieldearError(f"retraining on this machine needs the train extra (missing: {', '.join(missing)})",
                                 "pip install 'fieldear[train]', or run `fieldear train --update MODEL --reviews LOG` "
