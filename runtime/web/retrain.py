@@ -137,16 +137,15 @@ class ModelControl:
     # ----- what the page shows
     def overview(self) -> dict:
         models_dir = self.paths.models_dir
-        current = None
-        if self.paths.model is not None and self.paths.model.exists():
-            current = bundle_summary(self.paths.model.resolve())
+        running = self.paths.model.resolve() if self.paths.model is not None and self.paths.model.exists() else None
+        current = bundle_summary(running) if running is not None else None
         bundles = []
         if models_dir is not None:
             for d in sorted(models_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
                 if d.name != CURRENT_LINK and not d.name.startswith(".") and d.is_dir() and (d / "model.json").is_file():
                     summary = bundle_summary(d)
                     if summary is not None:
-                        summary["current"] = current is not None and d.resolve() == self.paths.model.resolve()
+                        summary["current"] = d.resolve() == running
                         bundles.append(summary)
         return {"model": str(self.paths.model) if self.paths.model else None, "current": current,
                 "models_dir": str(models_dir) if models_dir else None, "switchable": models_dir is not None,
