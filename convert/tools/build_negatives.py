@@ -40,7 +40,6 @@ import shutil
 import sys
 import tempfile
 import time
-import wave
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.audio.wav import write_wav
 from runtime.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -240,15 +240,6 @@ def synth_signal(name: str) -> np.ndarray:
     return np.clip(_scale_to_dbfs(x, dbfs), -1.0, 1.0)
 
 
-def write_wav16(path: Path, samples: np.ndarray, rate: int) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(rate))
-        w.writeframes(pcm.tobytes())
-
-
 def synthetic_items(work: Path, names: tuple[str, ...] | None = None) -> list[NegItem]:
     """Write the synthetic beds (all, or ``names``) as WAVs under ``work``; their items."""
     work.mkdir(parents=True, exist_ok=True)
@@ -257,7 +248,7 @@ def synthetic_items(work: Path, names: tuple[str, ...] | None = None) -> list[Ne
         if names is not None and name not in names:
             continue
         p = work / f"{name}.wav"
-        write_wav16(p, synth_signal(name), SYNTH_RATE)
+        write_wav(p, synth_signal(name), SYNTH_RATE)
         out.append(NegItem("bed", f"synthetic:{name}", "fieldear synthetic", "", p, _sha(p), SYNTH_AUTHOR,
                            SYNTH_LICENCE, SYNTH_LICENCE_URL, ""))
     return out

@@ -31,7 +31,7 @@ def record_background(source, out_dir, seconds: float, segment_s: float = DEFAUL
                       stop: threading.Event | None = None, stamp: str = "") -> Recorded:
     """Save up to ``seconds`` of ``source`` (an audio.sources.Source) under ``out_dir`` as mono 16-bit WAV files
     ``bg_<stamp>_<source>_<k>.wav`` of ``segment_s`` seconds (the last may be shorter)."""
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -274,3 +275,15 @@ def _chunk_follows(f: BinaryIO, at: int, file_size: int) -> bool:
 
 
 _TABLES: dict[str, np.ndarray] = {}
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """Mono float samples in [-1, 1] as 16-bit PCM WAV, written to ``path.tmp`` then renamed (never half a file)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    tmp = path.with_suffix(".tmp")
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+    tmp.replace(path)

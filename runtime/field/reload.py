@@ -27,7 +27,7 @@ class Reloader(Hook):
     and ``[health]`` are logged as needing a restart.
     """
 
-    RESTART_SECTIONS = ("device", "audio", "detect", "store", "clips", "mqtt")
+    RESTART_SECTIONS = ("device", "audio", "detect", "store", "clips", "mqtt", "metrics")
 
     def __init__(self, config, reload_config: Callable[[], object], notifier: Notifier | None = None,
                  load_model: Callable = _default_model_loader, requested: threading.Event | None = None,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import wave
 from collections import deque
 from pathlib import Path
 
 import numpy as np
+
+from runtime.audio.wav import write_wav
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +26,6 @@ log = logging.getLogger(__name__)
 def free_mb(directory: Path) -> float:
     """Free space (MB) for unprivileged users on the filesystem holding ``directory``."""
     return shutil.disk_usage(directory).free / 1e6
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    tmp = path.with_suffix(".tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(rate))
-        w.writeframes(pcm.tobytes())
-    tmp.replace(path)
 
 
 class ClipRecorder:

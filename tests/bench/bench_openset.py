@@ -83,7 +83,7 @@ def stream_items(shared: Path, rng) -> tuple[list[dict], list[dict]]:
 
 
 def build_stream(name: str, bed_files: list[Path], items: list[dict], work: Path, rng) -> dict:
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     clips, t = [], 2.0
     for k in rng.permutation(len(items)):
@@ -134,7 +134,7 @@ def site_audio(shared: Path, work: Path) -> tuple[dict, dict]:
     """(test beds, site recordings) per stream. Forest: odd quarter-hours are the test beds, the even ones (other
     times of the same site) the site's background. Spinetail: its second half is the test bed, its first half the
     background recorded earlier at the site."""
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     even, odd = forest_files(shared)
     site = work / "site"

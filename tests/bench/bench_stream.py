@@ -65,7 +65,7 @@ def esc10_rows(shared: Path) -> list[dict]:
 
 def write_background_clips(files: list[Path], out: Path, step_s: float = BACKGROUND_STEP_S) -> list[Path]:
     """5 s windows every ``step_s`` seconds of each 10 s training soundscape (DC removed), as WAV files."""
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     out.mkdir(parents=True, exist_ok=True)
     clips = []
@@ -83,7 +83,7 @@ def write_background_clips(files: list[Path], out: Path, step_s: float = BACKGRO
 def write_augmented(rows: list[dict], beds: list[Path], out: Path, seed: int = 1) -> list[dict]:
     """Each training clip once more, over a random 5 s of a training soundscape at SNR U(6, 18) dB
     (the same mixing as the test stream, with recordings the test stream never uses)."""
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def write_manifest(shared: Path, work: Path, augment: bool = True) -> Path:
 
 def build_stream(shared: Path, work: Path, seed: int = 0, n_events: int = N_EVENTS) -> dict:
     """Fold-5 clips (4 per class) at known times over the test half of the soundscapes."""
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     rng = np.random.default_rng(seed)
     test = [r for r in esc10_rows(shared) if r["fold"] == TEST_FOLD]

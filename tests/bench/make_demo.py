@@ -148,7 +148,7 @@ def attribution(shared: Path, placed: list[Placed]) -> str:
 
 
 def build_demo(shared: Path, out: Path) -> list[Placed]:
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     bed = build_bed([shared / "soundscapes" / "forest_24h" / n for n in BED], DURATION_S)
     placed = []

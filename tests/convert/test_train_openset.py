@@ -78,7 +78,7 @@ def test_update_refits_the_head_with_site_background(model, site, cache, tmp_pat
 
 
 def test_bad_backgrounds_and_bundles_are_refused_in_one_line(model, data, esc10, tmp_path, capsys):
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
     from runtime.model.bundle import load_bundle, write_bundle
 
     out = str(tmp_path / "x")

@@ -257,3 +257,23 @@ def test_signals_only_set_flags_and_are_restored(tmp_path):
     finally:
         signals.restore()
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_changed_metrics_port_is_logged_as_needing_a_restart(tmp_path, caplog):
+    """The endpoint is bound at start-up, so a new ``[metrics] port`` on SIGHUP must say it waits for a restart."""
+    import logging
+
+    from runtime.config import load_config
+    from runtime.field.reload import Reloader
+
+    cfg = tmp_path / "fieldear.toml"
+    cfg.write_text("[metrics]\nport = 9101\n")
+    config = load_config(cfg, device_id="d")
+    reloader = Reloader(config, lambda: load_config(cfg, device_id="d"))
+    lst = fake_listener()
+    lst.swap_model = lambda model, settings: None
+    reloader.on_start(lst)
+    cfg.write_text("[metrics]\nport = 9102\n")
+    with caplog.at_level(logging.WARNING, logger="runtime.field.reload"):
+        assert reloader.reload(lst) is True
+    assert any("[metrics]" in r.getMessage() and "restart" in r.getMessage() for r in caplog.records)

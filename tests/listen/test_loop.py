@@ -268,7 +268,7 @@ def test_swapped_model_brings_its_detection_settings(model, bundle, shared_data,
 
 
 def test_clipping_and_digital_silence_are_reported_not_fatal(model, tmp_path, caplog):
-    from runtime.listen.clips import write_wav
+    from runtime.audio.wav import write_wav
 
     rate = 16000
     x = np.zeros(rate * 70, np.float32)  # 70 s of digital silence ...
