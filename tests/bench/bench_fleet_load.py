@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import random
+import resource
 import threading
 import time
 import urllib.request
@@ -59,6 +60,7 @@ class LoadSettings:
     backoff_s: tuple[float, float] | None = None  # None: MqttSink's default
     ack_timeout_s: float | None = None  # None: MqttSettings' default
     drain_timeout_s: float = 120.0  # per device at its end, and again for the central DB
+    scrape_every_s: float = 5.0  # the collector's /metrics, as Prometheus would (its default is 15 s)
     seed: int = 7
 
 
@@ -83,7 +85,7 @@ def _worker(names: list[str], seeds: list[int], plans: list[Recording], work: st
     """One worker process: its devices as threads from t0 on; writes their summaries and commit times to ``out``."""
     logging.basicConfig(level=logging.WARNING, filename=str(Path(out).with_suffix(".log")),
                         format="%(asctime)s %(threadName)s %(name)s: %(message)s")
-    import paho.mqtt.client
+    import paho.mqtt.client  # noqa: F401 - loaded before t0, not by the first device thread
 
     ready.put(os.getpid())
     start.wait()
@@ -106,7 +108,8 @@ def _worker(names: list[str], seeds: list[int], plans: list[Recording], work: st
         th.start()
     for th in threads:
         th.join()
-    Path(out).write_text(json.dumps({"devices": results,
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    Path(out).write_text(json.dumps({"devices": results, "cpu_s": use.ru_utime + use.ru_stime,
                                      "logged": [[d, i, t] for (d, i), t in commit_times.items()]}))
 
 
@@ -155,7 +158,8 @@ def _wait(predicate, timeout_s: float, step_s: float = 0.2) -> bool:
 
 
 def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
-    """One run: broker, `fieldear collect` on ``db_url`` (an empty database), the devices, the kill; the figures."""
+    """One run: broker, `fieldear collect` on ``db_url`` (an empty database), the devices, the kill; the figures.
+    The collector's /metrics scrapes go to ``work/scrapes.jsonl`` (``[t, [[name, labels, value], ...]]`` a line)."""
     from runtime.fleet.central.store import open_store
     from tests.fleet.broker import Broker, CollectorProcess, free_port
 
@@ -179,6 +183,13 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
         ready, start, t0v, str(outs[p]))) for p, g in enumerate(groups)]
     central = None
     timeline = []
+    scrapes = open(work / "scrapes.jsonl", "w")  # closed in the finally below
+    next_scrape = 0.0
+
+    def keep_scrape() -> dict:
+        m = scrape(port)
+        scrapes.write(json.dumps([time.time(), [[n, dict(lab), v] for (n, lab), v in m.items()]]) + "\n")
+        return m
     try:
         if not _wait(lambda: _collector_up(port), 60):
             raise RuntimeError(f"the collector did not subscribe: {(work / 'collect.log').read_text()[-2000:]}")
@@ -195,7 +206,14 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
                  s.kill_at * s.seconds)
 
         def sample_until(until: float, stop=lambda: False) -> None:
+            nonlocal next_scrape
             while time.time() < until and not stop():
+                if time.time() >= next_scrape:
+                    next_scrape = time.time() + s.scrape_every_s
+                    try:
+                        keep_scrape()
+                    except OSError as exc:  # a slow answer under load: that scrape is missing, as in Prometheus
+                        log.warning("scrape failed: %s", exc)
                 n = central.execute("SELECT COUNT(*) FROM events").fetchone()[0]
                 central.commit()  # PostgreSQL: a fresh snapshot on the next count
                 timeline.append([round(time.time() - t0, 1), n, usage.read()["cpu_s"]])
@@ -229,12 +247,13 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
         time.sleep(1.0)
         collector_usage = usage.read()
         broker_after_restart = broker_usage.read()
-        metrics = scrape(port)
+        metrics = keep_scrape()
         rows = central.execute("SELECT device_id, generation, event_id, label, start_s, end_s, received_ts "
                                "FROM events ORDER BY device_id, event_id").fetchall()
         health_central = central.execute("SELECT COUNT(*) FROM health").fetchone()[0]
         central.commit()
     finally:
+        scrapes.close()
         if central is not None:
             central.close()
         for w in workers:
@@ -245,8 +264,10 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
 
     logged: dict = {}
     device_runs: dict = {}
+    device_cpu_s = 0.0
     for out in outs:
         part = json.loads(out.read_text())
+        device_cpu_s += part["cpu_s"]
         device_runs.update(part["devices"])
         logged.update({(d, i): t for d, i, t in part["logged"]})
     dev = {n: device_rows(dbs[n]) for n in names}
@@ -258,9 +279,8 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
     in_central = {(d, e) for d, _g, e, *_rest in rows}
     total = len(rows)
     distinct = len({(d, g, e) for d, g, e, *_rest in rows})
-    before = [ts for k, ts in received.items() if k in logged and logged[k] < t_kill]
     steady_from = t0 + min(10.0, 0.2 * s.seconds)  # past the first events' start-up
-    steady = [ts for ts in before if ts >= steady_from]
+    steady = [ts for ts in received.values() if steady_from <= ts < t_kill]
     per_second: dict[int, int] = {}
     for ts in received.values():
         per_second[int(ts - t0)] = per_second.get(int(ts - t0), 0) + 1
@@ -270,6 +290,7 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
     return {
         "devices": s.devices,
         "processes": procs,
+        "t0_unix": round(t0, 3),
         "seconds_logging": s.seconds,
         "events_on_devices": n_dev,
         "events_in_central": total,
@@ -300,8 +321,25 @@ def run_load(work: Path, s: LoadSettings, db_url: str) -> dict:
         "device_errors": {n: r["error"] for n, r in device_runs.items() if "error" in r},
         "device_connects_total": sum(r.get("connects", 0) for r in device_runs.values()),
         "devices_drained": sum(bool(r.get("drained")) for r in device_runs.values()),
+        # the simulated devices' own cost (worker processes: device threads + senders), not the centre's
+        "device_processes_cpu_s": round(device_cpu_s, 1),
         "timeline": timeline,  # [s since t0, central events, collector CPU s]
     }
+
+
+def _preview(db_url: str, scrapes: Path, png: Path, r: dict) -> dict:
+    """tests/bench/dashboard_preview.py on the load run's database and scrapes (recorded, never fatal)."""
+    try:
+        from tests.bench.dashboard_preview import render
+
+        t_to = r["t0_unix"] + r["wall_s"]["central_complete"] + 5
+        render(db_url, scrapes, png, r["t0_unix"] - 5, t_to,
+               subtitle=f"{r['devices']} simulated devices, broker SIGKILLed at {r['broker_kill']['killed_at_s']:.0f} s "
+                        f"and restarted at {r['broker_kill']['restarted_at_s']:.0f} s")
+    except Exception as exc:  # the figures stand without the picture
+        log.exception("dashboard preview failed")
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return {"png": str(png), "note": "a preview of the panels' data, not a Grafana screenshot"}
 
 
 def _ratio(a, b):
@@ -325,7 +363,9 @@ def main(out_dir="bench/results", keep_work: bool = False, **overrides) -> dict:
         log.info("--- baseline: %d devices", base_s.devices)
         base = run_load(work / "baseline", base_s, pg.new_database())
         log.info("--- load: %d devices", s.devices)
-        load = run_load(work / "load", s, pg.new_database())
+        url = pg.new_database()
+        load = run_load(work / "load", s, url)
+        preview = _preview(url, work / "load" / "scrapes.jsonl", out_dir / "fleet_dashboard_preview.png", load)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     results = {
@@ -335,6 +375,7 @@ def main(out_dir="bench/results", keep_work: bool = False, **overrides) -> dict:
                   "one Mosquitto (persistence on), one `fieldear collect` process on PostgreSQL",
         "load": load,
         "baseline": base,
+        "dashboard_preview": preview,
         "ratios_load_over_baseline": {
             "devices": _ratio(load["devices"], base["devices"]),
             "events_per_s_into_central_before_kill": _ratio(load["events_per_s_into_central_before_kill"],
