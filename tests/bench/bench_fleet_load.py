@@ -413,7 +413,8 @@ def summary_lines(res: dict) -> list[str]:
                 f"{lu['median']} / {lu['p99']} ms all but the outage's; {ld['median']} / {ld['p99']} ms all "
                 f"({ld['events_logged_while_broker_down']} logged while the broker was down)",
                 f"  - collector: {c['cpu_s']} s CPU ({c['cpu_pct_of_one_core']}% of one core, "
-                f"{c['cpu_s_per_1000_events']} s per 1000 events), peak RSS {c['peak_rss_mb']} MB"]
+                f"{c['cpu_s_per_1000_events']} s per 1000 events), peak RSS {c['peak_rss_mb']} MB; the simulated "
+                f"devices' processes {r['device_processes_cpu_s']} s CPU"]
 
     ratios = res["ratios_load_over_baseline"]
     return (["## Fleet load (simulated devices -> one Mosquitto, SIGKILLed mid-run -> `fieldear collect` on "
