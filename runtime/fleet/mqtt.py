@@ -645,11 +645,25 @@ class MqttSink:
     def _serve(self, conn, client) -> None:
         mqtt = import_paho()
         sender = OutboxSender(conn, client, self.topics, self.clock, self.window, self.ack_timeout_s, self.timer)
-        client.on_message = lambda _c, _u, msg: sender.on_ack(msg.payload)
+        acks = [0]  # ack messages received (each may move a cursor and make room in the window)
+
+        def on_message(_client, _userdata, msg) -> None:
+            acks[0] += 1
+            sender.on_ack(msg.payload)
+
+        client.on_message = on_message
+        stepped_acks, stepped_at = -1, float("-inf")
         try:
             while not self._stop.is_set():
-                self._wake.clear()
-                sender.step()
+                # the outbox is read when there is news (new rows, an ack) and at least every idle_poll_s (rows
+                # written without notify(), re-sends due): not on every pass of the network loop, which runs
+                # every 20 ms while rows wait for acks (the load bench: 200 senders polling their logs at 50 Hz
+                # while the centre was slow took more CPU than the centre itself)
+                if (not sender.busy or self._wake.is_set() or acks[0] != stepped_acks
+                        or time.monotonic() - stepped_at >= self.idle_poll_s):
+                    self._wake.clear()
+                    stepped_acks, stepped_at = acks[0], time.monotonic()
+                    sender.step()
                 if sender.busy:
                     rc = client.loop(0.02)
                 else:

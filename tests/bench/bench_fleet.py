@@ -133,9 +133,11 @@ class LogWatcher:
             c.close()
 
 
-def _simulated_device(device: str, db: Path, address: str, rec: Recording, speed: float, t0: float,
-                      commit_times: dict, drain_s: float, rng: random.Random) -> dict:
-    """A device that 'hears' its recording's clips at replay pace: Store.add_event + the real OutboxHook."""
+def simulated_device(device: str, db: Path, address: str, rec: Recording, speed: float, t0: float,
+                     commit_times: dict, drain_s: float, rng: random.Random, beat_s: float = 2.0,
+                     backoff_s: tuple[float, float] = (0.2, 2.0), ack_timeout_s: float | None = None) -> dict:
+    """A device that 'hears' its recording's clips at replay pace: Store.add_event + the real OutboxHook
+    (a health row every ``beat_s``, as the field area's heartbeat hook writes them)."""
     from runtime.fleet.mqtt import MqttSettings, MqttSink
     from runtime.fleet.outbox import OutboxHook
     from runtime.store.schema import utc_iso
@@ -143,7 +145,8 @@ def _simulated_device(device: str, db: Path, address: str, rec: Recording, speed
 
     store = Store(db, device_id=device, source=f"file:{rec.path.name}", model_sha="simulated",
                   settings={"mode": "simulated"}, window_every=0)
-    sink = MqttSink(db, MqttSettings.from_config(None, address), device, backoff_s=(0.2, 2.0), rng=rng)
+    sink = MqttSink(db, MqttSettings.from_config(None, address), device, backoff_s=backoff_s, rng=rng,
+                    ack_timeout_s=ack_timeout_s)
     hook = OutboxHook(sink, drain_timeout_s=drain_s)
     hook.on_start(None)
 
@@ -158,10 +161,10 @@ def _simulated_device(device: str, db: Path, address: str, rec: Recording, speed
         nonlocal next_beat
         while True:
             now = time.time()
-            if now >= next_beat:  # heartbeat every 2 s, as the field area's health hook writes them
+            if now >= next_beat:
                 store.add_health({"simulated": True, "events": n}, t_utc=now)
                 hook.on_tick(None, now)
-                next_beat = now + 2.0
+                next_beat = now + beat_s
             if now >= due:
                 return
             time.sleep(min(due, next_beat) - now)
@@ -186,13 +189,30 @@ def _listen_device(device: str, db: Path, address: str, rec: Recording, speed: f
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     xs = sorted(values)
     if not xs:
         return float("nan")
     k = (len(xs) - 1) * q
     lo, hi = int(np.floor(k)), int(np.ceil(k))
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def latency_summary(received: dict, logged: dict, down_from: float, down_to: float) -> dict:
+    """Event-to-central-DB latency (``received[key] - logged[key]``, unix seconds, keys present in both): all
+    events, and those logged while the broker was up (outside ``[down_from, down_to]``) on their own."""
+    keys = [k for k in received if k in logged]
+    lat = [received[k] - logged[k] for k in keys]
+    down = {k for k in keys if down_from <= logged[k] <= down_to}
+    up = [received[k] - logged[k] for k in keys if k not in down]
+
+    def ms(xs: list[float]) -> dict:
+        return {"n": len(xs), "median": round(1000 * statistics.median(xs), 1) if xs else None,
+                "p99": round(1000 * percentile(xs, 0.99), 1) if xs else None}
+
+    return {"latency_ms": {**ms(lat), "max": round(1000 * max(lat), 1) if lat else None,
+                           "events_logged_while_broker_down": len(down)},
+            "latency_ms_events_logged_while_broker_up": ms(up)}
 
 
 def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 600.0, speed: float = 20.0,
@@ -230,8 +250,8 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
                 threads = []
                 for i, n in enumerate(names):
                     def target(n=n, rec=recs[i], i=i):
-                        device_results[n] = _simulated_device(n, dbs[n], broker.address, rec, speed, t0, commit_times,
-                                                              drain_s, random.Random(seed + i))
+                        device_results[n] = simulated_device(n, dbs[n], broker.address, rec, speed, t0, commit_times,
+                                                             drain_s, random.Random(seed + i))
                     th = threading.Thread(target=target, daemon=True)
                     th.start()
                     threads.append(th)
@@ -244,10 +264,10 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
             # replay may run slower than its nominal pace when the CPU is short), at most 10x the nominal time
             planned = sum(len(r.clips) for r in recs)
             deadline = t0 + 10 * replay_s
-            while sum(_count(dbs[n]) for n in names) < restart_at * planned and time.time() < deadline:
+            while sum(count_rows(dbs[n]) for n in names) < restart_at * planned and time.time() < deadline:
                 time.sleep(0.05)
             t_stop = time.time() - t0
-            events_before_stop = sum(_count(dbs[n]) for n in names)
+            events_before_stop = sum(count_rows(dbs[n]) for n in names)
             broker.stop()
             time.sleep(down_s)
             broker.start()
@@ -266,8 +286,8 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
                                          "audio_s": summary["audio_s"]}
             wall = time.time() - t0
             # wait (bounded) until the collector has everything the devices logged
-            expected = sum(_count(dbs[n]) for n in names)
-            expected_health = sum(_count(dbs[n], "health") for n in names)
+            expected = sum(count_rows(dbs[n]) for n in names)
+            expected_health = sum(count_rows(dbs[n], "health") for n in names)
             deadline = time.time() + 30
             while (col.stats.events < expected or col.stats.health < expected_health) and time.time() < deadline:
                 time.sleep(0.05)
@@ -279,7 +299,7 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
     finally:
         broker.stop()
 
-    dev_rows = {n: _device_rows(dbs[n]) for n in names}
+    dev_rows = {n: device_rows(dbs[n]) for n in names}
     cen = sqlite3.connect(str(central))
     try:
         cen_rows = {n: [tuple(r) for r in cen.execute(
@@ -289,9 +309,6 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
         received = {(d, e): ts for d, e, ts in cen.execute("SELECT device_id, event_id, received_ts FROM events")}
     finally:
         cen.close()
-    lat = [received[k] - commit_times[k] for k in received if k in commit_times]
-    down = {k for k in received if k in commit_times and t_stop <= commit_times[k] - t0 <= t_start}
-    up = [received[k] - commit_times[k] for k in received if k in commit_times and k not in down]
     results = {
         "bench": "fleet",
         "mode": mode,
@@ -313,19 +330,8 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
         "duplicates_in_central": total - distinct,
         "redelivered_messages_ignored": stats.duplicates,
         "conflicts": stats.conflicts,
-        "latency_ms": {
-            "n": len(lat),
-            "median": round(1000 * statistics.median(lat), 1) if lat else None,
-            "p99": round(1000 * _percentile(lat, 0.99), 1) if lat else None,
-            "max": round(1000 * max(lat), 1) if lat else None,
-            "events_logged_while_broker_down": len(down),
-        },
-        "latency_ms_events_logged_while_broker_up": {
-            "n": len(up),
-            "median": round(1000 * statistics.median(up), 1) if up else None,
-            "p99": round(1000 * _percentile(up, 0.99), 1) if up else None,
-        },
-        "health_on_devices_total": sum(_count(dbs[n], "health") for n in names),
+        **latency_summary(received, commit_times, t0 + t_stop, t0 + t_start),
+        "health_on_devices_total": sum(count_rows(dbs[n], "health") for n in names),
         "health_in_central_total": stats.health,
         "device_runs": device_results,
         "collector": {"events": stats.events, "health": stats.health, "status": stats.status,
@@ -335,7 +341,7 @@ def run(out_dir: Path, mode: str = "auto", devices: int = 3, seconds: float = 60
     return results
 
 
-def _count(db: Path, table: str = "events") -> int:
+def count_rows(db: Path, table: str = "events") -> int:
     if not db.exists():
         return 0
     conn = sqlite3.connect(str(db), timeout=5)
@@ -347,7 +353,7 @@ def _count(db: Path, table: str = "events") -> int:
         conn.close()
 
 
-def _device_rows(db: Path) -> list[tuple]:
+def device_rows(db: Path) -> list[tuple]:
     conn = sqlite3.connect(str(db))
     try:
         return [tuple(r) for r in conn.execute("SELECT id, label, start_s, end_s FROM events ORDER BY id")]

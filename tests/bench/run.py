@@ -1,7 +1,7 @@
 """`make bench`: the issue-3 numbers (cold start, batch throughput, per-block costs, frontend vs librosa,
 ai-edge-litert vs tflite-runtime, peak RSS), each beside a baseline measured in the same run, then the
-other areas' bench modules (``tests.bench.bench_train``, ``bench_stream``, ``bench_fleet``, ``bench_openset``: their
-``main(out_dir)``; a failure is recorded, not raised).
+other areas' bench modules (``tests.bench.bench_train``, ``bench_stream``, ``bench_fleet``, ``bench_fleet_load``,
+``bench_openset``: their ``main(out_dir)``; a failure is recorded, not raised).
 
     python -m tests.bench.run --out bench/results [--model DIR] [--quick] [--only cold,batch,...]
 
@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
 OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
-                 "tests.bench.bench_fleet", "tests.bench.bench_openset", "tests.bench.bench_web")
+                 "tests.bench.bench_fleet", "tests.bench.bench_fleet_load", "tests.bench.bench_openset",
+                 "tests.bench.bench_web")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).
@@ -404,6 +405,11 @@ def markdown(res: dict) -> str:
                   f"- embedding cosine int8 vs PyTorch over {bb['blocks']} blocks: median "
                   f"{bb['cosine_int8_vs_torch_blocks']['median']:.4f}, min {bb['cosine_int8_vs_torch_blocks']['min']:.4f}; "
                   f"clips (mean-pooled) median {bb['cosine_int8_vs_torch_clips_mean_pooled']['median']:.4f}", ""]
+    fl = others.get("tests.bench.bench_fleet_load", {}).get("result")
+    if isinstance(fl, dict) and "load" in fl:
+        from tests.bench.bench_fleet_load import summary_lines
+
+        lines += summary_lines(fl) + [""]
     if others:
         lines += ["## Other areas' benches", ""]
         lines += [f"- {k}: {v['status']}" + (f" ({v.get('wall_s')} s)" if v.get("wall_s") is not None else "")

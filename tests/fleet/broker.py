@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,6 +233,38 @@ class CollectorThread:
     def __exit__(self, *exc) -> None:
         if self.thread.is_alive():
             self.stop()
+
+
+class CollectorProcess:
+    """`fieldear collect --db DB` in a process of its own (so that it can be SIGKILLed, and its CPU and memory
+    read from /proc/<pid>); its stdout and stderr go to ``log_path`` (appended across restarts)."""
+
+    def __init__(self, db, address: str, log_path: Path, extra_args: tuple[str, ...] = ()):
+        self.db, self.address, self.log_path, self.extra_args = db, address, Path(log_path), tuple(extra_args)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self) -> None:
+        root = Path(__file__).resolve().parents[2]
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime.cli", "collect", "--broker", self.address, "--db", str(self.db),
+                 *self.extra_args],
+                stdout=out, stderr=subprocess.STDOUT, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> str:
+        """SIGTERM, wait; returns the output of every run so far (the last run's summary line last)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(15)
+        return self.log_path.read_text(errors="replace")
 
 
 def wait_until(predicate, timeout_s: float, step_s: float = 0.05) -> bool:

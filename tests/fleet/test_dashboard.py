@@ -6,29 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-GRAFANA = Path(__file__).resolve().parents[2] / "firmware_tools" / "grafana"
-DASHBOARD = GRAFANA / "fieldear-fleet.json"
-
-# PromQL words that are not metric names (functions are recognised by the "(" after them)
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
-                "offset", "inf", "nan"}
-# Grafana's SQL macros used by the dashboard, expanded as Grafana would (a time range in unix seconds)
-SQL_MACROS = {r"\$__unixEpochFilter\((\w+)\)": r"\1 >= 0 AND \1 <= 4102444800"}
-
-
-def _dashboard() -> dict:
-    return json.loads(DASHBOARD.read_text())
-
-
-def _targets(kind: str):
-    for panel in _dashboard()["panels"]:
-        for target in panel["targets"]:
-            if target["datasource"]["type"] == kind:
-                yield panel["title"], target
+from tests.fleet.dashboard import GRAFANA, dashboard, expand_macros, promql_names, targets
 
 
 def _provisioned() -> dict[str, str]:
@@ -39,19 +20,6 @@ def _provisioned() -> dict[str, str]:
         fields = dict(re.findall(r"^\s*(\w+):\s*(\S+)\s*$", entry, flags=re.MULTILINE))
         out[fields["uid"]] = fields["type"]
     return out
-
-
-def promql_names(expr: str) -> tuple[set[str], set[str]]:
-    """(metric names, label names) an expression uses."""
-    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    labels = set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", " ".join(re.findall(r"\{([^}]*)\}", expr))))
-    for clause in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", expr):
-        labels |= {w.strip() for w in clause.split(",") if w.strip()}
-    expr = re.sub(r"\{[^}]*\}", " ", expr)
-    expr = re.sub(r"\[[^\]]*\]", " ", expr)
-    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
-    words = re.findall(r"(?<![\w.:])([a-zA-Z_:][\w:]*)(?![\w:])(?!\s*\()", expr)
-    return {w for w in words if w.lower() not in PROMQL_WORDS}, labels
 
 
 def exposed_metrics(tmp_path) -> tuple[set[str], set[str]]:
@@ -77,7 +45,7 @@ def exposed_metrics(tmp_path) -> tuple[set[str], set[str]]:
 
 
 def test_dashboard_is_valid_and_uses_the_provisioned_datasources():
-    dash = _dashboard()
+    dash = dashboard()
     provisioned = _provisioned()
     assert set(provisioned.values()) == {"prometheus", "postgres"}
     assert dash["uid"] and dash["title"] and dash["panels"]
@@ -102,7 +70,7 @@ def test_promql_names_only_metrics_and_labels_the_collector_exposes(tmp_path):
     names, labels = exposed_metrics(tmp_path)
     assert "fieldear_collector_stored_total" in names and "fieldear_device_backlog" in names
     used = set()
-    for title, target in _targets("prometheus"):
+    for title, target in targets("prometheus"):
         metrics, used_labels = promql_names(target["expr"])
         assert metrics, (title, target["expr"])
         assert metrics <= names, (title, sorted(metrics - names))
@@ -123,13 +91,6 @@ def test_the_name_check_catches_a_typo(tmp_path):
     assert metrics <= names and used_labels == {"devcie"} and not used_labels <= labels
 
 
-def _expand_macros(sql: str) -> str:
-    for pattern, repl in SQL_MACROS.items():
-        sql = re.sub(pattern, repl, sql)
-    assert "$__" not in sql, f"unexpanded Grafana macro in {sql}"
-    return sql
-
-
 def test_sql_runs_on_a_migrated_central_database(pg_url):
     from runtime.fleet.central.store import open_store
 
@@ -141,10 +102,10 @@ def test_sql_runs_on_a_migrated_central_database(pg_url):
                                1000.0)
         store.insert_health("d1", "g", 1, "2026-05-01T00:00:00Z", '{"t": 40}', 1000.0)
         store.commit()
-        queries = list(_targets("postgres"))
+        queries = list(targets("postgres"))
         assert queries
         for title, target in queries:
-            sql = _expand_macros(target["rawSql"])
+            sql = expand_macros(target["rawSql"])
             store.execute(f"EXPLAIN {sql}").fetchall()  # names every table and column, or raises
             rows = store.execute(sql).fetchall()
             store.rollback()

@@ -7,11 +7,7 @@ moved only on the collector's acks). Short timeouts via settings: ack timeout 1 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +16,7 @@ import pytest
 
 from tests.fleet.broker import (
     Broker,
+    CollectorProcess,
     add_event,
     add_health,
     require_mosquitto,
@@ -27,34 +24,10 @@ from tests.fleet.broker import (
 )
 
 pytest.importorskip("paho.mqtt.client")
-ROOT = Path(__file__).resolve().parents[2]
 DEVICES = ("kill-a", "kill-b", "kill-c")
 EVENTS_PER_DEVICE = 60
 PACE_S = 0.03  # one event per device every 30 ms: ~2 s of writing, the fault in the middle
 ACK_TIMEOUT_S = 1.0
-
-
-class CollectorProcess:
-    """`fieldear collect` in a process of its own, so that it can be SIGKILLed."""
-
-    def __init__(self, db: Path, address: str):
-        self.db, self.address, self.proc, self.out = db, address, None, ""
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "collect", "--broker", self.address, "--db", str(self.db)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.communicate(timeout=10)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=15)
-        self.out = err.decode() + out.decode()  # the summary line (stdout) last
-        return self.out
 
 
 def _central(db: Path) -> dict[str, list[tuple]]:
@@ -98,7 +71,7 @@ def run_scenario(tmp_path: Path, fault: str, persistence: bool = False, down_s: 
 
     broker = Broker(tmp_path / "broker", persistence=persistence)
     broker.start()
-    collector = CollectorProcess(tmp_path / "central.db", broker.address)
+    collector = CollectorProcess(tmp_path / "central.db", broker.address, tmp_path / "collect.log")
     collector.start()
     settings = MqttSettings.from_config(None, broker.address)
     paths = {d: tmp_path / f"{d}.db" for d in DEVICES}
