@@ -54,6 +54,14 @@ def no_sideways_scroll(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
+def unlabelled_inputs(driver) -> list[str]:
+    """Inputs without a <label> or aria-label (every one needs a name a screen reader can say)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))"
+        ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())"
+        ".map(e => e.outerHTML)")
+
+
 def import_rows(driver) -> list[list[str]]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll('#import-results tbody tr'))"
@@ -204,6 +212,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
                            ("/studio/", "projects-phone")):
             driver.get(url + page)
             assert no_sideways_scroll(driver), page
+            assert unlabelled_inputs(driver) == [], page
             shot(driver, name)
     finally:
         driver.set_window_size(*LAPTOP)

@@ -184,3 +184,30 @@ def test_config_web_projects(tmp_path):
     assert s.projects == tmp_path / "studio" and s.db is None
     assert settings_for(config, projects=tmp_path / "other", need_db=False).projects == tmp_path / "other"
 
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # IHDR: width, height
+
+
+def test_thumbnails_use_the_projects_newest_bundles_frontend(studio_client, tmp_path, esc10):
+    import json
+
+    from runtime.paths import DEFAULT_BUNDLE
+
+    c, project = studio_client, tmp_path / "projects" / "p"
+    form(c, "/studio/projects", name="p")
+    clip = sorted((esc10 / "rain").iterdir())[0]
+    upload(c, "p", clip.name, clip.read_bytes())
+    default = json.loads((DEFAULT_BUNDLE / "model.json").read_text())["frontend"]
+    width, height = png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)
+    assert height == default["n_mels"]  # no bundle yet: the default bundle's frontend
+    bundle = project / "bundles" / "b1"
+    bundle.mkdir()
+    meta = {"frontend": {**default, "n_mels": 40, "hop": default["hop"] // 2}}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    w2, h2 = png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)
+    assert h2 == 40 and abs(w2 - 2 * width) <= 2
