@@ -239,7 +239,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     assert js_errors(driver) == []
 
 
-def test_bad_input_in_the_browser(studio_site, esc10, tmp_path):
+def test_bad_input_and_a_folder_labelled_by_its_sub_folders(studio_site, esc10, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -268,4 +268,19 @@ def test_bad_input_in_the_browser(studio_site, esc10, tmp_path):
     wait_for(lambda: "not an absolute path" in driver.find_element(By.ID, "import-status").text, what="path refused")
     shot(driver, "import-bad-input")
     assert labels_csv(root / "bad") == {} and list((root / "bad" / "audio").iterdir()) == []
+
+    # a folder picked in the browser (webkitdirectory), labelled by its sub-folders
+    picked = tmp_path / "sorted"
+    for label in ("dog", "rain"):
+        (picked / label).mkdir(parents=True)
+        for f in sorted((esc10 / label).iterdir())[:2]:
+            shutil.copyfile(f, picked / label / f.name)
+    driver.find_element(By.ID, "by-folder").click()
+    driver.find_element(By.ID, "pick-folder").send_keys(str(picked))
+    wait_for(lambda: len(import_rows(driver)) == 6 and "labelled" in import_rows(driver)[-1][2], timeout=30,
+             what="folder picked")
+    assert sorted(r[0] for r in import_rows(driver)[2:]) == [f"sorted/{lab}/{f.name}" for lab in ("dog", "rain")
+                                                            for f in sorted((esc10 / lab).iterdir())[:2]]
+    assert sorted(labels_csv(root / "bad").values()) == ["dog", "dog", "rain", "rain"]
+    shot(driver, "import-by-folder")
     assert js_errors(driver) == []

@@ -57,7 +57,7 @@ def test_uploads_are_checked_and_duplicates_flagged(studio_client, tmp_path, esc
     r = upload(c, "p", f"esc10/dog/{dog.name}", dog.read_bytes())  # a folder drop sends the relative path
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["results"] == [{"source": f"esc10/dog/{dog.name}", "stored": dog.name, "problem": None,
-                                        "duplicate_of": None}]
+                                        "duplicate_of": None, "label": None}]
     again = upload(c, "p", dog.name, dog.read_bytes()).get_json()["results"][0]
     assert again["stored"] != dog.name and again["duplicate_of"] == dog.name
     text = upload(c, "p", "notes.wav", (esc10 / "README.md").read_bytes()).get_json()["results"][0]
@@ -211,3 +211,28 @@ def test_thumbnails_use_the_projects_newest_bundles_frontend(studio_client, tmp_
     (bundle / "model.json").write_text(json.dumps(meta))
     w2, h2 = png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)
     assert h2 == 40 and abs(w2 - 2 * width) <= 2
+
+
+def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
+    from convert.studio.web_import import folder_label
+
+    assert [folder_label(x) for x in ("a.wav", "dog/a.wav", "esc10/dog/a.wav", "DATA/dog/deep/a.wav")] == \
+        [None, "dog", "dog", "dog"]
+    c, project = studio_client, tmp_path / "projects" / "p"
+    form(c, "/studio/projects", name="p")
+    data = tmp_path / "DATA"
+    for label in ("dog", "rain"):
+        (data / label).mkdir(parents=True)
+        for f in sorted((esc10 / label).iterdir())[:2]:
+            (data / label / f.name).write_bytes(f.read_bytes())
+    loose = sorted((esc10 / "rooster").iterdir())[0]
+    (data / loose.name).write_bytes(loose.read_bytes())
+    r = post_json(c, "/studio/api/p/p/import-folder", {"path": str(data), "by_folder": True}).get_json()
+    assert r["counts"] == {"dog": 2, "rain": 2, "DATA": 1}  # a file in the chosen folder: its name
+    assert {x["source"]: x["label"] for x in r["results"]}[f"dog/{sorted((esc10 / 'dog').iterdir())[0].name}"] == "dog"
+    fire = sorted((esc10 / "crackling_fire").iterdir())[0]
+    r = c.post("/studio/api/p/p/upload", query_string={"name": f"picked/crackling_fire/{fire.name}", "by_folder": "1"},
+               data=fire.read_bytes(), headers={"X-CSRF-Token": csrf(c)}).get_json()
+    assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[f"audio/{fire.name}"] == "crackling_fire"
+    r = upload(c, "p", f"picked/crackling_fire/x-{fire.name}", fire.read_bytes()).get_json()  # without by_folder
+    assert r["results"][0]["label"] is None and labels_csv(project)[f"audio/x-{fire.name}"] == ""
