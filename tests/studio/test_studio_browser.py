@@ -5,14 +5,12 @@ out/screenshots/studio-*.png."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.studio.conftest import make_studio_app
+from tests.studio.conftest import labels_csv, make_studio_app
 from tests.web.browser import ServedApp, chromium_driver, require_chromium, screenshot_dir
 from tests.web.test_browser import severe_console_errors, wait_for
 
@@ -34,11 +32,6 @@ def studio_site(tmp_path):
             yield served.url, driver, root
     finally:
         driver.quit()
-
-
-def labels_csv(project: Path) -> dict[str, str]:
-    with open(project / "labels.csv", newline="", encoding="utf-8") as f:
-        return {Path(row["file"]).name: row["label"] for row in csv.DictReader(f)}
 
 
 def shot(driver, name: str) -> None:

@@ -4,16 +4,9 @@ and a server with projects and no device log."""
 
 from __future__ import annotations
 
-import csv
 import io
-from pathlib import Path
 
-from tests.studio.conftest import csrf, make_studio_app
-
-
-def labels_csv(project: Path) -> dict[str, str]:
-    with open(project / "labels.csv", newline="", encoding="utf-8") as f:
-        return {row["file"]: row["label"] for row in csv.DictReader(f)}
+from tests.studio.conftest import csrf, labels_csv, make_studio_app
 
 
 def form(client, url: str, **data):
@@ -68,7 +61,7 @@ def test_uploads_are_checked_and_duplicates_flagged(studio_client, tmp_path, esc
     assert evil["stored"] == "evil.wav" and (project / "audio" / "evil.wav").is_file()
     assert not (tmp_path / "evil.wav").exists() and not (tmp_path / "projects" / "evil.wav").exists()
     assert upload(c, "p", "..", b"x").status_code == 400
-    assert list(labels_csv(project)) == [f"audio/{dog.name}", f"audio/{again['stored']}", "audio/evil.wav"]
+    assert list(labels_csv(project)) == [dog.name, again["stored"], "evil.wav"]
     assert list((project / ".incoming").iterdir()) == []  # nothing left behind
 
 
@@ -127,7 +120,7 @@ def test_labels_counts_warnings_and_media_confined_to_the_project(studio_client,
     r = post_json(c, "/studio/api/p/p/labels", {"files": [rain.name], "label": "rain"}).get_json()
     assert r["counts"] == {"dog": 4, "rain": 1} and r["unlabelled"] == 0
     assert any("imbalanced" in w and "4.0x" in w for w in r["warnings"])
-    assert labels_csv(project)[f"audio/{rain.name}"] == "rain"
+    assert labels_csv(project)[rain.name] == "rain"
     post_json(c, "/studio/api/p/p/labels", {"files": [dogs[0].name], "label": "background"})
     page = c.get("/studio/p/p/label").get_data(as_text=True)
     assert "few clips" in page and "imbalanced" not in page and page.count('<li class="clip') == 5  # dog 3, rain 1: 3.0x
@@ -233,6 +226,6 @@ def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
     fire = sorted((esc10 / "crackling_fire").iterdir())[0]
     r = c.post("/studio/api/p/p/upload", query_string={"name": f"picked/crackling_fire/{fire.name}", "by_folder": "1"},
                data=fire.read_bytes(), headers={"X-CSRF-Token": csrf(c)}).get_json()
-    assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[f"audio/{fire.name}"] == "crackling_fire"
+    assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[fire.name] == "crackling_fire"
     r = upload(c, "p", f"picked/crackling_fire/x-{fire.name}", fire.read_bytes()).get_json()  # without by_folder
-    assert r["results"][0]["label"] is None and labels_csv(project)[f"audio/x-{fire.name}"] == ""
+    assert r["results"][0]["label"] is None and labels_csv(project)[f"x-{fire.name}"] == ""
