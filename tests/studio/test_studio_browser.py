@@ -207,6 +207,15 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
                                                                                               "dropped.wav"]
     assert [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#label-buttons button")][:3] == ["1 dog", "2 fire", "3 rain"]
     shot(driver, "label-unlabelled")
+    # select all shown (the two unlabelled clips), b: both background
+    driver.find_element(By.ID, "select-all").click()
+    shown = driver.find_elements(By.CSS_SELECTOR, "li.clip")
+    assert all(c.get_attribute("aria-selected") == "true" for c in shown)
+    ActionChains(driver).send_keys("b").perform()
+    wait_for(lambda: all(c.get_attribute("data-label") == "background" for c in shown) and driver.execute_script(
+        "return document.getElementById('labeller').dataset.saved === 'yes'"), what="both background")
+    expected.update({"zz-copy.wav": "background", "dropped.wav": "background"})
+    assert labels_csv(project) == expected
     assert js_errors(driver) == []
 
     # 5. phone width: every page fits without sideways scrolling
