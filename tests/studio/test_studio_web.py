@@ -229,3 +229,24 @@ def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
     assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[fire.name] == "crackling_fire"
     r = upload(c, "p", f"picked/crackling_fire/x-{fire.name}", fire.read_bytes()).get_json()  # without by_folder
     assert r["results"][0]["label"] is None and labels_csv(project)[f"x-{fire.name}"] == ""
+
+
+def test_with_a_password_the_studio_needs_the_login_too(tmp_path):
+    import base64
+    import re
+
+    from runtime.web.passwords import hash_password
+
+    app = make_studio_app(tmp_path / "projects", password_hash=hash_password("s3cret"))
+    app.testing = True
+    c = app.test_client()
+    for path in ("/studio/", "/studio/p/x/label", "/studio/p/x/audio/a.wav"):
+        r = c.get(path)
+        assert r.status_code == 302 and "/login" in r.headers["Location"], path
+    assert c.get("/studio/api/p/x/labels").status_code == 401  # JSON endpoints: 401, not a redirect
+    good = {"Authorization": "Basic " + base64.b64encode(b"any:s3cret").decode()}
+    assert c.get("/studio/", headers=good).status_code == 200
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
+    r = c.post("/login", data={"password": "s3cret", "csrf_token": token, "next": "/studio/"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/studio/")
+    assert c.get("/studio/").status_code == 200
