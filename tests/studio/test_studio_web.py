@@ -95,13 +95,15 @@ def test_import_from_a_folder_on_disk(studio_client, tmp_path, esc10):
         (folder / "rain" / f.name).write_bytes(f.read_bytes())
     (folder / "rain" / "copy.wav").write_bytes(rain[0].read_bytes())
     (folder / "list.txt").write_text("not audio")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     r = post_json(c, "/studio/api/p/p/import-folder", {"path": str(folder)})
     assert r.status_code == 200, r.get_json()
     results = {x["source"]: x for x in r.get_json()["results"]}
-    assert set(results) == {"list.txt", "rain/copy.wav", *(f"rain/{f.name}" for f in rain)}
+    assert set(results) == {".DS_Store", "list.txt", "rain/copy.wav", *(f"rain/{f.name}" for f in rain)}
+    assert results[".DS_Store"]["problem"].startswith("hidden")  # listed too: nothing dropped silently
     assert results["list.txt"]["problem"].startswith("not_audio") and results["list.txt"]["stored"] is None
     assert results[f"rain/{rain[0].name}"]["duplicate_of"] == "copy.wav"  # sorted: copy.wav comes first
-    assert [x["duplicate_of"] for x in results.values()].count(None) == 4
+    assert [x["duplicate_of"] for x in results.values()].count(None) == 5
     assert r.get_json()["counts"] == {"": 4}
     for bad, message in (("../recordings", "not an absolute path"), ("", "not an absolute path"),
                          (str(tmp_path / "nope"), "no such folder"), (str(project), "inside the project")):
