@@ -163,6 +163,12 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     wait_for(lambda: driver.execute_script("return document.getElementById('player').paused"), what="paused")
     keys.send_keys("2").perform()
     wait_label(5, "rain")
+    ActionChains(driver).double_click(clips[7]).perform()  # a double click plays a clip
+    wait_for(lambda: driver.execute_script("const p = document.getElementById('player');"
+                                           "return !p.paused && p.dataset.file === arguments[0]", files[7]),
+             what="double click plays")
+    keys.send_keys(Keys.SPACE).perform()
+    clips[6].click()
     # arrows move: up to 5, down to 6; shift+click selects 6..8, a new label labels all three
     keys.send_keys(Keys.ARROW_UP).perform()
     assert "current" in clips[5].get_attribute("class")

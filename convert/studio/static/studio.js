@@ -189,6 +189,10 @@
       } else moveTo(i, false);
       list.focus({ preventScroll: true });
     }));
+    items.forEach((li, i) => li.addEventListener("dblclick", () => {
+      moveTo(i, false);
+      player.play().catch((err) => { saved.textContent = "cannot play: " + err.message; });
+    }));
 
     function showCounts(data) {
       const tbody = document.querySelector("#counts tbody");
