@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from tests.studio.conftest import csrf, labels_csv, make_studio_app
 
 
@@ -252,3 +254,23 @@ def test_with_a_password_the_studio_needs_the_login_too(tmp_path):
     r = c.post("/login", data={"password": "s3cret", "csrf_token": token, "next": "/studio/"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/studio/")
     assert c.get("/studio/").status_code == 200
+
+
+def test_other_formats_import_with_thumbnails_and_audio(studio_client, tmp_path, esc10):
+    """FLAC and 24-bit WAV (what the loader reads, not only the device's 16-bit clips)."""
+    sf = pytest.importorskip("soundfile")
+    from runtime.audio.files import read_audio
+
+    c = studio_client
+    form(c, "/studio/projects", name="p")
+    samples, rate = read_audio(sorted((esc10 / "rooster").iterdir())[0])
+    sf.write(tmp_path / "rooster.flac", samples, rate, subtype="PCM_16")
+    sf.write(tmp_path / "rooster24.wav", samples * 0.5, rate, subtype="PCM_24")
+    for f in (tmp_path / "rooster.flac", tmp_path / "rooster24.wav"):
+        r = upload(c, "p", f.name, f.read_bytes()).get_json()["results"][0]
+        assert r["stored"] == f.name and r["problem"] is None, r
+        png = c.get(f"/studio/p/p/spectrogram/{f.name}")
+        assert png.status_code == 200 and png_size(png.data)[1] > 0
+        audio = c.get(f"/studio/p/p/audio/{f.name}")
+        assert audio.status_code == 200 and audio.data == f.read_bytes()
+    assert c.get("/studio/p/p/audio/rooster.flac").mimetype == "audio/flac"
