@@ -35,8 +35,46 @@ FOUR_TARGET_ACCURACY = 0.98
 FOUR_TARGET_WALL_S = 73.0
 
 
+# imbalanced sets: clips per label (ESC-10 classes in name order), spread over the official folds
+IMBALANCED_FOUR = dict(zip(FOUR, (40, 20, 10, 5)))
+IMBALANCED_TEN = (40, 36, 32, 28, 24, 21, 17, 13, 9, 5)  # 40..5, evenly spaced
+# design sets, never reported as results: the candidate list was chosen on these (fsdd speakers, the other ESC-10 classes)
+OTHER_SIX = ("clock_tick", "crackling_fire", "helicopter", "rain", "sea_waves", "sneezing")
+
+
 def _fold(path: Path) -> str:
     return path.name.split("_", 1)[1].split("-", 1)[0]
+
+
+def esc10_clips(label: str, n: int | None = None) -> list[Path]:
+    """The first ``n`` clips of an ESC-10 label (all when None), taken round-robin over the official folds
+    (in name order), so that every fold holds about the same share of each label."""
+    files = sorted((SHARED / "esc10" / label).glob("*.wav"))
+    by_fold = [[f for f in files if _fold(f) == fold] for fold in "12345"]
+    order = [fold[i] for i in range(max(map(len, by_fold))) for fold in by_fold if i < len(fold)]
+    return order if n is None else order[:n]
+
+
+def esc10_manifest(path: Path, counts: dict[str, int | None], folds: bool = False) -> Path:
+    """A manifest of ESC-10 clips, ``counts`` per label; with ``folds``, the official fold column."""
+    from convert.data.dataset import write_manifest
+
+    rows = [(wav, label, _fold(wav) if folds else None, None)
+            for label, n in counts.items() for wav in esc10_clips(label, n)]
+    return write_manifest(rows, path)
+
+
+def fsdd_manifest(path: Path, per_digit: int = 30) -> Path:
+    """FSDD digits, ``per_digit`` clips each (the same number from every speaker), the speaker as fold."""
+    from convert.data.dataset import write_manifest
+
+    rows = []
+    for digit in sorted(p.name for p in (SHARED / "fsdd").iterdir() if p.is_dir()):
+        files = sorted((SHARED / "fsdd" / digit).glob("*.wav"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
+        speakers = sorted({f.stem.split("_")[1] for f in files})
+        per = per_digit // len(speakers)
+        rows += [(f, digit, s, None) for s in speakers for f in [g for g in files if g.stem.split("_")[1] == s][:per]]
+    return write_manifest(rows, path)
 
 
 def bench_esc10(work: Path) -> dict:
