@@ -1,4 +1,5 @@
-"""The default family: the committed int8 aisfx backbone's block embeddings + a small head (logistic regression or MLP)."""
+"""The default family: the committed int8 aisfx backbone's block embeddings + a small head (logistic regression, an MLP, or
+an ensemble of both: ``HEAD_SPECS``)."""
 
 from __future__ import annotations
 
