@@ -22,23 +22,34 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """``kind`` "logreg" (multinomial logistic regression) or "mlp" (one ReLU hidden layer)."""
+    """``kind`` "logreg" (multinomial logistic regression), "mlp" (one ReLU hidden layer) or "ensemble" (the
+    mean of the probabilities of the heads ``members``, each fitted on the same blocks)."""
 
     kind: str = "logreg"
     c: float = 1.0  # inverse L2 strength for logreg
     hidden: int = 128  # mlp hidden units
     alpha: float = 1e-2  # mlp L2 strength
     max_iter: int = 300
+    members: tuple["HeadSpec", ...] = ()  # ensemble only
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadSpec":
+        """The spec ``to_dict`` wrote (model.json's training setting)."""
+        d = dict(d)
+        d["members"] = tuple(cls.from_dict(m) for m in d.get("members") or ())
+        return cls(**d)
+
     @property
     def name(self) -> str:
         if self.kind == "logreg":
             return f"logreg(C={self.c:g})"
+        if self.kind == "ensemble":
+            return "ensemble(" + " + ".join(m.name for m in self.members) + ")"
         return f"mlp({self.hidden}, alpha={self.alpha:g})"
 
 
@@ -113,8 +124,35 @@ class FittedHead:
         return int(sum(w.size + b.size for w, b in self.dense_layers()))
 
 
+@dataclass
+class HeadEnsemble:
+    """Heads fitted on the same blocks whose block probabilities are averaged (one head stage on the device)."""
+
+    spec: HeadSpec
+    members: list[FittedHead]
+
+    @property
+    def n_labels(self) -> int:
+        return self.members[0].n_labels
+
+    @property
+    def background(self) -> bool:
+        return self.members[0].background
+
+    @property
+    def dim(self) -> int:
+        return self.members[0].dim
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict_proba(x) for m in self.members], axis=0).astype(np.float32)
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(m.n_params for m in self.members))
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: int,
-             sample_weight: np.ndarray | None = None) -> FittedHead:
+             sample_weight: np.ndarray | None = None) -> FittedHead | HeadEnsemble:
     """Fit a head on block embeddings ``x`` (n, dim) with class indices ``y`` (n,): label indices, or
     ``n_labels`` for a block of none of the labels (the background class).
 
@@ -127,6 +165,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
     from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_limits
 
+    if spec.kind == "ensemble":
+        return HeadEnsemble(spec, [fit_head(x, y, n_labels, m, seed, sample_weight) for m in spec.members])
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -149,21 +189,27 @@ def fit_head(x: np.ndarray, y: np.ndarray, n_labels: int, spec: HeadSpec, seed: 
                       classes=np.asarray(est.classes_, dtype=np.int64))
 
 
-def head_to_keras(head: FittedHead):
+def head_to_keras(head: FittedHead | HeadEnsemble):
     """The head as a float Keras model: (dim,) embedding -> (n_labels,) probabilities (the softmax over labels and
-    background, the background's column sliced off)."""
+    background, the background's column sliced off); an ensemble's members side by side, their softmaxes averaged."""
     from convert.tf_quiet import load_keras
 
     keras = load_keras()
 
-    layers = head.dense_layers()
+    members = head.members if isinstance(head, HeadEnsemble) else [head]
     inputs = keras.Input(shape=(head.dim,), name="embedding")
-    x = inputs
-    for i, (w, b) in enumerate(layers):
-        last = i == len(layers) - 1
-        dense = keras.layers.Dense(w.shape[1], activation="softmax" if last else "relu", name=f"dense_{i}")
-        x = dense(x)
-        dense.set_weights([w, b])
+    outputs = []
+    for j, member in enumerate(members):
+        layers = member.dense_layers()
+        prefix = f"m{j}_" if len(members) > 1 else ""
+        x = inputs
+        for i, (w, b) in enumerate(layers):
+            last = i == len(layers) - 1
+            dense = keras.layers.Dense(w.shape[1], activation="softmax" if last else "relu", name=f"{prefix}dense_{i}")
+            x = dense(x)
+            dense.set_weights([w, b])
+        outputs.append(x)
+    x = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
     if head.background:
         x = keras.layers.Lambda(lambda t: t[:, :head.n_labels], name="labels_only")(x)
     return keras.Model(inputs, x, name=f"head_{head.spec.kind}")

@@ -254,7 +254,7 @@ def update(options) -> dict:
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")
     family.load_cached(cache)
-    family.specs = [HeadSpec(**setting)]
+    family.specs = [HeadSpec.from_dict(setting)]
     family.negatives = prepare_negatives(family, data, options, previous=cache.background, events=hard)
     trials = family.cross_validate(data.y, data.splits, data.n_labels, options.seed, None, data.labels)
     best = next(t for t in trials if t.pooling == old.clip_pooling)

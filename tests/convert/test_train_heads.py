@@ -88,3 +88,19 @@ def test_rows_entered_once_per_label_with_weight_one_over_n_are_trained_towards_
     assert (head.predict_proba(x).argmax(1) == y).mean() > 0.9
     once = np.concatenate([x, quiet])
     assert np.allclose(head.mean, once.mean(axis=0), atol=1e-4)
+
+
+def test_ensemble_is_the_mean_of_its_members_and_exports_as_one_model():
+    from convert.families.heads import HeadEnsemble, head_to_keras
+    from convert.quantize import keras_predict
+
+    x, y = _blobs(3, dim=16)
+    members = (HeadSpec("logreg", c=0.1), HeadSpec("mlp", hidden=16, alpha=1e-2, max_iter=300))
+    spec = HeadSpec("ensemble", members=members)
+    ens = fit_head(x, y, 3, spec, seed=0)
+    assert isinstance(ens, HeadEnsemble) and [m.spec for m in ens.members] == list(members)
+    alone = [fit_head(x, y, 3, m, seed=0).predict_proba(x) for m in members]
+    assert np.abs(ens.predict_proba(x) - np.mean(alone, axis=0)).max() < 1e-6
+    assert np.abs(alone[0] - alone[1]).max() > 1e-3  # the members differ, so the mean is not either one
+    assert np.abs(keras_predict(head_to_keras(ens), x) - ens.predict_proba(x)).max() < 1e-4
+    assert ens.n_params == sum(fit_head(x, y, 3, m, seed=0).n_params for m in members)

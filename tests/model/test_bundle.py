@@ -21,6 +21,8 @@ def _meta_and_files():
     for stage in meta["stages"]:
         stage.pop("sha256")
     files = {s["file"]: DEFAULT_BUNDLE / s["file"] for s in meta["stages"]}
+    if meta.get("novelty"):
+        files[meta["novelty"]["file"]] = DEFAULT_BUNDLE / meta["novelty"]["file"]
     return meta, files
 
 

@@ -54,9 +54,22 @@ def _novelty_bundle(out: Path, esc10: Path) -> Path:
     return write_bundle(out, files, meta)
 
 
+def _plain_bundle(out: Path) -> Path:
+    """The default model without any novelty rule of its own."""
+    src = load_bundle(model_dir())
+    meta = {k: v for k, v in src.meta.items() if k not in ("json_sha256", "files", "novelty")}
+    novelty_file = (src.novelty or {}).get("file")
+    return write_bundle(out, {name: src.path / name for name in src.meta["files"] if name != novelty_file}, meta)
+
+
 @pytest.fixture(scope="module")
 def novelty_dir(tmp_path_factory, esc10) -> Path:
     return _novelty_bundle(tmp_path_factory.mktemp("bundle") / "novelty", esc10)
+
+
+@pytest.fixture(scope="module")
+def plain_dir(tmp_path_factory) -> Path:
+    return _plain_bundle(tmp_path_factory.mktemp("bundle") / "plain")
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +117,10 @@ def test_the_novelty_bundle_gates_the_other_clip_only(novelty_dir, clips):
     assert rule.similarity(_embeddings(bundle, _clip(clips, KNOWN_LABEL)))[:, k].min() >= TAU
 
 
-def test_clip_prediction_keeps_raw_scores_and_adds_known_scores(novelty_dir, clips):
+def test_clip_prediction_keeps_raw_scores_and_adds_known_scores(plain_dir, novelty_dir, clips):
     from runtime.model.model import Model
 
-    plain, novel = Model.load(model_dir(), threads=1), Model.load(novelty_dir, threads=1)
+    plain, novel = Model.load(plain_dir, threads=1), Model.load(novelty_dir, threads=1)
     for cls, unknown in ((KNOWN_LABEL, False), (OTHER_LABEL, True)):
         a, b = predict_file(plain, _clip(clips, cls)), predict_file(novel, _clip(clips, cls))
         np.testing.assert_array_equal(a.scores, b.scores)  # label, top-k, accuracy as before
@@ -133,10 +146,10 @@ def test_predict_unknown_text_and_json(novelty_dir, clips):
     assert max(b["scores"], key=b["scores"].get) == OTHER_LABEL  # scores stay the raw ones
 
 
-def test_without_the_flag_the_output_is_the_plain_bundles(novelty_dir, clips):
+def test_without_the_flag_the_output_is_the_plain_bundles(plain_dir, novelty_dir, clips):
     files = [str(_clip(clips, KNOWN_LABEL)), str(_clip(clips, OTHER_LABEL))]
     for extra in ([], ["--json"]):
-        plain = _cli("predict", "--model", str(model_dir()), *extra, *files)
+        plain = _cli("predict", "--model", str(plain_dir), *extra, *files)
         novel = _cli("predict", "--model", str(novelty_dir), *extra, *files)
         assert plain.returncode == novel.returncode == 0, plain.stderr + novel.stderr
         if extra:
