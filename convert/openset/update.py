@@ -60,7 +60,8 @@ def update_data(family, data) -> bytes:
         review=np.array([bool(getattr(c, "review", False)) for c in data.dataset.items]),
         hard_emb=(np.concatenate([h.emb for h in hard]) if hard else np.zeros((0, 512))).astype(np.float16),
         hard_item=np.repeat(np.arange(len(hard)), [len(h.emb) for h in hard]).astype(np.int32),
-        hard_sha=np.array([h.sha for h in hard] or [""]), hard_category=np.array([h.category for h in hard] or [""]))
+        hard_sha=np.array([h.sha for h in hard] or [""]), hard_category=np.array([h.category for h in hard] or [""]),
+        hard_not_label=np.array([getattr(h, "not_label", "") for h in hard] or [""]))
     return buf.getvalue()
 
 
@@ -77,7 +78,7 @@ class UpdateData:
     mixed_lead: list[float]  # its lead-in per clip (s)
     background: list  # convert.data.background.BackgroundFile
     review: list[bool] = None  # per clip: a reviewed clip from a device log (train --update --reviews)
-    hard_negatives: list = None  # SimpleNamespace(emb, sha, category): rejected reviewed clips
+    hard_negatives: list = None  # SimpleNamespace(emb, sha, category, not_label): rejected reviewed clips
 
     def drop_clips(self, keep: np.ndarray) -> None:
         """Keep only the clips where ``keep`` is True (all copies)."""
@@ -127,8 +128,10 @@ def read_update_data(path: Path) -> UpdateData:
           for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
     hard = []
     if "hard_emb" in d:
-        hard = [SimpleNamespace(emb=d["hard_emb"][d["hard_item"] == j].astype(np.float32), sha=str(sha), category=str(cat))
-                for j, (sha, cat) in enumerate(zip(d["hard_sha"], d["hard_category"])) if str(sha)]
+        not_label = d["hard_not_label"] if "hard_not_label" in d else [""] * len(d["hard_sha"])
+        hard = [SimpleNamespace(emb=d["hard_emb"][d["hard_item"] == j].astype(np.float32), sha=str(sha), category=str(cat),
+                                not_label=str(nl))
+                for j, (sha, cat, nl) in enumerate(zip(d["hard_sha"], d["hard_category"], not_label)) if str(sha)]
     review = [bool(r) for r in d["review"]] if "review" in d else [False] * n_clips
     return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
                       sha=[str(s) for s in d["sha"]], file_sha=[str(s) for s in d["file_sha"]], fold_name=[str(f) for f in d["fold_name"]],
@@ -197,7 +200,8 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
         if not len(e):
             continue
         if c.negative:
-            hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY))
+            hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY,
+                                        not_label=c.event_label if c.verdict == "reject" else ""))
         else:
             cache.add_clip(e, lv, labels.index(c.label), stable_fold(c.sha, n_folds), c.sha)
     return hard
