@@ -29,6 +29,7 @@ MERGE_GAP_HOPS = (0, 1)  # merge gap, in block hops
 NOVELTY_QUANTILES = (None, 0.02, 0.05, 0.1)  # tau = this quantile of held-out targets' similarity to their label
 HYSTERESIS = PostSettings().hysteresis
 PLATEAU = 0.02  # event F1 within this of a label's best counts as equally good
+REVIEW_RECALL_LOSS = 0.05  # train --update --reviews: share of a label's confirmed reviews it may lose (issue 13)
 
 
 @dataclass
@@ -199,3 +200,28 @@ def validate(tl: Timeline, labels: list[str], choice: dict, tau) -> dict:
         "distractors_hit_by_kind": {k: [sum(d.label == k for d in hit), sum(d.label == k for d in tl.distractors)]
                                     for k in kinds},
     }
+
+
+def keep_review_recall(thresholds: dict, labels: list[str], peaks: list[tuple[int, float]]) -> tuple[dict, dict]:
+    """After ``train --update --reviews``: per label, the streams' threshold lowered down THRESHOLDS until it
+    keeps at least 1 - REVIEW_RECALL_LOSS of the label's confirmed reviewed clips (``peaks``: (label index,
+    out-of-fold peak score) each; every one of them was a detection in the field). The validation streams play
+    every rejected clip against a false-alarm budget of a few synthetic minutes, which can push a threshold past
+    the field's own true detections; the confirmed reviews are those detections. (thresholds, per label:
+    from_streams, threshold, the share of the confirmed reviews kept at each.)"""
+    out, notes = dict(thresholds), {}
+    for k, label in enumerate(labels):
+        pos = np.array([p for y, p in peaks if y == k])
+        if not len(pos):
+            continue
+
+        def share(t: float) -> float:
+            return float((pos >= t).mean())
+
+        t0 = t = float(thresholds[label])
+        while share(t) < 1.0 - REVIEW_RECALL_LOSS - 1e-9 and any(g < t for g in THRESHOLDS):
+            t = max(g for g in THRESHOLDS if g < t)
+        out[label] = t
+        notes[label] = {"from_streams": t0, "threshold": t, "confirmed_reviews": int(len(pos)),
+                        "kept": {"from_streams": round(share(t0), 3), "threshold": round(share(t), 3)}}
+    return out, notes

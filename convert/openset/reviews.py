@@ -155,26 +155,24 @@ def read_reviews(dbs, labels: list[str]) -> ReviewSet:
 
 
 def embed_reviews(clips: list[ReviewClip], family) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(block embeddings, block levels) per clip, by the family's backbone (cached like training clips). Positives
-    get the device's blocks, as training clips do; negatives get blocks every 1/REVIEW_HOP_DIVISOR of the
-    device's hop: a saved clip starts ``pre_s`` before its event at no block boundary of the device, so blocks at
-    the device's own hop miss the block that fired (measured on ESC-10 stream A: a rejected dog event of score
-    0.75 scored 0.04 on its clip's one block, a rooster of 0.82 scored 0.48); the denser blocks hold one within
-    a fifth of a hop of it, and the head learns the block that was wrong."""
+    """(block embeddings, block levels) per clip, by the family's backbone (cached like training clips), blocks
+    every 1/REVIEW_HOP_DIVISOR of the device's hop: a saved clip starts ``pre_s`` before its event at no block
+    boundary of the device, so blocks at the device's own hop miss the block that fired (measured on ESC-10
+    stream A: a rejected dog event of score 0.75 scored 0.04 on its clip's one block, a rooster of 0.82 scored
+    0.48); the denser blocks hold one within a fifth of a hop of it. Every REVIEW_HOP_DIVISOR-th of them are the
+    blocks at the device's hop (``device_blocks``)."""
     from convert.families.embed import dataset_embeddings
 
-    dense = family.params.with_block_hop(max(1, family.params.block_hop // REVIEW_HOP_DIVISOR))
-    embs: list = [None] * len(clips)
-    levels: list = [None] * len(clips)
-    for negative, params in ((False, family.params), (True, dense)):
-        idx = [i for i, c in enumerate(clips) if c.negative == negative]
-        if not idx:
-            continue
-        e, lv = dataset_embeddings([clips[i] for i in idx], family.backbone_path, params,
-                                   cache_dir=family.options.cache_dir, threads=family.options.threads, with_levels=True)
-        for i, a, b in zip(idx, e, lv):
-            embs[i], levels[i] = a, b
-    return embs, levels
+    if not clips:
+        return [], []
+    params = family.params.with_block_hop(max(1, family.params.block_hop // REVIEW_HOP_DIVISOR))
+    return dataset_embeddings(clips, family.backbone_path, params, cache_dir=family.options.cache_dir,
+                              threads=family.options.threads, with_levels=True)
+
+
+def device_blocks(dense: np.ndarray, family) -> np.ndarray:
+    """Of ``embed_reviews``' blocks, those at the device's block hop (from the clip's start)."""
+    return dense[::max(1, family.params.block_hop // max(1, family.params.block_hop // REVIEW_HOP_DIVISOR))]
 
 
 def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:

@@ -11,6 +11,7 @@ from convert.openset.calibrate import (
     NOVELTY_QUANTILES,
     build_timeline,
     choose,
+    keep_review_recall,
     validate,
 )
 from convert.openset.pool import NegativePool, build_pool
@@ -117,7 +118,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     from runtime.model.interpreter import Runner
 
     rng = np.random.default_rng(options.seed)
-    streams, raws, sims, held_sims = [], [], [], [[] for _ in data.labels]
+    streams, raws, sims, held_sims, novelties = [], [], [], [[] for _ in data.labels], []
     for k, ((tr, va), flat) in enumerate(zip(data.splits, fold_flats)):
         targets = [(data.labels[data.y[i]], *heard(family, i)) for i in va if len(family.inputs[i])]
         events = pool.items(k, "event")
@@ -128,6 +129,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         pick = hard + [j for j in perm if not cats[j].startswith("review:")][:max(0, len(targets) - len(hard))]
         stream = compose_stream(k, targets, [(cats[j], events[j]) for j in pick], pool.items(k, "bed"), rng)
         novelty = fold_novelty(family, data, np.asarray(tr), data.n_labels)
+        novelties.append(novelty)
         streams.append(stream)
         raws.append(Runner(flat).run(stream.emb))
         sims.append(novelty.similarity(stream.emb))
@@ -142,6 +144,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
+    guard = review_guard(family, data, fold_flats, novelties, tau, chosen["thresholds"])
     metrics = validate(tl, data.labels, chosen, tau)
     if not chosen["fits"]:
         log.warning("no setting keeps the validation streams under %.0f false alarms per hour (best: %.0f/h); "
@@ -152,7 +155,36 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
              metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
     return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},
             "validation": metrics, "max_false_alarms_per_hour": options.max_false_alarms,
-            "negatives": pool.notes}
+            "negatives": pool.notes, "review_recall_guard": guard}
+
+
+def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, thresholds: dict) -> dict | None:
+    """``train --update --reviews``: the confirmed reviewed clips scored out of fold (each by the int8 model of
+    the fold that held it out, its dense blocks, after the novelty rule when one is chosen), and ``thresholds``
+    lowered where the streams' choice would lose more than REVIEW_RECALL_LOSS of them
+    (calibrate.keep_review_recall; changes ``thresholds`` in place). None without reviewed positives."""
+    from runtime.model.interpreter import Runner
+
+    guard = getattr(family, "review_guard", None)
+    if guard is None or not guard.positives:
+        return None
+    peaks = []
+    for k, flat in enumerate(fold_flats):
+        mine = [(y, e) for y, fold, e in guard.positives if fold == k and len(e)]
+        if not mine:
+            continue
+        runner = Runner(flat)
+        for y, e in mine:
+            scores = runner.run(e)
+            if tau is not None:
+                scores = np.where(novelties[k].similarity(e) >= tau, scores, 0.0)
+            peaks.append((y, float(scores[:, y].max())))
+    new, notes = keep_review_recall(thresholds, data.labels, peaks)
+    thresholds.update(new)
+    changed = {k: v["threshold"] for k, v in notes.items() if v["threshold"] != v["from_streams"]}
+    if changed:
+        log.info("thresholds lowered to keep the recall of the confirmed reviews: %s", changed)
+    return notes
 
 
 def final_novelty(family, data, tau: dict) -> tuple[bytes, dict]:

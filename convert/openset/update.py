@@ -183,17 +183,20 @@ def check_updatable(bundle, backbone_path: Path) -> dict:
     return setting
 
 
-def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> list:
-    """Reviewed clips into the training data: positives as new clips (CV fold by a stable hash of their sha256),
-    rejected ones as hard negatives (returned with those of earlier updates). Clips of earlier updates that are
-    reviewed again are replaced by their new verdict."""
+def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> tuple[list, list]:
+    """Reviewed clips into the training data: positives as new clips at the device's block hop (CV fold by a
+    stable hash of their sha256), rejected ones as hard negatives with their dense blocks (returned with those of
+    earlier updates; convert.openset.reviews.embed_reviews). Clips of earlier updates that are reviewed again are
+    replaced by their new verdict. Returns (hard negatives, the positives of this update as (label index, fold,
+    dense blocks): what the recall guard of the stream calibration scores, convert.openset.run.review_guard)."""
     from convert.openset.pool import stable_fold
-    from convert.openset.reviews import REVIEW_CATEGORY, embed_reviews
+    from convert.openset.reviews import REVIEW_CATEGORY, device_blocks, embed_reviews
 
     again = reviews.shas
     if any(r and s in again for r, s in zip(cache.review, cache.sha)):
         cache.drop_clips(np.array([not (r and s in again) for r, s in zip(cache.review, cache.sha)]))
     hard = [h for h in cache.hard_negatives if h.sha not in again]
+    positives = []
     clips = reviews.train
     embs, levels = embed_reviews(clips, family)
     for c, e, lv in zip(clips, embs, levels):
@@ -203,8 +206,10 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
             hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY,
                                         not_label=c.event_label if c.verdict == "reject" else ""))
         else:
-            cache.add_clip(e, lv, labels.index(c.label), stable_fold(c.sha, n_folds), c.sha)
-    return hard
+            y, fold = labels.index(c.label), stable_fold(c.sha, n_folds)
+            cache.add_clip(device_blocks(e, family), device_blocks(lv, family), y, fold, c.sha)
+            positives.append((y, fold, e))
+    return hard, positives
 
 
 def held_out_comparison(old_path, reviews):
@@ -252,8 +257,11 @@ def update(options) -> dict:
     cache = read_update_data(old.path / UPDATE_FILE)
     n_folds = int(cache.fold.max()) + 1
     reviews = read_reviews(review_dbs, list(old.labels)) if review_dbs else None
-    hard = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews else cache.hard_negatives
+    hard, positives = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews \
+        else (cache.hard_negatives, [])
     family.hard_negatives = hard
+    if positives:
+        family.review_guard = SimpleNamespace(positives=positives)
     splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")
