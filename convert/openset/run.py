@@ -161,12 +161,12 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
 def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, thresholds: dict) -> dict | None:
     """``train --update --reviews``: the confirmed reviewed clips scored out of fold (each by the int8 model of
     the fold that held it out, its dense blocks, after the novelty rule when one is chosen), and ``thresholds``
-    lowered where the streams' choice would lose more than REVIEW_RECALL_LOSS of them
-    (calibrate.keep_review_recall; changes ``thresholds`` in place). None without reviewed positives."""
+    kept from rising above the old bundle's further than they show is safe (calibrate.keep_review_recall;
+    changes ``thresholds`` in place). None without an update from reviews."""
     from runtime.model.interpreter import Runner
 
     guard = getattr(family, "review_guard", None)
-    if guard is None or not guard.positives:
+    if guard is None:
         return None
     peaks = []
     for k, flat in enumerate(fold_flats):
@@ -179,11 +179,11 @@ def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, th
             if tau is not None:
                 scores = np.where(novelties[k].similarity(e) >= tau, scores, 0.0)
             peaks.append((y, float(scores[:, y].max())))
-    new, notes = keep_review_recall(thresholds, data.labels, peaks)
+    new, notes = keep_review_recall(thresholds, guard.old_thresholds, data.labels, peaks)
     thresholds.update(new)
     changed = {k: v["threshold"] for k, v in notes.items() if v["threshold"] != v["from_streams"]}
     if changed:
-        log.info("thresholds lowered to keep the recall of the confirmed reviews: %s", changed)
+        log.info("thresholds kept nearer the old bundle's (too few confirmed reviews to raise them): %s", changed)
     return notes
 
 

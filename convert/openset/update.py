@@ -260,8 +260,8 @@ def update(options) -> dict:
     hard, positives = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews \
         else (cache.hard_negatives, [])
     family.hard_negatives = hard
-    if positives:
-        family.review_guard = SimpleNamespace(positives=positives)
+    if reviews is not None:
+        family.review_guard = SimpleNamespace(positives=positives, old_thresholds=dict(old.stream.get("thresholds") or {}))
     splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")

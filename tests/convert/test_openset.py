@@ -200,16 +200,17 @@ def test_a_rejected_event_trains_only_its_blocks_unlike_another_label(negatives)
     assert pool.notes["hard_negative_blocks_like_another_label"] == len(other_rain[0]) + len(the_dog) - sum(expected[:2])
 
 
-def test_update_thresholds_are_lowered_only_to_keep_the_confirmed_reviews():
+def test_update_thresholds_rise_above_the_old_only_on_enough_confirmed_reviews():
     labels = ["dog", "rain", "rooster"]
-    chosen = {"dog": 0.85, "rain": 0.6, "rooster": 0.9}
-    peaks = ([(0, p) for p in (0.95, 0.9, 0.72, 0.99, 0.88)]  # dog: 0.72 is lost at 0.85 (80 % kept)
-             + [(1, p) for p in (0.7, 0.8)]  # rain: every one kept at 0.6: unchanged
-             + [(2, p) for p in [0.1] * 3 + [0.95] * 57])  # rooster: 95 % kept at 0.9: within the 5 % allowed
-    out, notes = calibrate.keep_review_recall(chosen, labels, peaks)
-    assert out == {"dog": 0.7, "rain": 0.6, "rooster": 0.9}
-    assert notes["dog"]["kept"] == {"from_streams": 0.8, "threshold": 1.0}
-    assert notes["rooster"]["kept"]["threshold"] == 0.95
-    # a label whose confirmed reviews score below every threshold ends at the grid's lowest, not below it
-    out, _ = calibrate.keep_review_recall({"dog": 0.5}, ["dog"], [(0, 0.05)])
-    assert out == {"dog": calibrate.THRESHOLDS[0]}
+    old = {"dog": 0.6, "rain": 0.6, "rooster": 0.5}
+    chosen = {"dog": 0.85, "rain": 0.4, "rooster": 0.9}
+    peaks = ([(0, p) for p in (0.95, 0.9, 0.99, 0.88, 0.97)]  # dog: 5 confirmed, none lost at 0.85: too few
+             + [(1, 0.1)]  # rain: the streams lowered it; lowering is never held back
+             + [(2, 0.95)] * 19 + [(2, 0.75)])  # rooster: 20 confirmed: 0.7 loses none (bound 1/21), 0.8 one
+    out, notes = calibrate.keep_review_recall(chosen, old, labels, peaks)
+    assert out == {"dog": 0.6, "rain": 0.4, "rooster": 0.7}
+    assert notes["dog"]["loss_bound_at_streams"] == round(1 / 6, 3)
+    assert notes["rooster"]["loss_bound_at_streams"] == round(2 / 21, 3)
+    # no confirmed clip of a label: back to the old threshold
+    out, _ = calibrate.keep_review_recall({"dog": 0.9}, {"dog": 0.6}, ["dog"], [])
+    assert out == {"dog": 0.6}
