@@ -144,8 +144,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
-    guard = review_guard(family, data, fold_flats, novelties, tau, chosen["thresholds"])
+    guard = review_guard(family, data, fold_flats, novelties, tau, chosen)
     metrics = validate(tl, data.labels, chosen, tau)
+    if guard is not None:
+        chosen["fits"] = bool(metrics["false_alarms_per_hour"] <= options.max_false_alarms)
     if not chosen["fits"]:
         log.warning("no setting keeps the validation streams under %.0f false alarms per hour (best: %.0f/h); "
                     "the quietest one is used", options.max_false_alarms, metrics["false_alarms_per_hour"])
@@ -158,11 +160,13 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
             "negatives": pool.notes, "review_recall_guard": guard}
 
 
-def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, thresholds: dict) -> dict | None:
-    """``train --update --reviews``: the confirmed reviewed clips scored out of fold (each by the int8 model of
-    the fold that held it out, its dense blocks, after the novelty rule when one is chosen), and ``thresholds``
-    kept from rising above the old bundle's further than they show is safe (calibrate.keep_review_recall;
-    changes ``thresholds`` in place). None without an update from reviews."""
+def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, chosen: dict) -> dict | None:
+    """``train --update --reviews``: the streams' ``chosen`` settings kept from dropping the field's true
+    detections (changed in place). The confirmed reviewed clips are scored out of fold (each by the int8 model of
+    the fold that held it out, on its dense blocks, after the novelty rule when one is chosen) and a label's
+    threshold rises above the old bundle's only as far as they show is safe (calibrate.keep_review_recall); the
+    minimum event duration, which drops events as a higher threshold does and which clips cannot bound, stays
+    at most the old one. None without an update from reviews."""
     from runtime.model.interpreter import Runner
 
     guard = getattr(family, "review_guard", None)
@@ -179,11 +183,15 @@ def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, th
             if tau is not None:
                 scores = np.where(novelties[k].similarity(e) >= tau, scores, 0.0)
             peaks.append((y, float(scores[:, y].max())))
-    new, notes = keep_review_recall(thresholds, guard.old_thresholds, data.labels, peaks)
-    thresholds.update(new)
+    chosen["thresholds"], notes = keep_review_recall(chosen["thresholds"], guard.old.get("thresholds") or {},
+                                                     data.labels, peaks)
     changed = {k: v["threshold"] for k, v in notes.items() if v["threshold"] != v["from_streams"]}
     if changed:
         log.info("thresholds kept nearer the old bundle's (too few confirmed reviews to raise them): %s", changed)
+    old_min = guard.old.get("min_event_s")
+    notes = {"thresholds": notes, "min_event_s": {"from_streams": chosen["min_event_s"], "old": old_min}}
+    if old_min is not None and chosen["min_event_s"] > float(old_min):
+        chosen["min_event_s"] = float(old_min)
     return notes
 
 

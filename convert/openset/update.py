@@ -261,7 +261,7 @@ def update(options) -> dict:
         else (cache.hard_negatives, [])
     family.hard_negatives = hard
     if reviews is not None:
-        family.review_guard = SimpleNamespace(positives=positives, old_thresholds=dict(old.stream.get("thresholds") or {}))
+        family.review_guard = SimpleNamespace(positives=positives, old=dict(old.stream or {}))
     splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")

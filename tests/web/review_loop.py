@@ -91,11 +91,12 @@ def read_truth(csv_path: Path) -> list[tuple[str, float, float]]:
 
 
 def listen(bundle: Path, wav: Path, db: Path, clips: bool) -> list[tuple]:
-    """A real `fieldear listen --file`; its events (id, label, start_s, end_s)."""
+    """A real `fieldear listen --file`; its events (id, label, start_s, end_s). With ``clips`` (the log to
+    review) as a device logs: clips and block scores (the page's score plots); else events only."""
     if db.exists():
         db.unlink()
-    subprocess.run(CLI + ["listen", "--model", str(bundle), "--file", str(wav), "--db", str(db), "--no-windows"]
-                   + (["--clips"] if clips else []), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(CLI + ["listen", "--model", str(bundle), "--file", str(wav), "--db", str(db)]
+                   + (["--clips"] if clips else ["--no-windows"]), check=True, stdout=subprocess.DEVNULL)
     return events_of(db)
 
 

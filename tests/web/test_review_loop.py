@@ -21,7 +21,7 @@ from tests.web.review_loop import LoopSize, review_in_browser, run_loop, stored_
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.train]
 
-CI_SIZE = LoopSize(train_clips=8, stream_clips=6)
+CI_SIZE = LoopSize(train_clips=8, stream_clips=10)
 
 
 def test_review_loop_in_the_browser(esc10, tmp_path):
