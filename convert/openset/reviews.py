@@ -178,19 +178,21 @@ def device_blocks(dense: np.ndarray, family) -> np.ndarray:
 def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:
     """Held-out reviewed clips scored by one bundle (gated block scores, the bundle's stream thresholds): a
     positive is detected when its label's max block score reaches the label's stream threshold; a negative is a
-    false alarm when any label's does."""
+    false alarm when any label's does. Blocks every 1/REVIEW_HOP_DIVISOR of the device's hop, as
+    ``embed_reviews`` makes them (the clip's own blocks at the device's hop miss the block that fired)."""
+    from runtime.features.pipeline import FileBlocks
     from runtime.model.bundle import load_bundle
     from runtime.model.model import Model
-    from runtime.predict.predict import predict_file
 
     bundle = load_bundle(bundle_path)
     model = Model(bundle)
+    dense = model.params.with_block_hop(max(1, model.params.block_hop // REVIEW_HOP_DIVISOR))
     thresholds = (bundle.stream or {}).get("thresholds") or dict(bundle.thresholds)
     th = np.array([float(thresholds.get(label, 0.5)) for label in model.labels])
     pos_hit, pos_n, neg_hit, neg_n = Counter(), Counter(), 0, 0
     for c in clips:
-        pred = predict_file(model, c.path, keep_blocks=True)
-        top = pred.known_block_scores.max(axis=0) if pred.n_blocks else np.zeros(len(model.labels))
+        scores = [model.score_block(block.features) for block in FileBlocks(c.path, dense)]
+        top = np.max(scores, axis=0) if scores else np.zeros(len(model.labels))
         if c.negative:
             neg_n += 1
             neg_hit += int((top >= th).any())
