@@ -165,14 +165,18 @@ def embed_reviews(clips: list[ReviewClip], family) -> tuple[list[np.ndarray], li
 
     if not clips:
         return [], []
-    params = family.params.with_block_hop(max(1, family.params.block_hop // REVIEW_HOP_DIVISOR))
-    return dataset_embeddings(clips, family.backbone_path, params, cache_dir=family.options.cache_dir,
-                              threads=family.options.threads, with_levels=True)
+    return dataset_embeddings(clips, family.backbone_path, dense_params(family.params),
+                              cache_dir=family.options.cache_dir, threads=family.options.threads, with_levels=True)
+
+
+def dense_params(params):
+    """The frontend parameters with blocks every 1/REVIEW_HOP_DIVISOR of ``params``' hop."""
+    return params.with_block_hop(max(1, params.block_hop // REVIEW_HOP_DIVISOR))
 
 
 def device_blocks(dense: np.ndarray, family) -> np.ndarray:
     """Of ``embed_reviews``' blocks, those at the device's block hop (from the clip's start)."""
-    return dense[::max(1, family.params.block_hop // max(1, family.params.block_hop // REVIEW_HOP_DIVISOR))]
+    return dense[::max(1, family.params.block_hop // dense_params(family.params).block_hop)]
 
 
 def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:
@@ -186,7 +190,7 @@ def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:
 
     bundle = load_bundle(bundle_path)
     model = Model(bundle)
-    dense = model.params.with_block_hop(max(1, model.params.block_hop // REVIEW_HOP_DIVISOR))
+    dense = dense_params(model.params)
     thresholds = (bundle.stream or {}).get("thresholds") or dict(bundle.thresholds)
     th = np.array([float(thresholds.get(label, 0.5)) for label in model.labels])
     pos_hit, pos_n, neg_hit, neg_n = Counter(), Counter(), 0, 0
