@@ -6,7 +6,9 @@ review of an event is its verdict (``runtime.store.queries.reviewed_clips``, the
 - confirm: the clip is a positive of the event's label;
 - relabel to a label: a positive of that label; relabel to "background" and reject: a negative (a hard
   negative: something the model took for a label), added to the negative pool as an "event" item of category
-  ``review:rejected``, in the CV fold given by a stable hash of its sha256.
+  ``review:rejected``, in the CV fold given by a stable hash of its sha256. A reject says "not this label": the
+  clip's blocks that sound like another label are left out (convert.openset.pool.build_pool); a relabel to
+  background trains every block.
 
 A verdict naming a label the bundle does not have (a relabel to a new label, or a confirmed event of a model
 with other labels) is skipped with a warning and counted in the report: the head's labels are fixed by the
