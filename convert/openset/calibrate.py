@@ -29,6 +29,7 @@ MERGE_GAP_HOPS = (0, 1)  # merge gap, in block hops
 NOVELTY_QUANTILES = (None, 0.02, 0.05, 0.1)  # tau = this quantile of held-out targets' similarity to their label
 HYSTERESIS = PostSettings().hysteresis
 PLATEAU = 0.02  # event F1 within this of a label's best counts as equally good
+REVIEW_RECALL_LOSS = 0.05  # train --update --reviews: share of a label's confirmed reviews it may lose (issue 13)
 
 
 @dataclass
@@ -199,3 +200,35 @@ def validate(tl: Timeline, labels: list[str], choice: dict, tau) -> dict:
         "distractors_hit_by_kind": {k: [sum(d.label == k for d in hit), sum(d.label == k for d in tl.distractors)]
                                     for k in kinds},
     }
+
+
+def keep_review_recall(thresholds: dict, old: dict, labels: list[str],
+                       peaks: list[tuple[int, float]]) -> tuple[dict, dict]:
+    """After ``train --update --reviews``: a label's threshold goes above the old bundle's (``old``) only as far
+    as its confirmed reviewed clips show that costs at most REVIEW_RECALL_LOSS of its true detections; else the
+    streams' choice is lowered down THRESHOLDS to that point (at the lowest, to the old threshold).
+
+    ``peaks``: (label index, out-of-fold peak score) of each confirmed clip; every one was a detection in the
+    field. With k of a label's n confirmed clips below t, a new true event falls below t with probability at
+    most (k + 1) / (n + 1) (order statistics), so a raise needs (k + 1) / (n + 1) <= REVIEW_RECALL_LOSS: at
+    least 19 confirmed clips of the label, none lost. Why: the validation streams play every rejected clip
+    against a false-alarm budget of a few synthetic minutes, and with few reviews that pushed thresholds past
+    the field's own true detections (ESC-10 loop, docs/web.md: dog 0.6 -> 0.85 on 5 confirmed dogs, 2 of 16
+    dogs lost on the second half). (thresholds, per label: from_streams, old, threshold, n, loss bound.)"""
+    out, notes = dict(thresholds), {}
+    for k, label in enumerate(labels):
+        pos = np.array([p for y, p in peaks if y == k])
+        t0 = float(thresholds[label])
+        t_old = float(old.get(label, t0))
+
+        def bound(t: float) -> float:
+            return (int((pos < t).sum()) + 1) / (len(pos) + 1)
+
+        t = t0
+        while t > t_old and bound(t) > REVIEW_RECALL_LOSS + 1e-9:
+            lower = [g for g in THRESHOLDS if t_old <= g < t]
+            t = max(lower) if lower else t_old
+        out[label] = t
+        notes[label] = {"from_streams": t0, "old": t_old, "threshold": t, "confirmed_reviews": int(len(pos)),
+                        "loss_bound_at_streams": round(bound(t0), 3)}
+    return out, notes

@@ -106,8 +106,9 @@ def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label
     """The run's negatives. ``builtin``: a convert.data.negatives.NegativeSet (or None); ``background``: the
     user's recordings (convert.data.background.BackgroundFile); ``positives``: loud block embeddings per training
     clip with their label indices and the clips' sha256; ``events``: hard negatives (``emb``, ``sha``,
-    ``category``: reviewed clips a person rejected), each an "event" item in the fold of its sha, never dropped as
-    label-like (they were taken for a label: that is why they are there)."""
+    ``category``, optional ``not_label``: reviewed clips a person rejected, and the label the model said), each an
+    "event" item in the fold of its sha, never dropped as like the label they were taken for (that is why they
+    are there); of a rejected event (``not_label`` set), blocks like another label are left out."""
     pos = [unit_rows(p) for p in positives]
     floors = label_similarity_floor(pos, pos_label, len(labels))
     parts, notes = [], {"builtin_items": 0, "builtin_dropped": {}, "background_files": [], "similarity_floor":
@@ -142,11 +143,22 @@ def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label
         top = np.bincount(like[like >= 0], minlength=len(labels)).argmax() if (~keep).any() else None
         notes["background_files"].append({"file": bg.name, "blocks": int(len(bg.emb)), "dropped_label_like":
                                           int((~keep).sum()), "like": None if top is None else labels[int(top)]})
+    dropped_other = 0
     for ev in events or []:
-        if len(ev.emb):
-            parts.append((ev.emb, stable_fold(ev.sha, n_folds), next_item, "event", ev.category))
+        emb = ev.emb
+        not_label = getattr(ev, "not_label", "")
+        if len(emb) and not_label in labels:
+            # a rejected event says "not this label", not "nothing": blocks that sound like another label are
+            # left out (the clip may hold that label's sound, which the head must not learn as background)
+            like = label_like(emb, pos, pos_label, floors)
+            keep = (like < 0) | (like == labels.index(not_label))
+            dropped_other += int((~keep).sum())
+            emb = emb[keep]
+        if len(emb):
+            parts.append((emb, stable_fold(ev.sha, n_folds), next_item, "event", ev.category))
             next_item += 1
     notes["hard_negatives"] = sum(1 for ev in events or [] if len(ev.emb))
+    notes["hard_negative_blocks_like_another_label"] = dropped_other
     if not parts:
         raise FieldearError("no negative blocks left (the built-in set is missing and no --background was given)",
                             "pass --background DIR with recordings of the site")

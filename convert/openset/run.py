@@ -11,6 +11,7 @@ from convert.openset.calibrate import (
     NOVELTY_QUANTILES,
     build_timeline,
     choose,
+    keep_review_recall,
     validate,
 )
 from convert.openset.pool import NegativePool, build_pool
@@ -117,7 +118,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     from runtime.model.interpreter import Runner
 
     rng = np.random.default_rng(options.seed)
-    streams, raws, sims, held_sims = [], [], [], [[] for _ in data.labels]
+    streams, raws, sims, held_sims, novelties = [], [], [], [[] for _ in data.labels], []
     for k, ((tr, va), flat) in enumerate(zip(data.splits, fold_flats)):
         targets = [(data.labels[data.y[i]], *heard(family, i)) for i in va if len(family.inputs[i])]
         events = pool.items(k, "event")
@@ -128,6 +129,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         pick = hard + [j for j in perm if not cats[j].startswith("review:")][:max(0, len(targets) - len(hard))]
         stream = compose_stream(k, targets, [(cats[j], events[j]) for j in pick], pool.items(k, "bed"), rng)
         novelty = fold_novelty(family, data, np.asarray(tr), data.n_labels)
+        novelties.append(novelty)
         streams.append(stream)
         raws.append(Runner(flat).run(stream.emb))
         sims.append(novelty.similarity(stream.emb))
@@ -142,7 +144,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
     tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
+    guard = review_guard(family, data, fold_flats, novelties, tau, chosen)
     metrics = validate(tl, data.labels, chosen, tau)
+    if guard is not None:
+        chosen["fits"] = bool(metrics["false_alarms_per_hour"] <= options.max_false_alarms)
     if not chosen["fits"]:
         log.warning("no setting keeps the validation streams under %.0f false alarms per hour (best: %.0f/h); "
                     "the quietest one is used", options.max_false_alarms, metrics["false_alarms_per_hour"])
@@ -152,7 +157,42 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
              metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
     return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},
             "validation": metrics, "max_false_alarms_per_hour": options.max_false_alarms,
-            "negatives": pool.notes}
+            "negatives": pool.notes, "review_recall_guard": guard}
+
+
+def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, chosen: dict) -> dict | None:
+    """``train --update --reviews``: the streams' ``chosen`` settings kept from dropping the field's true
+    detections (changed in place). The confirmed reviewed clips are scored out of fold (each by the int8 model of
+    the fold that held it out, on its dense blocks, after the novelty rule when one is chosen) and a label's
+    threshold rises above the old bundle's only as far as they show is safe (calibrate.keep_review_recall); the
+    minimum event duration, which drops events as a higher threshold does and which clips cannot bound, stays
+    at most the old one. None without an update from reviews."""
+    from runtime.model.interpreter import Runner
+
+    guard = getattr(family, "review_guard", None)
+    if guard is None:
+        return None
+    peaks = []
+    for k, flat in enumerate(fold_flats):
+        mine = [(y, e) for y, fold, e in guard.positives if fold == k and len(e)]
+        if not mine:
+            continue
+        runner = Runner(flat)
+        for y, e in mine:
+            scores = runner.run(e)
+            if tau is not None:
+                scores = np.where(novelties[k].similarity(e) >= tau, scores, 0.0)
+            peaks.append((y, float(scores[:, y].max())))
+    chosen["thresholds"], notes = keep_review_recall(chosen["thresholds"], guard.old.get("thresholds") or {},
+                                                     data.labels, peaks)
+    changed = {k: v["threshold"] for k, v in notes.items() if v["threshold"] != v["from_streams"]}
+    if changed:
+        log.info("thresholds kept nearer the old bundle's (too few confirmed reviews to raise them): %s", changed)
+    old_min = guard.old.get("min_event_s")
+    notes = {"thresholds": notes, "min_event_s": {"from_streams": chosen["min_event_s"], "old": old_min}}
+    if old_min is not None and chosen["min_event_s"] > float(old_min):
+        chosen["min_event_s"] = float(old_min)
+    return notes
 
 
 def final_novelty(family, data, tau: dict) -> tuple[bytes, dict]:

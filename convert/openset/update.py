@@ -60,7 +60,8 @@ def update_data(family, data) -> bytes:
         review=np.array([bool(getattr(c, "review", False)) for c in data.dataset.items]),
         hard_emb=(np.concatenate([h.emb for h in hard]) if hard else np.zeros((0, 512))).astype(np.float16),
         hard_item=np.repeat(np.arange(len(hard)), [len(h.emb) for h in hard]).astype(np.int32),
-        hard_sha=np.array([h.sha for h in hard] or [""]), hard_category=np.array([h.category for h in hard] or [""]))
+        hard_sha=np.array([h.sha for h in hard] or [""]), hard_category=np.array([h.category for h in hard] or [""]),
+        hard_not_label=np.array([getattr(h, "not_label", "") for h in hard] or [""]))
     return buf.getvalue()
 
 
@@ -77,7 +78,7 @@ class UpdateData:
     mixed_lead: list[float]  # its lead-in per clip (s)
     background: list  # convert.data.background.BackgroundFile
     review: list[bool] = None  # per clip: a reviewed clip from a device log (train --update --reviews)
-    hard_negatives: list = None  # SimpleNamespace(emb, sha, category): rejected reviewed clips
+    hard_negatives: list = None  # SimpleNamespace(emb, sha, category, not_label): rejected reviewed clips
 
     def drop_clips(self, keep: np.ndarray) -> None:
         """Keep only the clips where ``keep`` is True (all copies)."""
@@ -127,8 +128,10 @@ def read_update_data(path: Path) -> UpdateData:
           for j, (name, sha) in enumerate(zip(d["bg_name"], d["bg_sha"])) if str(sha)]
     hard = []
     if "hard_emb" in d:
-        hard = [SimpleNamespace(emb=d["hard_emb"][d["hard_item"] == j].astype(np.float32), sha=str(sha), category=str(cat))
-                for j, (sha, cat) in enumerate(zip(d["hard_sha"], d["hard_category"])) if str(sha)]
+        not_label = d["hard_not_label"] if "hard_not_label" in d else [""] * len(d["hard_sha"])
+        hard = [SimpleNamespace(emb=d["hard_emb"][d["hard_item"] == j].astype(np.float32), sha=str(sha), category=str(cat),
+                                not_label=str(nl))
+                for j, (sha, cat, nl) in enumerate(zip(d["hard_sha"], d["hard_category"], not_label)) if str(sha)]
     review = [bool(r) for r in d["review"]] if "review" in d else [False] * n_clips
     return UpdateData(copies=copies, levels=levels, y=d["y"].astype(np.int64), fold=d["fold"].astype(np.int64),
                       sha=[str(s) for s in d["sha"]], file_sha=[str(s) for s in d["file_sha"]], fold_name=[str(f) for f in d["fold_name"]],
@@ -180,27 +183,33 @@ def check_updatable(bundle, backbone_path: Path) -> dict:
     return setting
 
 
-def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> list:
-    """Reviewed clips into the training data: positives as new clips (CV fold by a stable hash of their sha256),
-    rejected ones as hard negatives (returned with those of earlier updates). Clips of earlier updates that are
-    reviewed again are replaced by their new verdict."""
+def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> tuple[list, list]:
+    """Reviewed clips into the training data: positives as new clips at the device's block hop (CV fold by a
+    stable hash of their sha256), rejected ones as hard negatives with their dense blocks (returned with those of
+    earlier updates; convert.openset.reviews.embed_reviews). Clips of earlier updates that are reviewed again are
+    replaced by their new verdict. Returns (hard negatives, the positives of this update as (label index, fold,
+    dense blocks): what the recall guard of the stream calibration scores, convert.openset.run.review_guard)."""
     from convert.openset.pool import stable_fold
-    from convert.openset.reviews import REVIEW_CATEGORY, embed_reviews
+    from convert.openset.reviews import REVIEW_CATEGORY, device_blocks, embed_reviews
 
     again = reviews.shas
     if any(r and s in again for r, s in zip(cache.review, cache.sha)):
         cache.drop_clips(np.array([not (r and s in again) for r, s in zip(cache.review, cache.sha)]))
     hard = [h for h in cache.hard_negatives if h.sha not in again]
+    positives = []
     clips = reviews.train
     embs, levels = embed_reviews(clips, family)
     for c, e, lv in zip(clips, embs, levels):
         if not len(e):
             continue
         if c.negative:
-            hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY))
+            hard.append(SimpleNamespace(emb=e, sha=c.sha, category=REVIEW_CATEGORY,
+                                        not_label=c.event_label if c.verdict == "reject" else ""))
         else:
-            cache.add_clip(e, lv, labels.index(c.label), stable_fold(c.sha, n_folds), c.sha)
-    return hard
+            y, fold = labels.index(c.label), stable_fold(c.sha, n_folds)
+            cache.add_clip(device_blocks(e, family), device_blocks(lv, family), y, fold, c.sha)
+            positives.append((y, fold, e))
+    return hard, positives
 
 
 def held_out_comparison(old_path, reviews):
@@ -248,8 +257,11 @@ def update(options) -> dict:
     cache = read_update_data(old.path / UPDATE_FILE)
     n_folds = int(cache.fold.max()) + 1
     reviews = read_reviews(review_dbs, list(old.labels)) if review_dbs else None
-    hard = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews else cache.hard_negatives
+    hard, positives = add_reviews(cache, reviews, family, list(old.labels), n_folds) if reviews \
+        else (cache.hard_negatives, [])
     family.hard_negatives = hard
+    if reviews is not None:
+        family.review_guard = SimpleNamespace(positives=positives, old=dict(old.stream or {}))
     splits = [(np.flatnonzero(cache.fold != k), np.flatnonzero(cache.fold == k)) for k in range(n_folds)]
     scheme = str((old.meta.get("metrics") or {}).get("cv_scheme", "")).replace("; scores of the int8 models", "")
     data = CvData(CachedDataset(old, cache), list(old.labels), cache.y, splits, scheme or f"{n_folds} folds")

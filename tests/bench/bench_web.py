@@ -18,6 +18,7 @@ Run: ``python -m tests.bench.bench_web [--out bench/results]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -93,11 +94,9 @@ def get(url: str) -> tuple[float, bytes]:
     return (time.perf_counter() - t) * 1000, body
 
 
-def main(out_dir, n_events: int = 200, gets: int = 20, idle_s: float = 30.0) -> dict:
-    out = Path(out_dir)
-    work = out / "web_work"
-    work.mkdir(parents=True, exist_ok=True)
-    db = make_log(work, n_events)
+@contextlib.contextmanager
+def served(db: Path):
+    """The real CLI `fieldear serve --db DB` on a free port: yields (process, base url) once it answers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--db", str(db), "--port", str(port), "-q"],
@@ -113,40 +112,45 @@ def main(out_dir, n_events: int = 200, gets: int = 20, idle_s: float = 30.0) -> 
                     raise RuntimeError("fieldear serve did not start")
                 time.sleep(0.1)
         time.sleep(1.0)
-        rss_start = rss_mb(proc.pid)
-        get(base + "/detections?limit=100")  # warm-up: templates compiled
-        times = []
-        for _ in range(gets):
-            ms, body = get(base + "/detections?limit=100")
-            times.append(ms)
-        rows = body.count(b'<tr data-id="')
-        api_times = [get(base + "/api/events?limit=100")[0] for _ in range(gets)]
-        event_id = json.loads(get(base + "/api/events?limit=1")[1])["events"][0]["id"]
-        spec_cold, png = get(f"{base}/api/events/{event_id}/spectrogram.png")
-        spec_cached = statistics.median(get(f"{base}/api/events/{event_id}/spectrogram.png")[0] for _ in range(5))
-        live_ms = statistics.median(get(base + "/live")[0] for _ in range(5))
-        rss_pages = rss_mb(proc.pid)
-        helpers = children(proc.pid)
-        helper_rss = rss_mb(helpers[0]) if helpers else None
-        time.sleep(2.0)
-        hz = os.sysconf("SC_CLK_TCK")
-        c0, t0 = cpu_ticks(proc.pid), time.monotonic()
-        h0 = cpu_ticks(helpers[0]) if helpers else 0
-        time.sleep(idle_s)
-        c1, t1 = cpu_ticks(proc.pid), time.monotonic()
-        h1 = cpu_ticks(helpers[0]) if helpers and Path(f"/proc/{helpers[0]}").exists() else h0
-        idle = 100.0 * (c1 - c0) / hz / (t1 - t0)
-        helper_idle = 100.0 * (h1 - h0) / hz / (t1 - t0)
-        rss_idle = rss_mb(proc.pid)
+        yield proc, base
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def measure_server(proc, base: str, gets: int = 20, idle_s: float = 30.0) -> dict:
+    """Page timings of a running server (GETs from outside), then its idle CPU and RSS (``/proc``)."""
+    rss_start = rss_mb(proc.pid)
+    get(base + "/detections?limit=100")  # warm-up: templates compiled
+    times = []
+    for _ in range(gets):
+        ms, body = get(base + "/detections?limit=100")
+        times.append(ms)
+    rows = body.count(b'<tr data-id="')
+    api_times = [get(base + "/api/events?limit=100")[0] for _ in range(gets)]
+    event_id = json.loads(get(base + "/api/events?limit=1")[1])["events"][0]["id"]
+    spec_cold, png = get(f"{base}/api/events/{event_id}/spectrogram.png")
+    spec_cached = statistics.median(get(f"{base}/api/events/{event_id}/spectrogram.png")[0] for _ in range(5))
+    live_ms = statistics.median(get(base + "/live")[0] for _ in range(5))
+    rss_pages = rss_mb(proc.pid)
+    helpers = children(proc.pid)
+    helper_rss = rss_mb(helpers[0]) if helpers else None
+    time.sleep(2.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    c0, t0 = cpu_ticks(proc.pid), time.monotonic()
+    h0 = cpu_ticks(helpers[0]) if helpers else 0
+    time.sleep(idle_s)
+    c1, t1 = cpu_ticks(proc.pid), time.monotonic()
+    h1 = cpu_ticks(helpers[0]) if helpers and Path(f"/proc/{helpers[0]}").exists() else h0
+    idle = 100.0 * (c1 - c0) / hz / (t1 - t0)
+    helper_idle = 100.0 * (h1 - h0) / hz / (t1 - t0)
+    rss_idle = rss_mb(proc.pid)
     times.sort()
     result = {
-        "events_in_log": n_events, "rows_on_page": rows,
+        "rows_on_page": rows,
         "detections_100_ms": round(statistics.median(times), 1),
         "detections_100_p90_ms": round(times[int(0.9 * (len(times) - 1))], 1),
         "api_events_100_ms": round(statistics.median(api_times), 1),
@@ -160,6 +164,16 @@ def main(out_dir, n_events: int = 200, gets: int = 20, idle_s: float = 30.0) -> 
         "targets": TARGETS,
     }
     result["meets_targets"] = {k: result[k] <= v for k, v in TARGETS.items()}
+    return result
+
+
+def main(out_dir, n_events: int = 200, gets: int = 20, idle_s: float = 30.0) -> dict:
+    out = Path(out_dir)
+    work = out / "web_work"
+    work.mkdir(parents=True, exist_ok=True)
+    db = make_log(work, n_events)
+    with served(db) as (proc, base):
+        result = {"events_in_log": n_events, **measure_server(proc, base, gets, idle_s)}
     (out / "bench_web.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -169,3 +169,48 @@ def test_malformed_stream_section_is_refused(tmp_path):
         with pytest.raises(BundleError, match="'stream' is malformed"):
             _bundle_with(tmp_path, lambda m, s=stream: m.update(stream=s))
         assert not (tmp_path / "b").exists()
+
+
+def test_a_rejected_event_trains_only_its_blocks_unlike_another_label(negatives):
+    # the user's dogs and rain (folds 1-2). Rejected "rain" events: rain from fold 3 (every block stays: like its
+    # own label or like none), a dog from fold 3 (its dog-like blocks are left out: a reject says "not rain", not
+    # "nothing"); the same dog relabelled to background stays whole
+    from types import SimpleNamespace
+
+    from convert.openset.pool import label_like, label_similarity_floor
+
+    _, dog = _items(negatives, "dog", {"1", "2"}, loud=True)
+    _, rain = _items(negatives, "rain", {"1", "2"}, loud=True)
+    _, other_rain = _items(negatives, "rain", {"3"}, loud=True)
+    _, other_dog = _items(negatives, "dog", {"3"}, loud=True)
+    labels, pos_label = ["dog", "rain"], np.array([0] * len(dog) + [1] * len(rain))
+    pos = [unit_rows(c) for c in dog + rain]
+    floors = label_similarity_floor(pos, pos_label, len(labels))
+    the_dog = max(other_dog, key=lambda e: int((label_like(e, pos, pos_label, floors) == 0).sum()))
+    events = [SimpleNamespace(emb=other_rain[0], sha="a" * 64, category="review:rejected", not_label="rain"),
+              SimpleNamespace(emb=the_dog, sha="b" * 64, category="review:rejected", not_label="rain"),
+              SimpleNamespace(emb=the_dog, sha="c" * 64, category="review:rejected", not_label="")]
+    pool = build_pool(None, [], dog + rain, pos_label, set(), labels, 4, events=events)
+    kept = [int((pool.item == i).sum()) for i in np.unique(pool.item)]
+    like = label_like(the_dog, pos, pos_label, floors)
+    assert (like == 0).sum() > 0  # the premise: that dog sounds like the user's dogs
+    expected = [len(other_rain[0]) - int((label_like(other_rain[0], pos, pos_label, floors) == 0).sum()),
+                int((like != 0).sum()), len(the_dog)]
+    assert kept == [n for n in expected if n]  # an event left with no block is no item
+    assert pool.notes["hard_negative_blocks_like_another_label"] == len(other_rain[0]) + len(the_dog) - sum(expected[:2])
+
+
+def test_update_thresholds_rise_above_the_old_only_on_enough_confirmed_reviews():
+    labels = ["dog", "rain", "rooster"]
+    old = {"dog": 0.6, "rain": 0.6, "rooster": 0.5}
+    chosen = {"dog": 0.85, "rain": 0.4, "rooster": 0.9}
+    peaks = ([(0, p) for p in (0.95, 0.9, 0.99, 0.88, 0.97)]  # dog: 5 confirmed, none lost at 0.85: too few
+             + [(1, 0.1)]  # rain: the streams lowered it; lowering is never held back
+             + [(2, 0.95)] * 19 + [(2, 0.75)])  # rooster: 20 confirmed: 0.7 loses none (bound 1/21), 0.8 one
+    out, notes = calibrate.keep_review_recall(chosen, old, labels, peaks)
+    assert out == {"dog": 0.6, "rain": 0.4, "rooster": 0.7}
+    assert notes["dog"]["loss_bound_at_streams"] == round(1 / 6, 3)
+    assert notes["rooster"]["loss_bound_at_streams"] == round(2 / 21, 3)
+    # no confirmed clip of a label: back to the old threshold
+    out, _ = calibrate.keep_review_recall({"dog": 0.9}, {"dog": 0.6}, ["dog"], [])
+    assert out == {"dog": 0.6}
