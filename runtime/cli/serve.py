@@ -65,7 +65,11 @@ def cmd_serve(args) -> int:
         from runtime.errors import FieldearError
 
         raise FieldearError(f"no log database at {settings.db}", "pass --db PATH or run `fieldear listen` first")
+    from runtime.model.bundle import read_licence_notice
     from runtime.web.server import serve
 
+    notice = read_licence_notice(settings.model)
+    if notice:
+        print(f"fieldear serve: {notice}", file=sys.stderr, flush=True)
     serve(settings)
     return 0

@@ -34,6 +34,7 @@ class Model:
                     )
             self.runners.append(runner)
         self.backend_name = self.runners[0].backend_name
+        self.fusion = bundle.fusion  # None, or "birdnet+aisfx": runtime.model.fusion
         self.novelty = None
         if bundle.novelty is not None:
             from runtime.model.novelty import load_novelty
@@ -61,9 +62,15 @@ class Model:
         """(the classifier's scores, the same after the novelty rule) of one block; equal without a rule."""
         x = block
         embedding = None
-        for k, runner in enumerate(self.runners):
+        runners = self.runners
+        if self.fusion is not None:
+            from runtime.model.fusion import fused_embedding
+
+            x = embedding = fused_embedding(runners, block, self.params.sample_rate)
+            runners = runners[2:]
+        for k, runner in enumerate(runners):
             x = runner.run_one(x)
-            if k == 0:
+            if k == 0 and embedding is None:
                 embedding = x
         if self.novelty is None:
             return x, x
