@@ -27,6 +27,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -62,6 +63,9 @@ LICENCE = {
 BIRDNET_SECONDS_PER_WINDOW = 0.04
 # For ties only (MACs per window, rough): aisfx's MACs scaled by the measured time ratio of the two files.
 BIRDNET_MACS_PER_WINDOW = BACKBONE_MACS_PER_BLOCK * BIRDNET_SECONDS_PER_WINDOW / BACKBONE_SECONDS_PER_BLOCK
+# aisfx's part of a fused window: its centre block's resampling, log-mel and backbone (same machine)
+AISFX_SECONDS_PER_CENTRE = 0.04
+CENTRE_KIND = "aisfx-centre"  # the embedding cache's name for them
 BIRDNET_PARAMS = 6_500_000  # weights of the embedding file, classifier removed (counted by embedding_model)
 
 
@@ -175,12 +179,13 @@ class BirdnetFamily(BackboneFamily):
     def open_set_wanted(self) -> bool:
         return False
 
-    def window_seconds(self) -> float:
-        return BIRDNET_SECONDS_PER_WINDOW
-
     def estimate_seconds(self, dataset, n_folds: int) -> float:
-        windows = estimated_blocks(dataset, self.params)
-        return windows * self.window_seconds() * (1 + len(self.gains)) + 5.0 * n_folds
+        """Embedding time of the windows not in the cache yet (every gain copy), and the heads' CV."""
+        from runtime.model.bundle import sha256_file
+
+        windows = uncached_windows(dataset, self.params, sha256_file(self.backbone_path), self.gains,
+                                   self.options.cache_dir)
+        return windows * BIRDNET_SECONDS_PER_WINDOW + 5.0 * n_folds
 
     def device_cost(self) -> float:
         return BIRDNET_MACS_PER_WINDOW / self.params.block_hop_seconds
@@ -213,6 +218,19 @@ class BirdnetFamily(BackboneFamily):
         return int(BIRDNET_PARAMS + model.n_params)
 
 
+def uncached_windows(dataset, params, backbone_sha: str, gains, cache_dir, kind: str = "") -> float:
+    """Windows (``estimated_blocks``) of the clips whose embeddings are not cached, summed over the plain copy
+    and every gain copy."""
+    from convert.families.embed import EmbeddingCache
+
+    total = 0.0
+    for gain in (1.0,) + tuple(gains):
+        cache = EmbeddingCache(cache_dir, params, backbone_sha, gain, kind=kind)
+        missing = [c for c in dataset.items if not cache.path(c.sha).is_file()]
+        total += estimated_blocks(SimpleNamespace(items=missing), params) if missing else 0.0
+    return total
+
+
 def centre_embeddings(clips, params, gain: float = 1.0, cache_dir=None, threads: int | None = None) -> list[np.ndarray]:
     """The aisfx backbone's embedding of each raw window's centre (runtime.model.fusion.centre_block), per clip;
     cached like the other embeddings."""
@@ -222,7 +240,7 @@ def centre_embeddings(clips, params, gain: float = 1.0, cache_dir=None, threads:
     from runtime.model.interpreter import Runner
     from runtime.paths import BACKBONE_FILE
 
-    cache = EmbeddingCache(cache_dir, params, sha256_file(BACKBONE_FILE), gain, kind="aisfx-centre")
+    cache = EmbeddingCache(cache_dir, params, sha256_file(BACKBONE_FILE), gain, kind=CENTRE_KIND)
     runner = None
     out = []
     for clip in clips:
@@ -244,8 +262,13 @@ class FusedFamily(BirdnetFamily):
     parity_reference = "float = the float head on the same embeddings (float32 BirdNET beside int8 aisfx)"
     frontend_note = BirdnetFamily.frontend_note + "; aisfx (44.1 kHz log-mel) of each window's centre 2.32 s"
 
-    def window_seconds(self) -> float:
-        return BIRDNET_SECONDS_PER_WINDOW + BACKBONE_SECONDS_PER_BLOCK
+    def estimate_seconds(self, dataset, n_folds: int) -> float:
+        from runtime.model.bundle import sha256_file
+        from runtime.paths import BACKBONE_FILE
+
+        centres = uncached_windows(dataset, self.params, sha256_file(BACKBONE_FILE), self.gains,
+                                   self.options.cache_dir, kind=CENTRE_KIND)
+        return super().estimate_seconds(dataset, n_folds) + centres * AISFX_SECONDS_PER_CENTRE
 
     def prepare(self, dataset) -> None:
         super().prepare(dataset)

