@@ -66,7 +66,7 @@ BIRDNET_MACS_PER_WINDOW = BACKBONE_MACS_PER_BLOCK * BIRDNET_SECONDS_PER_WINDOW /
 # aisfx's part of a fused window: its centre block's resampling, log-mel and backbone (same machine)
 AISFX_SECONDS_PER_CENTRE = 0.04
 CENTRE_KIND = "aisfx-centre"  # the embedding cache's name for them
-BIRDNET_PARAMS = 6_500_000  # weights of the embedding file, classifier removed (counted by embedding_model)
+BIRDNET_PARAMS = 6_226_000  # constants the embedding file keeps, classifier removed (cut_to_embedding's count, v2.4)
 
 
 def installed_model() -> Path | None:

@@ -118,6 +118,7 @@ def test_birdnet_bundles_carry_the_backbone_and_its_licence(trained):
         assert licence["licence"] == "CC BY-NC-SA 4.0" and licence["non_commercial"] is True
         assert "Attribution-NonCommercial-ShareAlike 4.0" in (out / licence["file"]).read_text()
         assert "NON-COMMERCIAL use only" in stdout and "CC BY-NC-SA 4.0" in stdout
+        assert "NON-COMMERCIAL use only" in (out / "report.md").read_text()
         report = json.loads((out / "report.json").read_text())
         assert report["model"]["frontend"].startswith("raw audio (48 kHz")
         assert meta["metrics"]["cv_accuracy"] >= 0.8  # 3 labels x 8 clips; chance is 0.33
@@ -187,3 +188,34 @@ def test_estimate_counts_only_windows_not_yet_embedded(birdnet_file, trained, da
     assert warm.estimate_seconds(dataset, 4) == pytest.approx(20.0)
     assert FusedFamily(TrainOptions(data=data, out=tmp_path / "x", cache_dir=cache)).estimate_seconds(dataset, 4) \
         == pytest.approx(20.0)
+
+
+def test_serve_says_the_model_is_non_commercial(trained, tmp_path):
+    """`fieldear serve` with a BirdNET bundle as its [model] says so on stderr before it serves."""
+    pytest.importorskip("flask")
+    import select
+    import time
+
+    out, _ = trained["birdnet"]
+    db = tmp_path / "fieldear.db"
+    config = tmp_path / "fieldear.toml"
+    config.write_text(f'[model]\npath = "{out}"\n', encoding="utf-8")
+    db.touch()  # the notice comes before the log is opened
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli.main", "serve", "--config", str(config), "--db",
+                             str(db), "--port", str(port)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            cwd=ROOT, env=env)
+    try:
+        seen, deadline = "", time.monotonic() + 60
+        while "NON-COMMERCIAL" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            if select.select([proc.stderr], [], [], 1.0)[0]:
+                seen += proc.stderr.readline()
+        assert "fieldear serve: this model is for NON-COMMERCIAL use only" in seen, seen
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
