@@ -58,9 +58,9 @@ LICENCE = {
     "file": LICENCE_FILE,
 }
 
-# Measured with tests/bench/bench_birdnet.py on the 2-core dev machine: one 3 s window through the embedding file
-# with one thread, resampling included (BACKBONE_SECONDS_PER_BLOCK is aisfx's figure on the same machine).
-BIRDNET_SECONDS_PER_WINDOW = 0.04
+# Measured with tests/bench/bench_birdnet.py on the 2-core dev machine (shared, loaded): predict_file of a BirdNET
+# bundle took 42 ms per audio second with a window every 1.5 s, decoding and resampling included (aisfx's: 11 ms).
+BIRDNET_SECONDS_PER_WINDOW = 0.064
 # For ties only (MACs per window, rough): aisfx's MACs scaled by the measured time ratio of the two files.
 BIRDNET_MACS_PER_WINDOW = BACKBONE_MACS_PER_BLOCK * BIRDNET_SECONDS_PER_WINDOW / BACKBONE_SECONDS_PER_BLOCK
 # aisfx's part of a fused window: its centre block's resampling, log-mel and backbone (same machine)

