@@ -63,8 +63,9 @@ LICENCE = {
 BIRDNET_SECONDS_PER_WINDOW = 0.064
 # For ties only (MACs per window, rough): aisfx's MACs scaled by the measured time ratio of the two files.
 BIRDNET_MACS_PER_WINDOW = BACKBONE_MACS_PER_BLOCK * BIRDNET_SECONDS_PER_WINDOW / BACKBONE_SECONDS_PER_BLOCK
-# aisfx's part of a fused window: its centre block's resampling, log-mel and backbone (same machine)
-AISFX_SECONDS_PER_CENTRE = 0.04
+# aisfx's part of a fused window: its centre block's resampling, log-mel and backbone, and decoding the clip again
+# (bench_birdnet: the fused bundle took 5 ms per audio second more than BirdNET's alone; decoding not included)
+AISFX_SECONDS_PER_CENTRE = 0.03
 CENTRE_KIND = "aisfx-centre"  # the embedding cache's name for them
 BIRDNET_PARAMS = 6_226_000  # constants the embedding file keeps, classifier removed (cut_to_embedding's count, v2.4)
 
