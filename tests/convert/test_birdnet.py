@@ -219,3 +219,15 @@ def test_serve_says_the_model_is_non_commercial(trained, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_birdnet_families_are_families(birdnet_file, tmp_path):
+    from convert.families.base import Family
+    from convert.families.birdnet import BirdnetFamily, FusedFamily
+    from convert.options import FAMILIES, TrainOptions
+    from convert.train import FAMILY_CLASSES
+
+    for cls in (BirdnetFamily, FusedFamily):
+        family = cls(TrainOptions(data="unused", out="unused", cache_dir=tmp_path))
+        assert isinstance(family, Family) and FAMILY_CLASSES[family.name] is cls and family.name in FAMILIES
+        assert family.open_set is False and family.params.kind == "raw"
