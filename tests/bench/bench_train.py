@@ -71,19 +71,14 @@ def bench_esc10(work: Path) -> dict:
     }
 
 
-def make_four(data: Path) -> Path:
-    """The FOUR labels x 25 clips (5 from each official fold, sorted by name) copied into data/<label>/."""
+def bench_four(work: Path) -> dict:
+    data = work / "four"
     for label in FOUR:
         files = sorted((SHARED / "esc10" / label).glob("*.wav"))
         picked = [f for fold in "12345" for f in [g for g in files if _fold(g) == fold][:5]]
         (data / label).mkdir(parents=True)
         for f in picked:
             shutil.copyfile(f, data / label / f.name)
-    return data
-
-
-def bench_four(work: Path) -> dict:
-    data = make_four(work / "four")
     out = work / "four_model"
     cache = work / "cache_four"  # cold: nothing computed before
     exe = Path(sys.executable).with_name("fieldear")
