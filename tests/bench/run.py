@@ -411,7 +411,7 @@ def markdown(res: dict) -> str:
 
         lines += summary_lines(fl) + [""]
     bn = others.get("tests.bench.bench_birdnet", {}).get("result")
-    if isinstance(bn, dict) and "cost" in bn:
+    if isinstance(bn, dict) and "training" in bn:
         from tests.bench.bench_birdnet import summary_lines as birdnet_lines
 
         lines += birdnet_lines(bn) + [""]
