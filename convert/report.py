@@ -374,6 +374,8 @@ def render_markdown(result: dict, computed: dict, pngs: dict[str, bool]) -> str:
         f"- training wall time: {_num(result.get('train_seconds'), 1)} s",
         f"- model size: {_size(model.get('size_bytes'))}, parameters: {_num(model.get('params'))}",
     ]
+    if result.get("licence_notice"):
+        lines.append(f"- **{result['licence_notice']}**")
     q = result.get("quantization") or {}
     if q.get("top1_agreement") is not None:
         lines.append(f"- int8 vs float: top-1 agreement {_num(q['top1_agreement'])}, accuracy "

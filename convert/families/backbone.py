@@ -224,7 +224,7 @@ class BackboneFamily:
                 for i in va:
                     block_scores[i] = head.predict_proba(self.inputs[i]) if len(self.inputs[i]) else np.zeros((0, n_labels))
             seconds = time.monotonic() - t0
-            spec_trials = pooled_trials(block_scores, f"backbone+{spec.name}", n_labels, family=self.name, setting=spec,
+            spec_trials = pooled_trials(block_scores, f"{self.name}+{spec.name}", n_labels, family=self.name, setting=spec,
                                         fold_models=models, seconds=seconds, params=models[0].n_params,
                                         size_bytes=self.backbone_path.stat().st_size + models[0].n_params,
                                         device_cost=self.device_cost())

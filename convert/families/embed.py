@@ -53,12 +53,16 @@ def clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1
 
 
 def block_levels_db(blocks: np.ndarray, params: FrontendParams) -> np.ndarray:
-    """Level of each log-mel block (n, block_frames, n_mels) in dB: mean mel power, log compression undone.
+    """Level of each log-mel block (n, block_frames, n_mels) in dB: mean mel power, log compression undone (a raw
+    frontend's blocks: mean sample power).
 
     Training only (which blocks of a clip are much quieter than its loudest); the device never needs it.
     """
     if len(blocks) == 0:
         return np.zeros(0, dtype=np.float32)
+    if params.kind == "raw":  # blocks of samples: their mean power
+        power = np.square(np.asarray(blocks, dtype=np.float64)).mean(axis=(1, 2))
+        return (10.0 * np.log10(power + 1e-12)).astype(np.float32)
     lm = np.asarray(blocks, dtype=np.float64)
     power = (np.power(10.0, lm * params.log_div) - 1.0) / params.log_mult
     return (10.0 * np.log10(power.mean(axis=(1, 2)) + 1e-12)).astype(np.float32)

@@ -79,6 +79,8 @@ def cmd_predict(args) -> int:
     from runtime.predict.predict import format_prediction, predict_file, short_error
 
     model = Model.load(args.model, threads=args.threads)
+    if model.bundle.licence_notice:
+        print(f"fieldear predict: {model.bundle.licence_notice}", file=sys.stderr)
     sha = model.bundle.sha256
     if args.unknown:
         from runtime.predict.batch import check_unknown_labels

@@ -37,9 +37,16 @@ class FrontendParams:
     log_div: float
     block_frames: int
     block_hop: int
+    # "logmel": the log-mel above; "raw": the resampled samples themselves, one sample a frame (hop 1, n_mels 1),
+    # for a backbone that computes its own spectrogram (BirdNET: 48 kHz, 3 s windows)
+    kind: str = "logmel"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.kind not in FRONTEND_KINDS:
+            problems.append(f"kind must be one of {', '.join(FRONTEND_KINDS)}")
+        elif self.kind == "raw" and (self.hop != 1 or self.n_mels != 1):
+            problems.append("a raw frontend has hop 1 and n_mels 1 (one sample a frame)")
         if self.sample_rate <= 0:
             problems.append("sample_rate must be > 0")
         if self.n_fft <= 0 or self.n_fft % 2:
@@ -71,11 +78,16 @@ class FrontendParams:
         return FrontendParams(**{**asdict(self), "block_hop": int(block_hop)})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``kind`` only when not "logmel" (so log-mel bundles read the same as before it existed)."""
+        data = asdict(self)
+        if self.kind == "logmel":
+            del data["kind"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "FrontendParams":
         names = {f.name for f in fields(cls)}
+        data = {"kind": "logmel", **data}
         missing = sorted(names - set(data))
         unknown = sorted(set(data) - names)
         if missing or unknown:
@@ -85,11 +97,14 @@ class FrontendParams:
             )
         types = {"sample_rate": int, "n_fft": int, "hop": int, "n_mels": int,
                  "block_frames": int, "block_hop": int}
+        types["kind"] = str
         try:
             return cls(**{k: types.get(k, float)(v) for k, v in data.items()})
         except (TypeError, ValueError) as exc:
             raise BundleError(f"frontend parameters are not numbers: {exc}") from None
 
+
+FRONTEND_KINDS = ("logmel", "raw")
 
 # The aisfx backbone's input (Ma & Lerch, ISMIR 2022): 44.1 kHz, 2048/1024, 96 HTK mels over
 # 0-22050 Hz, blocks of 100 frames (2.32 s) every 50 frames (1.16 s).
@@ -103,6 +118,13 @@ BACKBONE = FrontendParams(
 SMALL = FrontendParams(
     sample_rate=16000, n_fft=512, hop=256, n_mels=64, fmin=50.0, fmax=8000.0,
     log_mult=1e4, log_div=9.457798957824707, block_frames=62, block_hop=31,
+)
+
+# BirdNET v2.4's input (an optional, user-installed backbone: convert/families/birdnet.py): raw 48 kHz samples,
+# windows of 3 s every 1.5 s.
+BIRDNET_RAW = FrontendParams(
+    sample_rate=48000, n_fft=2, hop=1, n_mels=1, fmin=0.0, fmax=24000.0, log_mult=1.0, log_div=1.0,
+    block_frames=144000, block_hop=72000, kind="raw",
 )
 
 
@@ -306,6 +328,24 @@ class StreamingFrontend:
         self._buf = self._buf[n * p.hop :].copy()
         self._frames_out += n
         return out
+
+
+class RawFrontend:
+    """The "raw" frontend: every sample is a frame of one value, so blocks are windows of samples."""
+
+    def __init__(self, params: FrontendParams):
+        self.params = params
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        return np.asarray(chunk, dtype=np.float32).reshape(-1, 1)
+
+    def flush(self) -> np.ndarray:
+        return np.zeros((0, 1), dtype=np.float32)
+
+
+def streaming_frontend(params: FrontendParams):
+    """The incremental frontend of ``params``: StreamingFrontend (log-mel) or RawFrontend."""
+    return RawFrontend(params) if params.kind == "raw" else StreamingFrontend(params)
 
 
 class BlockAssembler:

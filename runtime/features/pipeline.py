@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.audio.resample import StreamResampler
-from runtime.features.frontend import BlockAssembler, FrontendParams, StreamingFrontend
+from runtime.features.frontend import BlockAssembler, FrontendParams, streaming_frontend
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Block:
     start_frame: int  # first frame of the block (frame i is centred on sample i*hop)
     start_s: float  # stream offset of the block's first frame centre, seconds
     end_s: float  # start_s + block duration
-    features: np.ndarray  # (block_frames, n_mels) float32
+    features: np.ndarray  # (block_frames, n_mels) float32; a raw frontend's: (samples, 1)
 
 
 class BlockStream:
@@ -27,7 +27,7 @@ class BlockStream:
         self.params = params
         self.in_rate = int(in_rate)
         self.resampler = StreamResampler(self.in_rate, params.sample_rate)
-        self.frontend = StreamingFrontend(params)
+        self.frontend = streaming_frontend(params)
         self.assembler = BlockAssembler(params)
         self.samples_in = 0
         self._count = 0

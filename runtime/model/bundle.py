@@ -8,6 +8,8 @@ model.json (schema 1)::
     clip_pooling: "mean", thresholds {label: float}, metrics {...}, dataset {...},
     stream {thresholds {label: float}, smoothing, hysteresis, min_event_s, merge_gap_s, ...}   # optional
     novelty {file, tau {label: float}, ...}                                               # optional
+    licences: [{part, licence, url, non_commercial, attribution, file}]   # optional: parts under their own licence
+    fusion: "birdnet+aisfx"          # optional: stages 1 and 2 embed the same window, stage 3 classifies both
     json_sha256: sha256 of the canonical JSON of everything else (catches hand edits)
 
 ``thresholds`` are clip-level (F1-optimal on cross-validated clips: predict, batch). ``stream`` holds the
@@ -62,6 +64,7 @@ class Bundle:
     meta: dict = field(repr=False)
     stream: dict = field(default_factory=dict)  # listen's detection defaults chosen on validation streams ({}: none)
     novelty: dict | None = None  # {"file", "tau"}: the out-of-distribution rule (None: none)
+    fusion: str | None = None  # runtime.model.fusion (None: the stages run one after the other)
 
     @property
     def sha256(self) -> str:
@@ -77,6 +80,28 @@ class Bundle:
 
     def threshold(self, label: str, default: float = 0.5) -> float:
         return float(self.thresholds.get(label, default))
+
+    @property
+    def licence_notice(self) -> str | None:
+        return licence_notice(self.meta)
+
+
+def licence_notice(meta: dict) -> str | None:
+    """The plain statement a bundle with a non-commercial part (model.json "licences") must come with, else None."""
+    parts = [p for p in meta.get("licences") or [] if isinstance(p, dict) and p.get("non_commercial")]
+    if not parts:
+        return None
+    what = "; ".join(f"{p.get('part', '?')} under {p.get('licence', '?')}" for p in parts)
+    return f"this model is for NON-COMMERCIAL use only: it contains {what} (see model.json 'licences')"
+
+
+def read_licence_notice(path: str | os.PathLike | None) -> str | None:
+    """``licence_notice`` of the bundle at ``path`` (None: the default bundle), reading model.json only."""
+    mj = (Path(path) if path is not None else DEFAULT_BUNDLE) / MODEL_JSON
+    try:
+        return licence_notice(json.loads(mj.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None  # the bundle's own loading reports what is wrong with it
 
 
 def sha256_file(path: Path) -> str:
@@ -146,7 +171,8 @@ def load_bundle(path: str | os.PathLike | None = None, verify_files: bool = True
     if not last_out or last_out[-1] != len(labels):
         raise BundleError(f"{where}: model output size {last_out[-1] if last_out else '?'} does not match {len(labels)} labels")
     first_in = stages[0].input.get("shape") or []
-    if tuple(first_in[1:3]) != (frontend.block_frames, frontend.n_mels):
+    block_shape = (frontend.block_frames,) if frontend.kind == "raw" else (frontend.block_frames, frontend.n_mels)
+    if tuple(first_in[1 : 1 + len(block_shape)]) != block_shape:
         raise BundleError(
             f"{where}: model input shape {first_in} does not match frontend blocks "
             f"({frontend.block_frames} frames x {frontend.n_mels} mels)"
@@ -166,6 +192,14 @@ def load_bundle(path: str | os.PathLike | None = None, verify_files: bool = True
             raise BundleError(f"{where}: model.json 'novelty' needs a plain file name and a tau table")
         if stages[0].role != "embedding" or len(stages) < 2:
             raise BundleError(f"{where}: 'novelty' needs an embedding stage first")
+    fusion = meta.get("fusion")
+    if fusion is not None:
+        from runtime.model.fusion import FUSIONS
+
+        if fusion not in FUSIONS or [s.role for s in stages] != ["embedding", "embedding", "classifier"] or \
+                frontend.kind != "raw" or novelty is not None:
+            raise BundleError(f"{where}: model.json 'fusion' {fusion!r} needs a raw frontend, two embedding stages "
+                              "and a classifier, and no novelty rule", "rebuild the bundle with `fieldear train`")
     if verify_files:
         checked = [(s.file, s.sha256) for s in stages]
         if novelty is not None:
@@ -178,7 +212,7 @@ def load_bundle(path: str | os.PathLike | None = None, verify_files: bool = True
                 raise BundleError(f"{where}: {file} checksum mismatch (file damaged or replaced)", "copy the whole bundle again")
     return Bundle(path=root, name=str(meta.get("name", root.name)), labels=list(labels), frontend=frontend,
                   stages=stages, clip_pooling=pooling, thresholds={k: float(v) for k, v in thresholds.items()},
-                  meta=meta, stream=stream, novelty=novelty)
+                  meta=meta, stream=stream, novelty=novelty, fusion=fusion)
 
 
 STREAM_KEYS = {"smoothing": int, "hysteresis": float, "min_event_s": float, "merge_gap_s": float}

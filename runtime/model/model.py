@@ -34,6 +34,12 @@ class Model:
                     )
             self.runners.append(runner)
         self.backend_name = self.runners[0].backend_name
+        self.fusion = bundle.fusion  # None, or "birdnet+aisfx": runtime.model.fusion
+        self._fused_embedding = None
+        if self.fusion is not None:
+            from runtime.model.fusion import fused_embedding
+
+            self._fused_embedding = fused_embedding
         self.novelty = None
         if bundle.novelty is not None:
             from runtime.model.novelty import load_novelty
@@ -61,9 +67,13 @@ class Model:
         """(the classifier's scores, the same after the novelty rule) of one block; equal without a rule."""
         x = block
         embedding = None
-        for k, runner in enumerate(self.runners):
+        runners = self.runners
+        if self._fused_embedding is not None:  # stages 1 and 2 embed the same window, the rest run on both
+            x = embedding = self._fused_embedding(runners, block, self.params.sample_rate)
+            runners = runners[2:]
+        for k, runner in enumerate(runners):
             x = runner.run_one(x)
-            if k == 0:
+            if k == 0 and embedding is None:
                 embedding = x
         if self.novelty is None:
             return x, x

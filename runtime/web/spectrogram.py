@@ -27,7 +27,12 @@ def frontend_params(model: Path | None):
 
     path = Path(model) if model is not None else DEFAULT_BUNDLE
     meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
-    return FrontendParams.from_dict(meta["frontend"])
+    params = FrontendParams.from_dict(meta["frontend"])
+    if params.kind == "raw":  # a backbone that makes its own spectrogram (BirdNET): draw the aisfx log-mel
+        from runtime.features.frontend import BACKBONE
+
+        return BACKBONE
+    return params
 
 
 def render(samples, rate: int, params) -> bytes:

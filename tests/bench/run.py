@@ -1,8 +1,8 @@
 """`make bench`: the issue-3 numbers (cold start, batch throughput, per-block costs, frontend vs librosa,
 ai-edge-litert vs tflite-runtime, peak RSS), each beside a baseline measured in the same run, then the
 other areas' bench modules (``tests.bench.bench_train``, ``bench_stream``, ``bench_fleet``, ``bench_fleet_load``,
-``bench_openset``, ``bench_web``, ``bench_review_loop``, ``bench_studio``: their ``main(out_dir)``; a failure is
-recorded, not raised).
+``bench_openset``, ``bench_web``, ``bench_review_loop``, ``bench_studio``, ``bench_birdnet``: their ``main(out_dir)``;
+a failure is recorded, not raised).
 
     python -m tests.bench.run --out bench/results [--model DIR] [--quick] [--only cold,batch,...]
 
@@ -38,7 +38,8 @@ SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data")
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
 OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
                  "tests.bench.bench_fleet", "tests.bench.bench_fleet_load", "tests.bench.bench_openset",
-                 "tests.bench.bench_web", "tests.bench.bench_review_loop", "tests.bench.bench_studio")
+                 "tests.bench.bench_web", "tests.bench.bench_review_loop", "tests.bench.bench_studio",
+                 "tests.bench.bench_birdnet")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).
@@ -411,6 +412,11 @@ def markdown(res: dict) -> str:
         from tests.bench.bench_fleet_load import summary_lines
 
         lines += summary_lines(fl) + [""]
+    bn = others.get("tests.bench.bench_birdnet", {}).get("result")
+    if isinstance(bn, dict) and "training" in bn:
+        from tests.bench.bench_birdnet import summary_lines as birdnet_lines
+
+        lines += birdnet_lines(bn) + [""]
     if others:
         lines += ["## Other areas' benches", ""]
         lines += [f"- {k}: {v['status']}" + (f" ({v.get('wall_s')} s)" if v.get("wall_s") is not None else "")

@@ -175,3 +175,41 @@ def test_params_roundtrip_and_validation():
         fe.FrontendParams.from_dict({**fe.BACKBONE.to_dict(), "hop": 0})
     with pytest.raises(BundleError):
         fe.FrontendParams.from_dict({k: v for k, v in fe.BACKBONE.to_dict().items() if k != "n_mels"})
+
+
+@pytest.mark.parametrize("chunk", [1, 4000, 70001])
+def test_raw_frontend_blocks_are_windows_of_the_resampled_audio(esc10, chunk):
+    """A raw frontend (BirdNET's): blocks are 3 s windows every 1.5 s of the audio resampled to 48 kHz, the same
+    for any chunk size, their times those of the windows."""
+    p = fe.BIRDNET_RAW
+    x, rate = _real_clip(esc10, "rooster")
+    y = resample(x, rate, p.sample_rate)
+    stream = BlockStream(p, rate)
+    blocks = []
+    for i in range(0, len(x), chunk):
+        blocks += stream.push(x[i : i + chunk])
+    blocks += stream.flush()
+    assert len(blocks) == 1 + (len(y) - p.block_frames) // p.block_hop == 2  # 5 s: windows at 0 and 1.5 s
+    for k, b in enumerate(blocks):
+        assert b.features.shape == (p.block_frames, 1)
+        assert b.start_s == pytest.approx(1.5 * k) and b.end_s == pytest.approx(1.5 * k + 3.0)
+        np.testing.assert_allclose(b.features[:, 0], y[k * p.block_hop : k * p.block_hop + p.block_frames], atol=1e-6)
+
+
+def test_raw_frontend_short_clip_gives_one_zero_padded_window():
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1  # 1 s at 16 kHz
+    blocks = blocks_of(x, 16000, fe.BIRDNET_RAW)
+    assert len(blocks) == 1 and blocks[0].features.shape == (144000, 1)
+    assert np.abs(blocks[0].features[:40000]).max() > 0 and np.all(blocks[0].features[50000:] == 0)
+
+
+def test_frontend_kind_roundtrip_and_validation():
+    from runtime.errors import BundleError
+
+    assert "kind" not in fe.BACKBONE.to_dict()  # log-mel bundles' model.json unchanged
+    assert fe.FrontendParams.from_dict(fe.BIRDNET_RAW.to_dict()) == fe.BIRDNET_RAW
+    assert fe.BIRDNET_RAW.block_seconds == 3.0 and fe.BIRDNET_RAW.block_hop_seconds == 1.5
+    with pytest.raises(BundleError, match="kind"):
+        fe.FrontendParams.from_dict({**fe.BACKBONE.to_dict(), "kind": "mfcc"})
+    with pytest.raises(BundleError, match="raw"):
+        fe.FrontendParams.from_dict({**fe.BIRDNET_RAW.to_dict(), "hop": 2})

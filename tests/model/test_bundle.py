@@ -121,3 +121,24 @@ def test_consistently_edited_schema_and_shapes_refused(tmp_path):
     rewrite(lambda m: m["stages"][1]["output"].update(shape=[1, 12]))
     with pytest.raises(BundleError, match="labels"):
         load_bundle(out)
+
+
+def test_licence_notice_only_for_a_non_commercial_part(tmp_path):
+    from runtime.model.bundle import licence_notice, read_licence_notice
+
+    assert load_bundle().licence_notice is None and read_licence_notice(None) is None
+    part = {"part": "the BirdNET v2.4 backbone", "licence": "CC BY-NC-SA 4.0", "non_commercial": True}
+    assert licence_notice({"licences": [{**part, "non_commercial": False}]}) is None
+    meta, files = _meta_and_files()
+    meta["licences"] = [part]
+    out = write_bundle(tmp_path / "m", files, meta)
+    notice = load_bundle(out).licence_notice
+    assert notice == read_licence_notice(out)
+    assert "NON-COMMERCIAL" in notice and "CC BY-NC-SA 4.0" in notice and "BirdNET" in notice
+
+
+def test_fusion_needs_its_stage_layout(tmp_path):
+    meta, files = _meta_and_files()
+    meta["fusion"] = "birdnet+aisfx"  # on a log-mel bundle with two stages
+    with pytest.raises(BundleError, match="fusion"):
+        write_bundle(tmp_path / "m", files, meta)

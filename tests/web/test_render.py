@@ -95,3 +95,16 @@ def test_the_spectrogram_helper_renders_exits_when_idle_and_restarts(demo_log, t
         assert worker.png(clip) == in_process  # started again on demand
     finally:
         worker.close()
+
+
+def test_a_raw_frontend_bundle_is_drawn_with_the_backbone_log_mel(tmp_path):
+    """A BirdNET bundle's blocks are raw samples: its clips are drawn with the aisfx log-mel instead."""
+    import json
+
+    from runtime.features.frontend import BACKBONE, BIRDNET_RAW
+    from runtime.web.spectrogram import frontend_params
+
+    (tmp_path / "model.json").write_text(json.dumps({"frontend": BIRDNET_RAW.to_dict()}))
+    assert frontend_params(tmp_path) == BACKBONE
+    (tmp_path / "model.json").write_text(json.dumps({"frontend": BACKBONE.with_block_hop(25).to_dict()}))
+    assert frontend_params(tmp_path) == BACKBONE.with_block_hop(25)
