@@ -12,6 +12,7 @@ from convert.families.base import (
     Trial,
     calibration_blocks,
     estimated_blocks,
+    log_fold,
     log_trials,
     pooled_trials,
     stage_entry,
@@ -203,6 +204,7 @@ class BackboneFamily:
             block_scores: list[np.ndarray | None] = [None] * len(y)
             models = []
             for k, (tr, va) in enumerate(splits):
+                log_fold(spec.name, k, len(splits))
                 x_tr, y_tr, w_tr = self.training_set(tr, y, n_labels, fold=k)
                 head = fit_head(x_tr, y_tr, n_labels, spec, seed, sample_weight=w_tr)
                 models.append(head)
