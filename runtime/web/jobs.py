@@ -87,6 +87,8 @@ class ChildJob:
         state = read_json(self.state_file)
         if state is None:
             return None
+        if state.get("status") != "running" and self._child is not None and self._child.poll() is not None:
+            self._child = None  # ended after another server object cancelled it: reaped
         if state.get("status") == "running" and self._ended(state):
             code = self._child.returncode if self._child is not None else None
             self._child = None
@@ -164,4 +166,12 @@ class ChildJob:
             return False
         except PermissionError:
             return True
-        return True
+        return not _zombie(pgid)  # ended, waiting for its parent (another server object) to reap it
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
