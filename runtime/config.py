@@ -11,7 +11,7 @@ Sections and keys (see ``firmware_tools/fieldear.example.toml`` for a documented
     [clips]   enabled, pre_s, post_s, quota_mb, min_free_mb
     [health]  every_s, watchdog_stall_s
     [mqtt]    host, port, tls, ca_file, username, password | password_file, topic_prefix, client_id, ack_timeout_s
-    [web]     host, port, password_file   (`fieldear serve`)
+    [web]     host, port, password_file, projects   (`fieldear serve`)
     [metrics] port   (`listen`'s Prometheus endpoint on 127.0.0.1; unset: none)
 
 Every key is optional. Unknown sections or keys and values of the wrong type are errors that name
@@ -160,6 +160,7 @@ class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     password_file: Path | None = None
+    projects: Path | None = None  # the studio's projects root (`fieldear serve --projects`); None: no studio
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,8 @@ CHECKS: dict[str, dict[str, Callable]] = {
              "ca_file": _path(optional=True), "username": _text(optional=True), "password": _text(optional=True),
              "password_file": _path(optional=True), "topic_prefix": _topic_prefix,
              "client_id": _text(optional=True), "ack_timeout_s": _float(0.0, above=True)},
-    "web": {"host": _host, "port": _int(1, 65535), "password_file": _path(optional=True)},
+    "web": {"host": _host, "port": _int(1, 65535), "password_file": _path(optional=True),
+            "projects": _path(optional=True)},
     "metrics": {"port": _int(1, 65535, optional=True)},
 }
 

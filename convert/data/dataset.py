@@ -334,25 +334,33 @@ def _check_labels(dataset: Dataset, labels_listed: list[str]) -> None:
         raise DatasetError("only one label has usable clips; a classifier needs at least two")
 
 
-def _warn_about(dataset: Dataset) -> None:
-    counts = dataset.counts
-    log.info(
-        "dataset: %d clips, %d labels (%s)", len(dataset), len(counts), ", ".join(f"{k} {v}" for k, v in counts.items())
-    )
+def count_warnings(counts: dict[str, int]) -> list[str]:
+    """The warnings about clips per label that train logs (few clips; imbalance); the studio shows the same."""
+    warnings = []
     few = {label: n for label, n in counts.items() if n < MIN_CLIPS_PER_LABEL}
     if few:
-        log.warning(
-            "few clips: %s (fewer than %d); its scores rest on very few examples, add recordings if you can",
-            ", ".join(f"{label!r} has {n}" for label, n in sorted(few.items())), MIN_CLIPS_PER_LABEL,
+        warnings.append(
+            f"few clips: {', '.join(f'{label!r} has {n}' for label, n in sorted(few.items()))} (fewer than "
+            f"{MIN_CLIPS_PER_LABEL}); its scores rest on very few examples, add recordings if you can"
         )
     ratio = imbalance_ratio(counts)
     if ratio > IMBALANCE_RATIO:
         biggest = max(counts, key=counts.get)
         smallest = min(counts, key=counts.get)
-        log.warning(
-            "classes are imbalanced: %r has %d clips, %r only %d (%.1fx); scores favour the big class",
-            biggest, counts[biggest], smallest, counts[smallest], ratio,
+        warnings.append(
+            f"classes are imbalanced: {biggest!r} has {counts[biggest]} clips, {smallest!r} only "
+            f"{counts[smallest]} ({ratio:.1f}x); scores favour the big class"
         )
+    return warnings
+
+
+def _warn_about(dataset: Dataset) -> None:
+    counts = dataset.counts
+    log.info(
+        "dataset: %d clips, %d labels (%s)", len(dataset), len(counts), ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
+    for warning in count_warnings(counts):
+        log.warning("%s", warning)
     for group in dataset.duplicates:
         clips = [dataset.items[i] for i in group]
         names = ", ".join(str(c.path) for c in clips)

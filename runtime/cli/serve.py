@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--password-file", default=None, metavar="FILE",
                    help="file with a password hash from --hash-password (required off loopback)")
     p.add_argument("--service", default="fieldear", help="the listen unit the live page reports on")
+    p.add_argument("--projects", default=None, metavar="DIR",
+                   help="the studio's projects root (default: [web] projects): serves /studio (docs/studio.md); "
+                   "the log is then optional. Needs the train extra")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password (prompt, or one line on stdin) and print its hash for --password-file")
     p.set_defaults(func=cmd_serve)
@@ -52,19 +55,32 @@ def cmd_serve(args) -> int:
     from runtime.config import default_config, load_config
     from runtime.web.settings import settings_for
 
+    from runtime.errors import FieldearError
+
     config = load_config(args.config) if args.config else default_config()
+    studio = bool(args.projects or config.web.projects)
+    if studio:
+        from runtime.web.retrain import missing_train_modules
+
+        missing = missing_train_modules()
+        if missing:
+            raise FieldearError(f"the studio (--projects) needs the train extra (missing: {', '.join(missing)})",
+                                "pip install 'fieldear[train]'")
     db = Path(args.db) if args.db else None
     if db is None and not args.config:
         from runtime.cli.field import _default_db
 
         db = _default_db(None)
+        if studio and not db.is_file():
+            db = None
     settings = settings_for(config, db=db, host=args.host, port=args.port,
                             password_file=Path(args.password_file) if args.password_file else None,
-                            service=args.service)
-    if not settings.db.is_file():
-        from runtime.errors import FieldearError
-
+                            service=args.service, projects=Path(args.projects) if args.projects else None,
+                            need_db=not studio or bool(args.db))
+    if settings.db is not None and not settings.db.is_file():
         raise FieldearError(f"no log database at {settings.db}", "pass --db PATH or run `fieldear listen` first")
+    if settings.projects is not None:
+        settings.projects.mkdir(parents=True, exist_ok=True)
     from runtime.web.server import serve
 
     serve(settings)

@@ -87,6 +87,13 @@ def _png(path):
     return current_app.response_class(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
+@api.before_request
+def _needs_log():
+    if current_settings().db is None and request.endpoint != "api.get_csrf":
+        return jsonify(error="no device log: this server was started for the studio only"), 404
+    return None
+
+
 @api.get("/csrf")
 def get_csrf():
     return jsonify(csrf_token=csrf_token())

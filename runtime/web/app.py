@@ -38,7 +38,7 @@ def csrf_token() -> str:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/studio/api/"))
 
 
 def _basic_auth_ok(stored: str) -> bool:
@@ -59,6 +59,9 @@ def db():
     if "db" not in g:
         from runtime.store.schema import connect
 
+        if current_settings().db is None:
+            raise FieldearError("no device log: this server was started for the studio only",
+                                "start `fieldear serve --db LOG` for the review pages")
         g.db = connect(current_settings().db, readonly=True, timeout=5)
     return g.db
 
@@ -70,8 +73,9 @@ def current_settings():
 
 
 def create_app(settings, clock: Callable[[], float] = time.time, status_state=..., models=None) -> Flask:
-    """The web app for ``settings`` (a ``runtime.web.settings.WebSettings``). ``clock``: wall time for reviews
-    and status; ``status_state``: the systemd state to report (tests), else asked from systemctl; ``models``: the
+    """The web app for ``settings`` (a ``runtime.web.settings.WebSettings``); with ``settings.projects`` also the
+    studio (``convert.studio.web``, under /studio); with ``settings.db`` None only the studio. ``clock``: wall time
+    for reviews and status; ``status_state``: the systemd state to report (tests), else asked from systemctl; ``models``: the
     retrain/switch control (a ``runtime.web.retrain.ModelControl``; tests inject one)."""
     from runtime.web.api import api
     from runtime.web.pages import pages
@@ -89,12 +93,17 @@ def create_app(settings, clock: Callable[[], float] = time.time, status_state=..
         FIELDEAR_CLOCK=clock,
         FIELDEAR_STATUS_STATE=status_state,
         FIELDEAR_SPECTROGRAMS=SpectrogramCache(settings.model),
-        FIELDEAR_MODELS=models if models is not None else ModelControl(settings, clock=clock),
+        FIELDEAR_MODELS=models if models is not None else (
+            ModelControl(settings, clock=clock) if settings.db is not None else None),
     )
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["auth_required"] = settings.password_hash is not None
     app.register_blueprint(pages)
     app.register_blueprint(api, url_prefix="/api")
+    if settings.projects is not None:
+        from convert.studio.web import register_studio  # the train extra: only imported for --projects
+
+        register_studio(app, settings.projects)
 
     @app.get("/favicon.ico")
     def favicon():

@@ -24,14 +24,31 @@ pages = Blueprint("pages", __name__)
 
 NAV = (("pages.live", "Live"), ("pages.detections", "Detections"), ("pages.counts", "Counts"),
        ("pages.health", "Health"), ("pages.model", "Model"))
+STUDIO_NAV = (("studio.projects", "Studio"),)
+DEVICE_FREE = {"pages.index", "pages.login", "pages.logout"}  # the pages that need no device log
+
+
+def nav_for(settings) -> tuple:
+    """The header links: the device pages when there is a log, the studio when there are projects."""
+    return (NAV if settings.db is not None else ()) + (STUDIO_NAV if settings.projects is not None else ())
 
 
 def _render(template: str, **kw):
-    return render_template(template, nav=NAV, device=current_settings().db, **kw)
+    settings = current_settings()
+    return render_template(template, nav=nav_for(settings), device=settings.db, **kw)
+
+
+@pages.before_request
+def _studio_only():
+    if current_settings().db is None and request.endpoint not in DEVICE_FREE:
+        return redirect(url_for("studio.projects"))
+    return None
 
 
 @pages.get("/")
 def index():
+    if current_settings().db is None:
+        return redirect(url_for("studio.projects"))
     return redirect(url_for("pages.live"))
 
 

@@ -21,7 +21,7 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 @dataclass(frozen=True)
 class WebSettings:
-    db: Path
+    db: Path | None  # None: no device log (`serve --projects` alone: the studio only)
     host: str = "127.0.0.1"
     port: int = 8080
     password_hash: str | None = None  # None: no login (loopback only)
@@ -29,10 +29,11 @@ class WebSettings:
     service: str = "fieldear"  # the listen unit the live page asks systemd about
     every_s: float | None = None  # [health] every_s (when the heartbeat is late)
     reviewer: str = "web"  # the reviewer name when the page sends none
+    projects: Path | None = None  # the studio's projects root (None: no studio pages)
 
     @property
-    def clips_dir(self) -> Path:
-        return clips_dir(self.db)
+    def clips_dir(self) -> Path | None:
+        return clips_dir(self.db) if self.db is not None else None
 
 
 def is_loopback(host: str) -> bool:
@@ -45,8 +46,10 @@ def is_loopback(host: str) -> bool:
 
 
 def settings_for(config, db: Path | None = None, host: str | None = None, port: int | None = None,
-                 password_file: Path | None = None, service: str = "fieldear") -> WebSettings:
-    """Command-line values (None: not given) over the config's [web] and [store]."""
+                 password_file: Path | None = None, service: str = "fieldear", projects: Path | None = None,
+                 need_db: bool = True) -> WebSettings:
+    """Command-line values (None: not given) over the config's [web] and [store]. ``need_db=False`` (the studio
+    alone): the log is None unless ``db`` is given or the config's log exists."""
     from runtime.web.passwords import read_hash_file
 
     web = config.web
@@ -59,6 +62,11 @@ def settings_for(config, db: Path | None = None, host: str | None = None, port: 
         raise ConfigError(f"refusing to serve on {host} without a password",
                           "pass --password-file FILE (made by `fieldear serve --hash-password`), or use --host 127.0.0.1")
     password_hash = read_hash_file(password_file) if password_file is not None else None
-    return WebSettings(db=Path(db) if db else config.store.db_path, host=host, port=port,
+    if db is None:
+        db = config.store.db_path
+        if not need_db and not Path(db).is_file():
+            db = None
+    projects = Path(projects).expanduser() if projects else web.projects
+    return WebSettings(db=Path(db) if db else None, host=host, port=port,
                        password_hash=password_hash, model=config.model.path, service=service,
-                       every_s=config.health.every_s)
+                       every_s=config.health.every_s, projects=projects)

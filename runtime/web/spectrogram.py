@@ -50,10 +50,13 @@ def render(samples, rate: int, params) -> bytes:
 
 
 class SpectrogramCache:
-    def __init__(self, model: Path | None, size: int = CACHE_SIZE, in_process: bool = False):
+    """``reader(path) -> (samples, rate)``: how ``in_process`` reads a file (default: 16-bit WAV clips)."""
+
+    def __init__(self, model: Path | None, size: int = CACHE_SIZE, in_process: bool = False, reader=None):
         self.model = model
         self.size = size
         self.in_process = in_process
+        self.reader = reader
         self._worker = None
         self._params = None
         self._images: OrderedDict = OrderedDict()
@@ -75,7 +78,7 @@ class SpectrogramCache:
                 self._images.move_to_end(key)
                 return self._images[key]
         if self.in_process:
-            samples, rate = read_clip(path)
+            samples, rate = (self.reader or read_clip)(path)
             data = render(samples, rate, self.params)
         else:
             with self._lock:
