@@ -26,3 +26,15 @@ def project(esc10, tmp_path):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained_project(esc10, tmp_path_factory, cache):
+    """A small project and its bundle bundles/v1, made by `fieldear train` on the project's manifest."""
+    from runtime.cli.main import main
+
+    project = labelled_project(esc10, tmp_path_factory.mktemp("projects"))
+    manifest, _ = project.write_train_manifest()
+    assert main(["train", str(manifest), "--out", str(project.path / "bundles" / "v1"), "--cache", str(cache),
+                 "--folds", "3", "--time-budget", "20"]) == 0
+    return project
