@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ AUDIO_DIR = "audio"
 BUNDLES_DIR = "bundles"
 REPORTS_DIR = "reports"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+_CHECKED: dict[tuple, tuple[float, str] | Problem] = {}  # (path, mtime_ns, size) -> check_file's answer
+_CHECKED_LOCK = threading.Lock()
+CHECK_CACHE_SIZE = 20000
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,33 @@ class Imported:
     stored: str | None  # file name under audio/ when imported
     problem: str | None = None  # Problem kind + message when the file is unusable
     duplicate_of: str | None = None  # stored file with the same decoded audio
+
+
+def _check_key(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _remember(key: tuple, result: tuple[float, str] | Problem) -> None:
+    with _CHECKED_LOCK:
+        if len(_CHECKED) >= CHECK_CACHE_SIZE:
+            _CHECKED.clear()
+        _CHECKED[key] = result
+
+
+def checked(path: Path) -> tuple[float, str] | Problem:
+    """``check_file(path)``, remembered by (path, mtime, size): an import compares each new file with every
+    stored one, which would otherwise decode the whole project again for every uploaded file."""
+    try:
+        key = _check_key(path)
+    except OSError:
+        return check_file(path)
+    with _CHECKED_LOCK:
+        if key in _CHECKED:
+            return _CHECKED[key]
+    result = check_file(path)
+    _remember(key, result)
+    return result
 
 
 def check_name(name: str) -> str:
@@ -161,23 +192,24 @@ class Project:
         labels = self.labels()
         known = {}
         for name in labels:
-            checked = check_file(self.audio / name)
-            if not isinstance(checked, Problem):
-                known[checked[1]] = name
+            found = checked(self.audio / name)
+            if not isinstance(found, Problem):
+                known.setdefault(found[1], name)
         results = []
         for source in offered:
             if source.suffix.lower() not in AUDIO_EXTENSIONS:
                 results.append(Imported(str(source), None, f"not_audio: suffix {source.suffix or '(none)'!r}"))
                 continue
-            checked = check_file(source)
-            if isinstance(checked, Problem):
-                results.append(Imported(str(source), None, f"{checked.kind}: {checked.message}"))
+            found = check_file(source)
+            if isinstance(found, Problem):
+                results.append(Imported(str(source), None, f"{found.kind}: {found.message}"))
                 continue
             stored = self._free_name(source.name, labels)
             shutil.copyfile(source, self.audio / stored)
+            _remember(_check_key(self.audio / stored), found)
             labels[stored] = ""
-            duplicate = known.get(checked[1])
-            known.setdefault(checked[1], stored)
+            duplicate = known.get(found[1])
+            known.setdefault(found[1], stored)
             results.append(Imported(str(source), stored, None, duplicate))
         self.write_labels(labels)
         log.info(

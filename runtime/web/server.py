@@ -20,5 +20,9 @@ def serve(settings, threads: int = THREADS) -> None:
     where = f"http://{settings.host}:{settings.port}/"
     log.info("fieldear serve: %s (log %s%s)", where, settings.db,
              ", password required" if settings.password_hash else ", loopback only, no password")
+    extra = {}
+    if app.config.get("STUDIO_MAX_UPLOAD"):  # the studio's upload limit: bigger bodies refused before they are read
+        extra["max_request_body_size"] = app.config["STUDIO_MAX_UPLOAD"] + (1 << 20)
+        log.info("studio: projects in %s", settings.projects)
     waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="fieldear",
-                   clear_untrusted_proxy_headers=True, _quiet=True)
+                   clear_untrusted_proxy_headers=True, _quiet=True, **extra)

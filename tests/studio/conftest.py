@@ -1,4 +1,5 @@
-"""A small real studio project (ESC-10 dog and rooster clips, imported and labelled) and its embedding cache."""
+"""Fixtures for the studio's tests: a Flask test client over a projects root (no device log), a small real project
+(ESC-10 dog and rooster clips, imported and labelled), its embedding cache and a bundle trained from it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ from pathlib import Path
 import pytest
 
 from convert.studio.projects import Projects
+from tests.web.conftest import demo_log, log_copy  # noqa: F401  (the device log, for a studio beside it)
+
+
+def make_studio_app(root: Path, db: Path | None = None, **settings):
+    pytest.importorskip("flask")
+    from runtime.web.app import create_app
+    from runtime.web.settings import WebSettings
+
+    return create_app(WebSettings(db=db, projects=root, **settings), status_state=None)
+
+
+@pytest.fixture
+def studio_client(tmp_path):
+    app = make_studio_app(tmp_path / "projects")
+    app.testing = True
+    return app.test_client()
+
+
+def csrf(client) -> str:
+    return client.get("/api/csrf").get_json()["csrf_token"]
+
 
 
 def labelled_project(esc10: Path, root: Path, classes=("dog", "rooster"), per_class: int = 6):

@@ -63,7 +63,8 @@
           method: "POST", credentials: "same-origin",
           headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": csrf }, body: file,
         });
-        const data = await resp.json().catch(() => ({ error: resp.status + " " + resp.statusText }));
+        const data = await resp.json().catch(() => ({
+          error: resp.status === 413 ? "too big for the server's upload limit" : resp.status + " " + resp.statusText }));
         if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
         data.results.forEach((r) => show(tr, r));
       } catch (err) { fail(tr, err.message); }
