@@ -104,7 +104,8 @@ class ChildJob:
     def _ended(self, state: dict) -> bool:
         if self._child is not None and self._child.pid == state.get("pid"):
             return self._child.poll() is not None
-        return not alive(int(state["pid"]))
+        pid = int(state["pid"])
+        return not alive(pid) or _zombie(pid)
 
     def running(self) -> dict | None:
         state = self.read()

@@ -30,7 +30,6 @@ def csrf(client) -> str:
     return client.get("/api/csrf").get_json()["csrf_token"]
 
 
-
 def labelled_project(esc10: Path, root: Path, classes=("dog", "rooster"), per_class: int = 6):
     """A project under ``root`` with ``per_class`` clips of each class imported and labelled."""
     project = Projects(root).create("small")
