@@ -40,6 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 _CHECKED: dict[tuple, tuple[float, str] | Problem] = {}  # (path, mtime_ns, size) -> check_file's answer
 _CHECKED_LOCK = threading.Lock()
 CHECK_CACHE_SIZE = 20000
+_PROJECT_LOCKS: dict[str, threading.RLock] = {}  # one per project folder: labels.csv is read, changed, replaced
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,18 @@ class Projects:
         log.info("deleted project %s", project.path)
 
 
+def _project_lock(path: Path) -> threading.RLock:
+    with _CHECKED_LOCK:
+        return _PROJECT_LOCKS.setdefault(str(Path(path).resolve()), threading.RLock())
+
+
 class Project:
+    """One project folder. Changes to labels.csv (labels, imports) are serialized per folder within a process
+    (the web server's threads), so two requests at once do not lose each other's rows."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.lock = _project_lock(self.path)
 
     @property
     def name(self) -> str:
@@ -162,6 +172,10 @@ class Project:
 
     def set_label(self, files: list[str], label: str) -> None:
         """Label many clips at once ('' unlabels them)."""
+        with self.lock:
+            self._set_label(files, label)
+
+    def _set_label(self, files: list[str], label: str) -> None:
         labels = self.labels()
         unknown = [f for f in files if f not in labels]
         if unknown:
@@ -183,6 +197,10 @@ class Project:
     def import_files(self, files: list[Path]) -> list[Imported]:
         """Check and copy files (or every audio file under a folder) into audio/; unusable files are
         reported, not copied; duplicates are copied and flagged."""
+        with self.lock:
+            return self._import_files(files)
+
+    def _import_files(self, files: list[Path]) -> list[Imported]:
         offered: list[Path] = []
         for f in map(Path, files):
             if f.is_dir():

@@ -17,6 +17,7 @@ from runtime.errors import DatasetError
 log = logging.getLogger(__name__)
 
 MAX_KEYED_LABELS = 9  # keys 1-9
+THUMBNAIL_CACHE = 4096  # images kept per frontend (a few kB each)
 
 
 def project_frontend(project) -> Path | None:
@@ -36,7 +37,8 @@ def spectrograms(project):
     caches = current_app.config["STUDIO_SPECTROGRAMS"]
     key = str(model)
     if key not in caches:
-        caches[key] = SpectrogramCache(model, in_process=True, reader=lambda p: read_audio(p, max_seconds=MAX_CLIP_S))
+        caches[key] = SpectrogramCache(model, size=THUMBNAIL_CACHE, in_process=True,
+                                       reader=lambda p: read_audio(p, max_seconds=MAX_CLIP_S))
     return caches[key]
 
 

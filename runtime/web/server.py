@@ -18,11 +18,12 @@ def serve(settings, threads: int = THREADS) -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # a page's lazy images queue up briefly: normal
     app = create_app(settings)
     where = f"http://{settings.host}:{settings.port}/"
-    log.info("fieldear serve: %s (log %s%s)", where, settings.db,
+    if settings.projects is not None:
+        where += f"studio/ (projects in {settings.projects})"
+    log.info("fieldear serve: %s (log %s%s)", where, settings.db or "none: the studio only",
              ", password required" if settings.password_hash else ", loopback only, no password")
     extra = {}
     if app.config.get("STUDIO_MAX_UPLOAD"):  # the studio's upload limit: bigger bodies refused before they are read
         extra["max_request_body_size"] = app.config["STUDIO_MAX_UPLOAD"] + (1 << 20)
-        log.info("studio: projects in %s", settings.projects)
     waitress.serve(app, host=settings.host, port=settings.port, threads=threads, ident="fieldear",
                    clear_untrusted_proxy_headers=True, _quiet=True, **extra)

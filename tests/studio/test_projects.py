@@ -31,3 +31,24 @@ def test_import_label_and_train_manifest(esc10, tmp_path):
         projects.delete("b2", "birds")
     projects.delete("b2", "b2")
     assert projects.names() == []
+
+
+def test_labels_from_many_threads_at_once_are_all_kept(esc10, tmp_path):
+    """The web server labels from several threads: each change re-reads and replaces labels.csv under the
+    project's lock, so none is lost."""
+    import threading
+
+    project = Projects(tmp_path).create("p")
+    clip = sorted((esc10 / "dog").iterdir())[0]
+    names = [r.stored for r in project.import_files([clip] * 16)]
+
+    def label(k: int) -> None:
+        for _ in range(20):
+            Projects(tmp_path).get("p").set_label([names[k]], f"l{k}")
+
+    threads = [threading.Thread(target=label, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert project.labels() == {name: f"l{k}" for k, name in enumerate(names)}

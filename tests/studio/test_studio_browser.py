@@ -54,7 +54,7 @@ def no_sideways_scroll(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def import_rows(driver) -> list[tuple[str, str, str]]:
+def import_rows(driver) -> list[list[str]]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll('#import-results tbody tr'))"
         ".map(tr => [tr.children[0].textContent, tr.className, tr.children[1].textContent])")
@@ -96,9 +96,20 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     rows = import_rows(driver)[7:]
     assert [r[1] for r in rows] == ["imported"] * 3 + ["duplicate"]
     assert rows[3][0] == "zz-copy.wav" and f"duplicate of {fire[0].name}" in rows[3][2]
-    assert "10 imported, 1 duplicate(s), 1 not imported" in driver.find_element(By.ID, "import-status").text
+    # ... and a drop onto the drop zone (a DataTransfer built in the page from a clip the server already has)
+    driver.execute_script("""
+      const [url, name] = arguments;
+      fetch(url).then((r) => r.blob()).then((blob) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([blob], name, { type: "audio/wav" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+      });""", f"{url}/studio/p/esc%20demo/audio/{dogs[0].name}", "dropped.wav")
+    wait_for(lambda: len(import_rows(driver)) == 12 and import_rows(driver)[11][1] != "pending", what="drop")
+    assert import_rows(driver)[11] == ["dropped.wav", "duplicate", f"imported as dropped.wav — duplicate of {dogs[0].name}"]
+    wait_for(lambda: "11 imported, 2 duplicate(s), 1 not imported" in driver.find_element(By.ID, "import-status").text,
+             what="summary")
     shot(driver, "import")
-    files = [f.name for f in [*dogs, *rain, *fire]] + ["zz-copy.wav"]
+    files = [f.name for f in [*dogs, *rain, *fire]] + ["zz-copy.wav", "dropped.wav"]
     assert labels_csv(project) == {name: "" for name in files}
 
     # 3. label by listening
@@ -114,8 +125,9 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     def label_of(i: int) -> str:
         return clips[i].get_attribute("data-label")
 
-    def wait_label(i: int, label: str) -> None:
-        wait_for(lambda: label_of(i) == label, what=f"clip {i} labelled {label!r}")
+    def wait_label(i: int, label: str) -> None:  # shown at once, then saved: wait for both
+        wait_for(lambda: label_of(i) == label and driver.execute_script(
+            "return document.getElementById('labeller').dataset.saved === 'yes'"), what=f"clip {i} labelled {label!r}")
 
     keys = ActionChains(driver)
     clips[0].click()
@@ -123,9 +135,8 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     new = driver.find_element(By.ID, "new-label-name")
     new.send_keys("dog", Keys.ENTER)  # a new label for the selected clip; the selection moves on
     wait_label(0, "dog")
-    keys.send_keys("1").perform()  # 1 = dog
+    keys.send_keys("1").send_keys("1").perform()  # 1 = dog, twice in a row: each moves on at once
     wait_label(1, "dog")
-    keys.send_keys("1").perform()
     wait_label(2, "dog")
     new.send_keys("rain", Keys.ENTER)
     wait_label(3, "rain")
@@ -161,25 +172,27 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     clips[0].click()
     driver.find_element(By.CSS_SELECTOR, '#label-buttons button[data-label="dog"]').click()
     wait_label(0, "dog")
-    # the copy of fire[0] becomes background with the keyboard; 0 unlabels
+    # the copy of fire[0] becomes background with the b key; back up to it, 0 unlabels
     clips[9].click()
     keys.send_keys("b").perform()
     wait_label(9, "background")
-    keys.send_keys("0").perform()
+    assert "current" in clips[10].get_attribute("class")  # moved on to the next clip
+    keys.send_keys(Keys.ARROW_UP).send_keys("0").perform()
     wait_label(9, "")
     expected = {**{f.name: "dog" for f in dogs}, **{f.name: "rain" for f in rain}, **{f.name: "fire" for f in fire},
-                "zz-copy.wav": ""}
+                "zz-copy.wav": "", "dropped.wav": ""}
     assert labels_csv(project) == expected
     counts = driver.execute_script(
         "return Array.from(document.querySelectorAll('#counts tr')).map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])")
-    assert counts == [["dog", "3"], ["fire", "3"], ["rain", "3"], ["unlabelled", "1"]]
+    assert counts == [["dog", "3"], ["fire", "3"], ["rain", "3"], ["unlabelled", "2"]]
     assert "few clips" in driver.find_element(By.ID, "warnings").text  # train's warning: fewer than 5 per label
     shot(driver, "label")
 
     # 4. the unlabelled filter, after a reload: labels came from labels.csv
     driver.find_element(By.ID, "show-unlabelled").click()
     wait_for(lambda: "show=unlabelled" in driver.current_url, what="filter")
-    assert [c.get_attribute("data-file") for c in driver.find_elements(By.CSS_SELECTOR, "li.clip")] == ["zz-copy.wav"]
+    assert [c.get_attribute("data-file") for c in driver.find_elements(By.CSS_SELECTOR, "li.clip")] == ["zz-copy.wav",
+                                                                                              "dropped.wav"]
     assert [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#label-buttons button")][:3] == ["1 dog", "2 fire", "3 rain"]
     shot(driver, "label-unlabelled")
     assert js_errors(driver) == []

@@ -203,23 +203,37 @@
       b.addEventListener("click", () => apply(label));
       buttons.querySelector("button.bg").before(b);
     }
-    async function apply(label) {
+    let saving = Promise.resolve(), pending = 0;
+    function apply(label) {  // shown at once, saved in order (one request after another)
       if (!selected.size) { saved.textContent = "select a clip first"; return; }
       const picked = Array.from(selected).sort((a, b) => a - b);
+      const before = picked.map((i) => items[i].dataset.label);
+      const mark = (i, lab) => {
+        const li = items[i];
+        li.dataset.label = lab;
+        li.querySelector(".lab").textContent = lab || "unlabelled";
+        li.classList.toggle("unlabelled", !lab);
+      };
+      picked.forEach((i) => { mark(i, label.trim()); items[i].classList.add("saving"); });
+      if (picked.length === 1 && picked[0] + 1 < items.length) moveTo(picked[0] + 1, false);
+      pending++;
+      delete box.dataset.saved;
       saved.textContent = "saving…";
-      try {
-        const data = await postJSON(box.dataset.labels, { files: picked.map((i) => items[i].dataset.file), label: label });
-        picked.forEach((i) => {
-          const li = items[i];
-          li.dataset.label = data.label;
-          li.querySelector(".lab").textContent = data.label || "unlabelled";
-          li.classList.toggle("unlabelled", !data.label);
-        });
-        if (data.label) addButton(data.label);
-        showCounts(data);
-        saved.textContent = picked.length + " clip(s) → " + (data.label || "unlabelled");
-        if (picked.length === 1 && picked[0] + 1 < items.length) moveTo(picked[0] + 1, false);
-      } catch (err) { saved.textContent = "not saved: " + err.message; }
+      saving = saving.then(async () => {
+        try {
+          const data = await postJSON(box.dataset.labels, { files: picked.map((i) => items[i].dataset.file), label: label });
+          if (data.label) addButton(data.label);
+          showCounts(data);
+          saved.textContent = picked.length + " clip(s) → " + (data.label || "unlabelled");
+        } catch (err) {
+          picked.forEach((i, k) => mark(i, before[k]));
+          saved.textContent = "not saved: " + err.message;
+        } finally {
+          picked.forEach((i) => items[i].classList.remove("saving"));
+          pending--;
+          if (!pending) box.dataset.saved = "yes"; else delete box.dataset.saved;
+        }
+      });
     }
     buttons.querySelectorAll("button.lab-btn").forEach((b) => b.addEventListener("click", () => apply(b.dataset.label)));
     document.getElementById("new-label").addEventListener("submit", (ev) => {
