@@ -28,6 +28,7 @@ SEED = 0
 TIME_BUDGET_S = 30
 FOLDS = 5
 LAPTOP = (1400, 1000)
+PHONE = (390, 844)
 MIC = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 
 
@@ -237,6 +238,15 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
             shot(driver, "flow-deploy")
             step("deploy (dry run)")
             assert js_errors(driver) == []
+
+            # 9. phone width: the new pages fit without sideways scrolling
+            driver.set_window_size(*PHONE)
+            for page in ("train", "report", "test", "batch", "deploy"):
+                driver.get(f"{url}/studio/p/esc4/{page}")
+                wait_for(lambda: driver.execute_script("return document.readyState") == "complete", what=page)
+                assert driver.execute_script(
+                    "return document.documentElement.scrollWidth <= window.innerWidth + 1"), page
+                shot(driver, f"{page}-phone")
         finally:
             driver.quit()
     result = {"steps_s": times, "total_s": round(sum(times.values()), 2), "clips": len(paths), "labels": list(CLASSES),
