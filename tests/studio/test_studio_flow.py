@@ -104,9 +104,13 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
                 ActionChains(driver).key_down(Keys.SHIFT).click(last).key_up(Keys.SHIFT).perform()
                 new.send_keys(label, Keys.ENTER)
                 wait_for(lambda: last.get_attribute("data-label") == label, what=f"{label} labelled")
-            with open(project / "labels.csv", newline="") as f:
-                labels = {Path(r["file"]).name: r["label"] for r in csv.DictReader(f)}
-            assert labels == {f.name: label for label in CLASSES for f in training[label]}
+            expected = {f.name: label for label in CLASSES for f in training[label]}
+
+            def labels_csv() -> dict[str, str]:
+                with open(project / "labels.csv", newline="") as f:
+                    return {Path(r["file"]).name: r["label"] for r in csv.DictReader(f)}
+
+            wait_for(lambda: labels_csv() == expected, timeout=30, what="labels.csv holding the 100 labels")
             shot(driver, "flow-label")
             step("label 100 clips")
 

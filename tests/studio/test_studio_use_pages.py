@@ -83,3 +83,21 @@ def test_online_test_batch_and_deploy_through_the_server(client, trained_project
     page = client.post(f"/studio/p/{name}/deploy", data={"csrf_token": csrf(client), "host": "-x", "version": "v1",
                                                           "dry_run": "1"}).get_data(as_text=True)
     assert "not a device address" in page
+
+
+def test_training_a_project_with_one_label_is_refused_clearly(esc10, tmp_path):
+    from tests.studio.conftest import labelled_project
+
+    labelled_project(esc10, tmp_path / "projects", classes=("dog",), per_class=3)
+    app = make_studio_app(tmp_path / "projects")
+    app.testing = True
+    c = app.test_client()
+    r = post_json(c, "/studio/api/p/small/train", {"time_budget": 10})
+    assert r.status_code == 400 and "1 label(s) to train on" in r.get_json()["error"]
+    assert "at least two labels" in r.get_json()["hint"]
+    assert c.get("/studio/api/p/small/train").get_json()["state"] is None  # nothing started
+    r = post_json(c, "/studio/api/p/small/train", {"time_budget": "soon"})
+    assert r.status_code == 400 and "must be a number" in r.get_json()["error"]
+    r = post_json(c, "/studio/api/p/small/train/cancel", {})
+    assert r.status_code == 400 and "no training is running" in r.get_json()["error"]
+    assert "train the project" in c.get("/studio/p/small/report").get_data(as_text=True)
