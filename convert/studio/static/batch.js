@@ -4,20 +4,10 @@
   if (document.body.dataset.page !== "studio-batch") return;
   const box = document.getElementById("batch");
   if (!box) return;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   let timer = null;
 
-  async function call(url, method, body) {
-    const resp = await fetch(url, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const data = await resp.json().catch(() => ({ error: resp.statusText }));
-    if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
-    return data;
-  }
+  const call = window.studioCall;
   function cell(tr, text, key, tag) {
     const td = document.createElement(tag || "td");
     td.textContent = text; if (key) td.dataset.k = key; tr.append(td);

@@ -2,21 +2,11 @@
 "use strict";
 (function () {
   if (document.body.dataset.page !== "studio-train") return;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const box = document.getElementById("trainer");
   const $ = (id) => document.getElementById(id);
   let timer = null;
 
-  async function call(url, method, body) {
-    const resp = await fetch(url, {
-      method, credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const data = await resp.json().catch(() => ({ error: resp.statusText }));
-    if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
-    return data;
-  }
+  const call = window.studioCall;
   function secs(s) { return s === null || s === undefined ? "–" : Math.round(s) + " s"; }
 
   function show(state) {
