@@ -184,11 +184,14 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
             slider = driver.find_element(By.ID, f"th-{label}")
             driver.execute_script("arguments[0].value = '0.9'; arguments[0].dispatchEvent(new Event('input'))", slider)
             shown = driver.find_element(By.CSS_SELECTOR, f'figure[data-label="{label}"] output').text
-            assert shown.startswith("0.90: precision ")
+            assert shown.startswith("0.900: precision ")
             driver.find_element(By.ID, "save-thresholds").click()
             wait_for(lambda: "saved into the bundle" in driver.find_element(By.ID, "save-status").text,
                      what="thresholds saved")
-            assert load_bundle(bundle).thresholds[label] == 0.9
+            saved = load_bundle(bundle).thresholds
+            assert saved[label] == 0.9
+            assert {k: v for k, v in saved.items() if k != label} == {k: v for k, v in report["thresholds"].items()
+                                                                      if k != label}  # the others untouched
             shot(driver, "flow-report-thresholds")
 
             # 6. online test: a held-out file, then the (fake) microphone

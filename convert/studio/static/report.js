@@ -44,7 +44,7 @@
     const name = document.createElement("strong"); name.textContent = label;
     const lab = document.createElement("label"); lab.htmlFor = id; lab.textContent = " threshold ";
     const input = document.createElement("input");
-    Object.assign(input, { type: "range", min: "0", max: "1", step: "0.01", id });
+    Object.assign(input, { type: "range", min: "0", max: "1", step: "any", id });
     input.value = view.thresholds[label];
     const out = document.createElement("output"); out.htmlFor = id; out.className = "pr-at";
     cap.append(name, lab, input, out);
@@ -52,12 +52,12 @@
     function update() {
       const t = Number(input.value);
       const r = at(points, t);
-      out.textContent = `${t.toFixed(2)}: precision ${fmt(r.precision)}, recall ${fmt(r.recall)}`;
+      out.textContent = `${t.toFixed(3)}: precision ${fmt(r.precision)}, recall ${fmt(r.recall)}`;
       dot.setAttribute("cx", x(r.recall)); dot.setAttribute("cy", y(r.precision === null ? 1 : r.precision));
     }
-    input.addEventListener("input", update);
+    sliders[label] = { input, update, moved: false };
+    input.addEventListener("input", () => { sliders[label].moved = true; update(); });
     update();
-    sliders[label] = { input, update };
     return fig;
   }
 
@@ -71,13 +71,15 @@
   document.getElementById("reset-thresholds").addEventListener("click", () => {
     for (const label in sliders) {
       sliders[label].input.value = view.trained_thresholds ? view.trained_thresholds[label] : 0.5;
+      sliders[label].moved = true;
       sliders[label].update();
     }
   });
   document.getElementById("save-thresholds").addEventListener("click", async () => {
     const status = document.getElementById("save-status");
     const thresholds = {};
-    for (const label in sliders) thresholds[label] = Number(sliders[label].input.value);
+    // only the labels whose slider was moved: the others keep their exact thresholds
+    for (const label in sliders) if (sliders[label].moved) thresholds[label] = Number(sliders[label].input.value);
     const resp = await fetch(box.dataset.save, {
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
