@@ -21,9 +21,34 @@ CHUNK = 1 << 20
 MB = 1024 * 1024
 
 
-def imported_json(result, source: str | None = None) -> dict:
+def imported_json(result, source: str | None = None, label: str | None = None) -> dict:
     return {"source": source if source is not None else result.source, "stored": result.stored,
-            "problem": result.problem, "duplicate_of": result.duplicate_of}
+            "problem": result.problem, "duplicate_of": result.duplicate_of, "label": label}
+
+
+def folder_label(relative: str) -> str | None:
+    """The label a file's folders give it, as train reads ``DATA/<label>/...``: for ``chosen/dog/x.wav`` the
+    folder below the chosen (dropped, picked) one, for ``dog/x.wav`` the chosen folder itself; None without one."""
+    folders = [p for p in relative.replace("\\", "/").split("/")[:-1] if p not in ("", ".")]
+    if not folders:
+        return None
+    return folders[1] if len(folders) >= 2 else folders[0]
+
+
+def label_by_folder(project, results, relatives: list[str]) -> list[str | None]:
+    """Label each imported file by its folder (:func:`folder_label`); the labels given (None: none usable)."""
+    by_label: dict[str, list[str]] = {}
+    given = []
+    for result, relative in zip(results, relatives):
+        label = folder_label(relative) if result.stored else None
+        if label is not None and ("," in label or label.startswith(".")):
+            label = None  # not a usable label: left unlabelled, the row says so
+        if label is not None:
+            by_label.setdefault(label, []).append(result.stored)
+        given.append(label)
+    for label, files in by_label.items():
+        project.set_label(files, label)
+    return given
 
 
 def upload_name(name: str) -> str:
@@ -43,7 +68,8 @@ def import_page(project: str):
 
 @studio.post("/api/p/<project>/upload")
 def upload(project: str):
-    """One file as the request body (``?name=`` its browser name), streamed to disk, then checked and imported."""
+    """One file as the request body (``?name=`` its browser name, with its folders for a folder drop), streamed
+    to disk, then checked and imported; ``?by_folder=1`` labels it by its folder."""
     p = open_project(project)
     sent = request.args.get("name", "")
     limit = current_app.config["STUDIO_MAX_UPLOAD"]
@@ -69,14 +95,17 @@ def upload(project: str):
         results = p.import_files([target])
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
-    return jsonify(results=[imported_json(r, sent) for r in results], counts=p.counts())
+    labels = label_by_folder(p, results, [sent]) if request.args.get("by_folder") == "1" else [None]
+    return jsonify(results=[imported_json(r, sent, lab) for r, lab in zip(results, labels)], counts=p.counts())
 
 
 @studio.post("/api/p/<project>/import-folder")
 def import_folder(project: str):
-    """Every file under a folder on this machine's disk (an absolute path; ``~`` is expanded)."""
+    """Every file under a folder on this machine's disk (an absolute path; ``~`` is expanded); with
+    ``"by_folder": true`` each labelled by its folder."""
     p = open_project(project)
-    given = str((request.get_json(silent=True) or {}).get("path", "")).strip()
+    body = request.get_json(silent=True) or {}
+    given = str(body.get("path", "")).strip()
     folder = Path(given).expanduser()
     if not given or not folder.is_absolute():
         raise DatasetError(f"{given!r} is not an absolute path", "give the folder's full path, e.g. /home/me/recordings")
@@ -88,5 +117,8 @@ def import_folder(project: str):
     results = p.import_files([folder])
     if not results:
         raise DatasetError(f"{given}: no files in that folder")
-    return jsonify(results=[imported_json(r, str(Path(r.source).relative_to(folder))) for r in results],
+    relatives = [str(Path(r.source).relative_to(folder)) for r in results]
+    labels = (label_by_folder(p, results, [f"{folder.name}/{rel}" for rel in relatives]) if body.get("by_folder")
+              else [None] * len(results))
+    return jsonify(results=[imported_json(r, rel, lab) for r, rel, lab in zip(results, relatives, labels)],
                    counts=p.counts())

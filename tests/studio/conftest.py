@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
 from convert.studio.projects import Projects
-from tests.web.conftest import demo_log, log_copy  # noqa: F401  (the device log, for a studio beside it)
+from tests.web.conftest import csrf, demo_log, log_copy  # noqa: F401  (csrf re-exported; the device log fixtures)
 
 
 def make_studio_app(root: Path, db: Path | None = None, **settings):
@@ -26,8 +27,10 @@ def studio_client(tmp_path):
     return app.test_client()
 
 
-def csrf(client) -> str:
-    return client.get("/api/csrf").get_json()["csrf_token"]
+def labels_csv(project: Path) -> dict[str, str]:
+    """labels.csv of a project folder as {file name under audio/: label}, in file order."""
+    with open(project / "labels.csv", newline="", encoding="utf-8") as f:
+        return {Path(row["file"]).name: row["label"] for row in csv.DictReader(f)}
 
 
 def labelled_project(esc10: Path, root: Path, classes=("dog", "rooster"), per_class: int = 6):

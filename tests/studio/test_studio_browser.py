@@ -5,14 +5,12 @@ out/screenshots/studio-*.png."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.studio.conftest import make_studio_app
+from tests.studio.conftest import labels_csv, make_studio_app
 from tests.web.browser import ServedApp, chromium_driver, require_chromium, screenshot_dir
 from tests.web.test_browser import severe_console_errors, wait_for
 
@@ -36,11 +34,6 @@ def studio_site(tmp_path):
         driver.quit()
 
 
-def labels_csv(project: Path) -> dict[str, str]:
-    with open(project / "labels.csv", newline="", encoding="utf-8") as f:
-        return {Path(row["file"]).name: row["label"] for row in csv.DictReader(f)}
-
-
 def shot(driver, name: str) -> None:
     driver.save_screenshot(str(screenshot_dir() / f"studio-{name}.png"))
 
@@ -52,6 +45,14 @@ def js_errors(driver) -> list[str]:
 
 def no_sideways_scroll(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def unlabelled_inputs(driver) -> list[str]:
+    """Inputs without a <label> or aria-label (every one needs a name a screen reader can say)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))"
+        ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())"
+        ".map(e => e.outerHTML)")
 
 
 def import_rows(driver) -> list[list[str]]:
@@ -204,6 +205,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
                            ("/studio/", "projects-phone")):
             driver.get(url + page)
             assert no_sideways_scroll(driver), page
+            assert unlabelled_inputs(driver) == [], page
             shot(driver, name)
     finally:
         driver.set_window_size(*LAPTOP)
@@ -230,7 +232,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     assert js_errors(driver) == []
 
 
-def test_bad_input_in_the_browser(studio_site, esc10, tmp_path):
+def test_bad_input_and_a_folder_labelled_by_its_sub_folders(studio_site, esc10, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -259,4 +261,19 @@ def test_bad_input_in_the_browser(studio_site, esc10, tmp_path):
     wait_for(lambda: "not an absolute path" in driver.find_element(By.ID, "import-status").text, what="path refused")
     shot(driver, "import-bad-input")
     assert labels_csv(root / "bad") == {} and list((root / "bad" / "audio").iterdir()) == []
+
+    # a folder picked in the browser (webkitdirectory), labelled by its sub-folders
+    picked = tmp_path / "sorted"
+    for label in ("dog", "rain"):
+        (picked / label).mkdir(parents=True)
+        for f in sorted((esc10 / label).iterdir())[:2]:
+            shutil.copyfile(f, picked / label / f.name)
+    driver.find_element(By.ID, "by-folder").click()
+    driver.find_element(By.ID, "pick-folder").send_keys(str(picked))
+    wait_for(lambda: len(import_rows(driver)) == 6 and "labelled" in import_rows(driver)[-1][2], timeout=30,
+             what="folder picked")
+    assert sorted(r[0] for r in import_rows(driver)[2:]) == [f"sorted/{lab}/{f.name}" for lab in ("dog", "rain")
+                                                            for f in sorted((esc10 / lab).iterdir())[:2]]
+    assert sorted(labels_csv(root / "bad").values()) == ["dog", "dog", "rain", "rain"]
+    shot(driver, "import-by-folder")
     assert js_errors(driver) == []

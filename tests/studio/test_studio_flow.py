@@ -8,15 +8,13 @@ every page is screenshotted to out/screenshots/studio-*.png."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.studio.conftest import make_studio_app
+from tests.studio.conftest import labels_csv, make_studio_app
 from tests.web.browser import OUT, ServedApp, chromium_driver, require_chromium, screenshot_dir
 from tests.web.test_browser import severe_console_errors, wait_for
 
@@ -105,12 +103,7 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
                 new.send_keys(label, Keys.ENTER)
                 wait_for(lambda: last.get_attribute("data-label") == label, what=f"{label} labelled")
             expected = {f.name: label for label in CLASSES for f in training[label]}
-
-            def labels_csv() -> dict[str, str]:
-                with open(project / "labels.csv", newline="") as f:
-                    return {Path(r["file"]).name: r["label"] for r in csv.DictReader(f)}
-
-            wait_for(lambda: labels_csv() == expected, timeout=30, what="labels.csv holding the 100 labels")
+            wait_for(lambda: labels_csv(project) == expected, timeout=30, what="labels.csv holding the 100 labels")
             shot(driver, "flow-label")
             step("label 100 clips")
 

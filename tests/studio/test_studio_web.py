@@ -4,16 +4,9 @@ and a server with projects and no device log."""
 
 from __future__ import annotations
 
-import csv
 import io
-from pathlib import Path
 
-from tests.studio.conftest import csrf, make_studio_app
-
-
-def labels_csv(project: Path) -> dict[str, str]:
-    with open(project / "labels.csv", newline="", encoding="utf-8") as f:
-        return {row["file"]: row["label"] for row in csv.DictReader(f)}
+from tests.studio.conftest import csrf, labels_csv, make_studio_app
 
 
 def form(client, url: str, **data):
@@ -57,7 +50,7 @@ def test_uploads_are_checked_and_duplicates_flagged(studio_client, tmp_path, esc
     r = upload(c, "p", f"esc10/dog/{dog.name}", dog.read_bytes())  # a folder drop sends the relative path
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["results"] == [{"source": f"esc10/dog/{dog.name}", "stored": dog.name, "problem": None,
-                                        "duplicate_of": None}]
+                                        "duplicate_of": None, "label": None}]
     again = upload(c, "p", dog.name, dog.read_bytes()).get_json()["results"][0]
     assert again["stored"] != dog.name and again["duplicate_of"] == dog.name
     text = upload(c, "p", "notes.wav", (esc10 / "README.md").read_bytes()).get_json()["results"][0]
@@ -68,7 +61,7 @@ def test_uploads_are_checked_and_duplicates_flagged(studio_client, tmp_path, esc
     assert evil["stored"] == "evil.wav" and (project / "audio" / "evil.wav").is_file()
     assert not (tmp_path / "evil.wav").exists() and not (tmp_path / "projects" / "evil.wav").exists()
     assert upload(c, "p", "..", b"x").status_code == 400
-    assert list(labels_csv(project)) == [f"audio/{dog.name}", f"audio/{again['stored']}", "audio/evil.wav"]
+    assert list(labels_csv(project)) == [dog.name, again["stored"], "evil.wav"]
     assert list((project / ".incoming").iterdir()) == []  # nothing left behind
 
 
@@ -127,7 +120,7 @@ def test_labels_counts_warnings_and_media_confined_to_the_project(studio_client,
     r = post_json(c, "/studio/api/p/p/labels", {"files": [rain.name], "label": "rain"}).get_json()
     assert r["counts"] == {"dog": 4, "rain": 1} and r["unlabelled"] == 0
     assert any("imbalanced" in w and "4.0x" in w for w in r["warnings"])
-    assert labels_csv(project)[f"audio/{rain.name}"] == "rain"
+    assert labels_csv(project)[rain.name] == "rain"
     post_json(c, "/studio/api/p/p/labels", {"files": [dogs[0].name], "label": "background"})
     page = c.get("/studio/p/p/label").get_data(as_text=True)
     assert "few clips" in page and "imbalanced" not in page and page.count('<li class="clip') == 5  # dog 3, rain 1: 3.0x
@@ -184,3 +177,55 @@ def test_config_web_projects(tmp_path):
     assert s.projects == tmp_path / "studio" and s.db is None
     assert settings_for(config, projects=tmp_path / "other", need_db=False).projects == tmp_path / "other"
 
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    import struct
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])  # IHDR: width, height
+
+
+def test_thumbnails_use_the_projects_newest_bundles_frontend(studio_client, tmp_path, esc10):
+    import json
+
+    from runtime.paths import DEFAULT_BUNDLE
+
+    c, project = studio_client, tmp_path / "projects" / "p"
+    form(c, "/studio/projects", name="p")
+    clip = sorted((esc10 / "rain").iterdir())[0]
+    upload(c, "p", clip.name, clip.read_bytes())
+    default = json.loads((DEFAULT_BUNDLE / "model.json").read_text())["frontend"]
+    width, height = png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)
+    assert height == default["n_mels"]  # no bundle yet: the default bundle's frontend
+    bundle = project / "bundles" / "b1"
+    bundle.mkdir()
+    meta = {"frontend": {**default, "n_mels": 40, "hop": default["hop"] // 2}}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    w2, h2 = png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)
+    assert h2 == 40 and abs(w2 - 2 * width) <= 2
+
+
+def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
+    from convert.studio.web_import import folder_label
+
+    assert [folder_label(x) for x in ("a.wav", "dog/a.wav", "esc10/dog/a.wav", "DATA/dog/deep/a.wav")] == \
+        [None, "dog", "dog", "dog"]
+    c, project = studio_client, tmp_path / "projects" / "p"
+    form(c, "/studio/projects", name="p")
+    data = tmp_path / "DATA"
+    for label in ("dog", "rain"):
+        (data / label).mkdir(parents=True)
+        for f in sorted((esc10 / label).iterdir())[:2]:
+            (data / label / f.name).write_bytes(f.read_bytes())
+    loose = sorted((esc10 / "rooster").iterdir())[0]
+    (data / loose.name).write_bytes(loose.read_bytes())
+    r = post_json(c, "/studio/api/p/p/import-folder", {"path": str(data), "by_folder": True}).get_json()
+    assert r["counts"] == {"dog": 2, "rain": 2, "DATA": 1}  # a file in the chosen folder: its name
+    assert {x["source"]: x["label"] for x in r["results"]}[f"dog/{sorted((esc10 / 'dog').iterdir())[0].name}"] == "dog"
+    fire = sorted((esc10 / "crackling_fire").iterdir())[0]
+    r = c.post("/studio/api/p/p/upload", query_string={"name": f"picked/crackling_fire/{fire.name}", "by_folder": "1"},
+               data=fire.read_bytes(), headers={"X-CSRF-Token": csrf(c)}).get_json()
+    assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[fire.name] == "crackling_fire"
+    r = upload(c, "p", f"picked/crackling_fire/x-{fire.name}", fire.read_bytes()).get_json()  # without by_folder
+    assert r["results"][0]["label"] is None and labels_csv(project)[f"x-{fire.name}"] == ""

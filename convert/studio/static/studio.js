@@ -31,6 +31,7 @@
     const tbody = table.querySelector("tbody");
     const status = document.getElementById("import-status");
     const maxBytes = Number(box.dataset.maxBytes);
+    const byFolder = document.getElementById("by-folder");
     let queue = Promise.resolve();
     const tally = { imported: 0, problems: 0, duplicates: 0 };
 
@@ -47,6 +48,8 @@
       if (r.problem) { tr.className = "problem"; cell.textContent = "not imported: " + r.problem; tally.problems++; }
       else if (r.duplicate_of) { tr.className = "duplicate"; cell.textContent = "imported as " + r.stored + " — duplicate of " + r.duplicate_of; tally.imported++; tally.duplicates++; }
       else { tr.className = "imported"; cell.textContent = "imported as " + r.stored; tally.imported++; }
+      if (r.label) cell.textContent += ", labelled " + r.label;
+      else if (r.stored && byFolder.checked) cell.textContent += ", not labelled (no usable folder name)";
     }
     function fail(tr, message) { tr.className = "problem"; tr.children[1].textContent = "not imported: " + message; tally.problems++; }
     function summary() {
@@ -59,7 +62,7 @@
       }
       tr.children[1].textContent = "uploading…";
       try {
-        const resp = await fetch(box.dataset.upload + "?name=" + encodeURIComponent(name), {
+        const resp = await fetch(box.dataset.upload + "?name=" + encodeURIComponent(name) + (byFolder.checked ? "&by_folder=1" : ""), {
           method: "POST", credentials: "same-origin",
           headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": csrf }, body: file,
         });
@@ -118,7 +121,7 @@
       status.textContent = "importing " + path + "…";
       queue = queue.then(async () => {
         try {
-          const data = await postJSON(box.dataset.folder, { path: path });
+          const data = await postJSON(box.dataset.folder, { path: path, by_folder: byFolder.checked });
           data.results.forEach((r) => show(row(r.source), r));
           summary();
         } catch (err) { status.textContent = "folder not imported: " + err.message; }
