@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.studio.conftest import labels_csv, make_studio_app
+from tests.studio.test_studio_browser import unlabelled_inputs
 from tests.web.browser import OUT, ServedApp, chromium_driver, require_chromium, screenshot_dir
 from tests.web.test_browser import severe_console_errors, wait_for
 
@@ -239,13 +240,14 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
             step("deploy (dry run)")
             assert js_errors(driver) == []
 
-            # 9. phone width: the new pages fit without sideways scrolling
+            # 9. phone width: the new pages fit without sideways scrolling, every input has a name
             driver.set_window_size(*PHONE)
             for page in ("train", "report", "test", "batch", "deploy"):
                 driver.get(f"{url}/studio/p/esc4/{page}")
                 wait_for(lambda: driver.execute_script("return document.readyState") == "complete", what=page)
                 assert driver.execute_script(
                     "return document.documentElement.scrollWidth <= window.innerWidth + 1"), page
+                assert unlabelled_inputs(driver) == [], page
                 shot(driver, f"{page}-phone")
         finally:
             driver.quit()
