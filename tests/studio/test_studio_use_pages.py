@@ -101,3 +101,20 @@ def test_training_a_project_with_one_label_is_refused_clearly(esc10, tmp_path):
     r = post_json(c, "/studio/api/p/small/train/cancel", {})
     assert r.status_code == 400 and "no training is running" in r.get_json()["error"]
     assert "train the project" in c.get("/studio/p/small/report").get_data(as_text=True)
+
+
+def test_train_start_and_cancel_through_the_api(project):
+    app = make_studio_app(project.path.parent)
+    app.testing = True
+    c = app.test_client()
+    r = post_json(c, f"/studio/api/p/{project.name}/train", {"time_budget": 20, "folds": 3})
+    assert r.status_code == 202 and r.get_json()["state"]["status"] == "running"
+    again = post_json(c, f"/studio/api/p/{project.name}/train", {"time_budget": 20})
+    assert again.status_code == 400 and "already training v1" in again.get_json()["error"]
+    page = c.get(f"/studio/p/{project.name}/train").get_data(as_text=True)
+    assert 'id="run-status">running<' in page  # a page opened now shows the run
+    r = post_json(c, f"/studio/api/p/{project.name}/train/cancel", {})
+    assert r.get_json()["state"]["status"] == "cancelled"
+    assert c.get(f"/studio/api/p/{project.name}/train").get_json()["state"]["status"] == "cancelled"
+    assert not (project.path / "bundles" / "v1").exists()
+    assert (project.path / "reports" / "train-v1.log").is_file()  # the log stays with the project
