@@ -113,5 +113,6 @@ def dataset_summary(dataset, alias: tuple[tuple[str, str], ...] = ()) -> dict:
 
 
 def clip_paths(dataset, alias: tuple[tuple[str, str], ...] = ()) -> list[str]:
-    """Every clip's path in CV order (the report's cv.paths: which file each out-of-fold score belongs to)."""
-    return aliased([str(c.path) for c in dataset.items], alias)
+    """Every clip's path in CV order (the report's cv.paths: which file each out-of-fold score belongs to); None
+    for a clip without a file (``train --update`` rebuilds clips from the embeddings a bundle carries)."""
+    return aliased([str(c.path) if getattr(c, "path", None) is not None else None for c in dataset.items], alias)
