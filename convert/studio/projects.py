@@ -195,8 +195,8 @@ class Project:
         return dict(sorted(counts.items()))
 
     def import_files(self, files: list[Path]) -> list[Imported]:
-        """Check and copy files (or every audio file under a folder) into audio/; unusable files are
-        reported, not copied; duplicates are copied and flagged."""
+        """Check and copy files (or every file under a folder) into audio/; unusable files (hidden ones too)
+        are reported, not copied; duplicates are copied and flagged."""
         with self.lock:
             return self._import_files(files)
 
@@ -204,7 +204,7 @@ class Project:
         offered: list[Path] = []
         for f in map(Path, files):
             if f.is_dir():
-                offered += sorted(p for p in f.rglob("*") if p.is_file() and not p.name.startswith("."))
+                offered += sorted(p for p in f.rglob("*") if p.is_file())
             else:
                 offered.append(f)
         labels = self.labels()
@@ -215,6 +215,9 @@ class Project:
                 known.setdefault(found[1], name)
         results = []
         for source in offered:
+            if source.name.startswith("."):
+                results.append(Imported(str(source), None, "hidden: the name starts with '.'"))
+                continue
             if source.suffix.lower() not in AUDIO_EXTENSIONS:
                 results.append(Imported(str(source), None, f"not_audio: suffix {source.suffix or '(none)'!r}"))
                 continue

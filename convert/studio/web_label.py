@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 MAX_KEYED_LABELS = 9  # keys 1-9
 THUMBNAIL_CACHE = 4096  # images kept per frontend (a few kB each)
+MAX_LABELS_BODY = 8 << 20  # a label request names every selected clip: "select all" on a big project
 
 
 def project_frontend(project) -> Path | None:
@@ -69,6 +70,7 @@ def label_page(project: str):
 def set_labels(project: str):
     """``{"files": [...], "label": "dog"}``: label them all ('' unlabels)."""
     p = open_project(project)
+    request.max_content_length = MAX_LABELS_BODY  # the app's 64 kB would stop at about 2,000 names
     data = request.get_json(silent=True) or {}
     files, label = data.get("files"), data.get("label")
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files) \

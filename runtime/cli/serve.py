@@ -53,9 +53,8 @@ def cmd_serve(args) -> int:
 
     require_web()
     from runtime.config import default_config, load_config
-    from runtime.web.settings import settings_for
-
     from runtime.errors import FieldearError
+    from runtime.web.settings import settings_for
 
     config = load_config(args.config) if args.config else default_config()
     studio = bool(args.projects or config.web.projects)

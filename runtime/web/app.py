@@ -75,8 +75,8 @@ def current_settings():
 def create_app(settings, clock: Callable[[], float] = time.time, status_state=..., models=None) -> Flask:
     """The web app for ``settings`` (a ``runtime.web.settings.WebSettings``); with ``settings.projects`` also the
     studio (``convert.studio.web``, under /studio); with ``settings.db`` None only the studio. ``clock``: wall time
-    for reviews and status; ``status_state``: the systemd state to report (tests), else asked from systemctl; ``models``: the
-    retrain/switch control (a ``runtime.web.retrain.ModelControl``; tests inject one)."""
+    for reviews and status; ``status_state``: the systemd state to report (tests), else asked from systemctl;
+    ``models``: the retrain/switch control (a ``runtime.web.retrain.ModelControl``; tests inject one)."""
     from runtime.web.api import api
     from runtime.web.pages import pages
     from runtime.web.retrain import ModelControl

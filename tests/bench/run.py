@@ -1,7 +1,7 @@
 """`make bench`: the issue-3 numbers (cold start, batch throughput, per-block costs, frontend vs librosa,
 ai-edge-litert vs tflite-runtime, peak RSS), each beside a baseline measured in the same run, then the
 other areas' bench modules (``tests.bench.bench_train``, ``bench_stream``, ``bench_fleet``, ``bench_fleet_load``,
-``bench_openset``: their ``main(out_dir)``; a failure is recorded, not raised).
+``bench_openset``, ``bench_web``, ``bench_studio``: their ``main(out_dir)``; a failure is recorded, not raised).
 
     python -m tests.bench.run --out bench/results [--model DIR] [--quick] [--only cold,batch,...]
 
@@ -37,7 +37,7 @@ SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data")
 TFLRT_VENVS = (ROOT / ".venv-tflite-runtime", Path(tempfile.gettempdir()) / "fieldear-bench-tflite-runtime")
 OTHER_BENCHES = ("tests.bench.bench_backbone", "tests.bench.bench_train", "tests.bench.bench_stream",
                  "tests.bench.bench_fleet", "tests.bench.bench_fleet_load", "tests.bench.bench_openset",
-                 "tests.bench.bench_web")
+                 "tests.bench.bench_web", "tests.bench.bench_studio")
 SECTIONS = ("cold", "batch", "blocks", "frontend", "backends")
 
 # Runs a command and reports its wall time and peak RSS (this wrapper's only child is the command).

@@ -47,6 +47,17 @@ def no_sideways_scroll(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
+def text_of(driver, css: str) -> str:
+    """The text of the element (or '' while the page it was on is being replaced)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return driver.find_element(By.CSS_SELECTOR, css).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def unlabelled_inputs(driver) -> list[str]:
     """Inputs without a <label> or aria-label (every one needs a name a screen reader can say)."""
     return driver.execute_script(
@@ -87,7 +98,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     # 2. import: files through the file input (what a drop feeds), a non-audio file among them
     driver.find_element(By.ID, "pick-files").send_keys("\n".join(str(p) for p in [*dogs, *rain, esc10 / "README.md"]))
     wait_for(lambda: len(import_rows(driver)) == 7 and all(r[1] != "pending" for r in import_rows(driver))
-             and "not imported" in driver.find_element(By.ID, "import-status").text, timeout=60, what="uploads")
+             and "not imported" in text_of(driver, "#import-status"), timeout=60, what="uploads")
     rows = import_rows(driver)
     assert [r[1] for r in rows] == ["imported"] * 6 + ["problem"]
     assert rows[6][0] == "README.md" and "not_audio" in rows[6][2]
@@ -107,7 +118,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
       });""", f"{url}/studio/p/esc%20demo/audio/{dogs[0].name}", "dropped.wav")
     wait_for(lambda: len(import_rows(driver)) == 12 and import_rows(driver)[11][1] != "pending", what="drop")
     assert import_rows(driver)[11] == ["dropped.wav", "duplicate", f"imported as dropped.wav — duplicate of {dogs[0].name}"]
-    wait_for(lambda: "11 imported, 2 duplicate(s), 1 not imported" in driver.find_element(By.ID, "import-status").text,
+    wait_for(lambda: "11 imported, 2 duplicate(s), 1 not imported" in text_of(driver, "#import-status"),
              what="summary")
     shot(driver, "import")
     files = [f.name for f in [*dogs, *rain, *fire]] + ["zz-copy.wav", "dropped.wav"]
@@ -152,6 +163,12 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     wait_for(lambda: driver.execute_script("return document.getElementById('player').paused"), what="paused")
     keys.send_keys("2").perform()
     wait_label(5, "rain")
+    ActionChains(driver).double_click(clips[7]).perform()  # a double click plays a clip
+    wait_for(lambda: driver.execute_script("const p = document.getElementById('player');"
+                                           "return !p.paused && p.dataset.file === arguments[0]", files[7]),
+             what="double click plays")
+    keys.send_keys(Keys.SPACE).perform()
+    clips[6].click()
     # arrows move: up to 5, down to 6; shift+click selects 6..8, a new label labels all three
     keys.send_keys(Keys.ARROW_UP).perform()
     assert "current" in clips[5].get_attribute("class")
@@ -196,6 +213,15 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
                                                                                               "dropped.wav"]
     assert [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#label-buttons button")][:3] == ["1 dog", "2 fire", "3 rain"]
     shot(driver, "label-unlabelled")
+    # select all shown (the two unlabelled clips), b: both background
+    driver.find_element(By.ID, "select-all").click()
+    shown = driver.find_elements(By.CSS_SELECTOR, "li.clip")
+    assert all(c.get_attribute("aria-selected") == "true" for c in shown)
+    ActionChains(driver).send_keys("b").perform()
+    wait_for(lambda: all(c.get_attribute("data-label") == "background" for c in shown) and driver.execute_script(
+        "return document.getElementById('labeller').dataset.saved === 'yes'"), what="both background")
+    expected.update({"zz-copy.wav": "background", "dropped.wav": "background"})
+    assert labels_csv(project) == expected
     assert js_errors(driver) == []
 
     # 5. phone width: every page fits without sideways scrolling
@@ -215,7 +241,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     rename = driver.find_element(By.ID, "rename-1")
     rename.clear()
     rename.send_keys("esc10 demo", Keys.ENTER)
-    wait_for(lambda: "renamed" in driver.find_element(By.CSS_SELECTOR, "ul.flash").text, what="renamed")
+    wait_for(lambda: "renamed" in text_of(driver, "ul.flash"), what="renamed")
     assert sorted(p.name for p in root.iterdir()) == ["esc10 demo"]
     assert labels_csv(root / "esc10 demo") == expected
     driver.find_element(By.CSS_SELECTOR, "tr.project details summary").click()
@@ -227,7 +253,7 @@ def test_create_import_label_in_the_browser(studio_site, esc10, tmp_path):
     confirm.send_keys("o")
     assert button.is_enabled()
     button.click()
-    wait_for(lambda: "deleted" in driver.find_element(By.CSS_SELECTOR, "ul.flash").text, what="deleted")
+    wait_for(lambda: "deleted" in text_of(driver, "ul.flash"), what="deleted")
     assert list(root.iterdir()) == []
     assert js_errors(driver) == []
 
@@ -239,7 +265,7 @@ def test_bad_input_and_a_folder_labelled_by_its_sub_folders(studio_site, esc10, 
     url, driver, root = studio_site
     driver.get(url + "/studio/")
     driver.find_element(By.ID, "new-name").send_keys("../evil", Keys.ENTER)
-    wait_for(lambda: "not a usable project name" in driver.find_element(By.CSS_SELECTOR, "ul.flash").text,
+    wait_for(lambda: "not a usable project name" in text_of(driver, "ul.flash"),
              what="name refused")
     assert not root.exists() or list(root.iterdir()) == []
     driver.find_element(By.ID, "new-name").send_keys("bad", Keys.ENTER)
@@ -258,7 +284,7 @@ def test_bad_input_and_a_folder_labelled_by_its_sub_folders(studio_site, esc10, 
     assert "too big (2048 MB, the limit is 512 MB)" in rows[0][2] and "folder on disk" in rows[0][2]
     assert "not_audio" in rows[1][2]
     driver.find_element(By.ID, "folder-path").send_keys("../" + os.path.basename(str(tmp_path)), Keys.ENTER)
-    wait_for(lambda: "not an absolute path" in driver.find_element(By.ID, "import-status").text, what="path refused")
+    wait_for(lambda: "not an absolute path" in text_of(driver, "#import-status"), what="path refused")
     shot(driver, "import-bad-input")
     assert labels_csv(root / "bad") == {} and list((root / "bad" / "audio").iterdir()) == []
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from tests.studio.conftest import csrf, labels_csv, make_studio_app
 
 
@@ -95,13 +97,15 @@ def test_import_from_a_folder_on_disk(studio_client, tmp_path, esc10):
         (folder / "rain" / f.name).write_bytes(f.read_bytes())
     (folder / "rain" / "copy.wav").write_bytes(rain[0].read_bytes())
     (folder / "list.txt").write_text("not audio")
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     r = post_json(c, "/studio/api/p/p/import-folder", {"path": str(folder)})
     assert r.status_code == 200, r.get_json()
     results = {x["source"]: x for x in r.get_json()["results"]}
-    assert set(results) == {"list.txt", "rain/copy.wav", *(f"rain/{f.name}" for f in rain)}
+    assert set(results) == {".DS_Store", "list.txt", "rain/copy.wav", *(f"rain/{f.name}" for f in rain)}
+    assert results[".DS_Store"]["problem"].startswith("hidden")  # listed too: nothing dropped silently
     assert results["list.txt"]["problem"].startswith("not_audio") and results["list.txt"]["stored"] is None
     assert results[f"rain/{rain[0].name}"]["duplicate_of"] == "copy.wav"  # sorted: copy.wav comes first
-    assert [x["duplicate_of"] for x in results.values()].count(None) == 4
+    assert [x["duplicate_of"] for x in results.values()].count(None) == 5
     assert r.get_json()["counts"] == {"": 4}
     for bad, message in (("../recordings", "not an absolute path"), ("", "not an absolute path"),
                          (str(tmp_path / "nope"), "no such folder"), (str(project), "inside the project")):
@@ -125,6 +129,8 @@ def test_labels_counts_warnings_and_media_confined_to_the_project(studio_client,
     page = c.get("/studio/p/p/label").get_data(as_text=True)
     assert "few clips" in page and "imbalanced" not in page and page.count('<li class="clip') == 5  # dog 3, rain 1: 3.0x
     assert c.get("/studio/p/p/label?show=unlabelled").get_data(as_text=True).count('<li class="clip') == 0
+    many = post_json(c, "/studio/api/p/p/labels", {"files": [f.name for f in dogs] * 3000, "label": "dog"})
+    assert many.status_code == 200  # 12,000 names (over the app's 64 kB body limit): "select all" on a big project
     for body in ({"files": [rain.name], "label": "a/b"}, {"files": ["../labels.csv"], "label": "x"}, {"files": []}):
         assert post_json(c, "/studio/api/p/p/labels", body).status_code == 400
     png = c.get(f"/studio/p/p/spectrogram/{rain.name}")
@@ -229,3 +235,44 @@ def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
     assert r["results"][0]["label"] == "crackling_fire" and labels_csv(project)[fire.name] == "crackling_fire"
     r = upload(c, "p", f"picked/crackling_fire/x-{fire.name}", fire.read_bytes()).get_json()  # without by_folder
     assert r["results"][0]["label"] is None and labels_csv(project)[f"x-{fire.name}"] == ""
+
+
+def test_with_a_password_the_studio_needs_the_login_too(tmp_path):
+    import base64
+    import re
+
+    from runtime.web.passwords import hash_password
+
+    app = make_studio_app(tmp_path / "projects", password_hash=hash_password("s3cret"))
+    app.testing = True
+    c = app.test_client()
+    for path in ("/studio/", "/studio/p/x/label", "/studio/p/x/audio/a.wav"):
+        r = c.get(path)
+        assert r.status_code == 302 and "/login" in r.headers["Location"], path
+    assert c.get("/studio/api/p/x/labels").status_code == 401  # JSON endpoints: 401, not a redirect
+    good = {"Authorization": "Basic " + base64.b64encode(b"any:s3cret").decode()}
+    assert c.get("/studio/", headers=good).status_code == 200
+    token = re.search(r'name="csrf-token" content="([^"]+)"', c.get("/login").get_data(as_text=True)).group(1)
+    r = c.post("/login", data={"password": "s3cret", "csrf_token": token, "next": "/studio/"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/studio/")
+    assert c.get("/studio/").status_code == 200
+
+
+def test_other_formats_import_with_thumbnails_and_audio(studio_client, tmp_path, esc10):
+    """FLAC and 24-bit WAV (what the loader reads, not only the device's 16-bit clips)."""
+    sf = pytest.importorskip("soundfile")
+    from runtime.audio.files import read_audio
+
+    c = studio_client
+    form(c, "/studio/projects", name="p")
+    samples, rate = read_audio(sorted((esc10 / "rooster").iterdir())[0])
+    sf.write(tmp_path / "rooster.flac", samples, rate, subtype="PCM_16")
+    sf.write(tmp_path / "rooster24.wav", samples * 0.5, rate, subtype="PCM_24")
+    for f in (tmp_path / "rooster.flac", tmp_path / "rooster24.wav"):
+        r = upload(c, "p", f.name, f.read_bytes()).get_json()["results"][0]
+        assert r["stored"] == f.name and r["problem"] is None, r
+        png = c.get(f"/studio/p/p/spectrogram/{f.name}")
+        assert png.status_code == 200 and png_size(png.data)[1] > 0
+        audio = c.get(f"/studio/p/p/audio/{f.name}")
+        assert audio.status_code == 200 and audio.data == f.read_bytes()
+    assert c.get("/studio/p/p/audio/rooster.flac").mimetype == "audio/flac"

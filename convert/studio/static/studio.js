@@ -173,13 +173,25 @@
       items[i].scrollIntoView({ block: "nearest" });
       paint();
     }
+    const multi = document.getElementById("multi");
+    function selectAll() {
+      if (!items.length) return;
+      items.forEach((_, i) => selected.add(i));
+      if (current < 0) { current = 0; load(0); }
+      paint();
+    }
+    document.getElementById("select-all").addEventListener("click", selectAll);
     items.forEach((li, i) => li.addEventListener("click", (ev) => {
       if (ev.shiftKey) moveTo(i, true);
-      else if (ev.ctrlKey || ev.metaKey) {
+      else if (ev.ctrlKey || ev.metaKey || multi.checked) {
         if (selected.has(i)) selected.delete(i); else selected.add(i);
         current = i; anchor = i; load(i); paint();
       } else moveTo(i, false);
       list.focus({ preventScroll: true });
+    }));
+    items.forEach((li, i) => li.addEventListener("dblclick", () => {
+      moveTo(i, false);
+      player.play().catch((err) => { saved.textContent = "cannot play: " + err.message; });
     }));
 
     function showCounts(data) {
@@ -259,6 +271,7 @@
         const label = keyedLabels()[Number(ev.key) - 1];
         if (label !== undefined) { apply(label); ev.preventDefault(); }
       } else if (ev.key === "b") { apply(background); ev.preventDefault(); }
+      else if (ev.key === "a") { selectAll(); ev.preventDefault(); }
       else if (ev.key === "0") { apply(""); ev.preventDefault(); }
     });
     paint();
