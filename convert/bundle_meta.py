@@ -95,20 +95,24 @@ def publish_bundle(out, files: dict, meta: dict, result: dict, force: bool):
     return load_bundle(out)
 
 
-def dataset_summary(dataset, alias: tuple[tuple[str, str], ...] = ()) -> dict:
-    summary = dataset.summary()
-    if not alias:
-        return summary
-
-    def fix(v):
-        if isinstance(v, str):
-            for prefix, repl in alias:
-                v = v.replace(prefix, repl)
-            return v
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
+def aliased(v, alias: tuple[tuple[str, str], ...]):
+    """``v`` (a string, or lists/dicts of them) with each path prefix of ``alias`` replaced."""
+    if isinstance(v, str):
+        for prefix, repl in alias:
+            v = v.replace(prefix, repl)
         return v
+    if isinstance(v, list):
+        return [aliased(x, alias) for x in v]
+    if isinstance(v, dict):
+        return {k: aliased(x, alias) for k, x in v.items()}
+    return v
 
-    return fix(summary)
+
+def dataset_summary(dataset, alias: tuple[tuple[str, str], ...] = ()) -> dict:
+    return aliased(dataset.summary(), alias)
+
+
+def clip_paths(dataset, alias: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """Every clip's path in CV order (the report's cv.paths: which file each out-of-fold score belongs to); None
+    for a clip without a file (``train --update`` rebuilds clips from the embeddings a bundle carries)."""
+    return aliased([str(c.path) if getattr(c, "path", None) is not None else None for c in dataset.items], alias)

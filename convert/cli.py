@@ -79,6 +79,8 @@ def register(subparsers) -> None:
                    help="backbone heads: weigh every clip the same instead of every label the same (the default "
                         "keeps a label with few clips from being traded for a big one)")
     t.add_argument("--name", default=None, help="model name stored in the bundle (default: the --out folder name)")
+    t.add_argument("--progress", metavar="FILE", default=None,
+                   help="also append every progress line, with its time, to FILE as JSON lines (the studio reads it)")
     t.add_argument("--default-model", action="store_true",
                    help="train the default model from --shared (ESC-10 + great-tit songs) instead of DATA")
     t.add_argument("--shared", metavar="DIR", default=None, help="the shared data folder for --default-model")
@@ -134,14 +136,25 @@ def cmd_train(args) -> int:
                            builtin_negatives=args.builtin_negatives,
                            max_false_alarms=args.max_false_alarms or MAX_FALSE_ALARMS_PER_HOUR, update=args.update,
                            reviews=tuple(Path(r) for r in args.reviews))
-    if args.update:
-        from convert.openset.update import update
+    progress = None
+    if args.progress:
+        from convert.progress import ProgressFile
 
-        done = update(options)
-    elif args.default_model:
-        done = train_default(args.shared, options)
-    else:
-        done = train(options)
+        progress = ProgressFile(args.progress)
+        logging.getLogger().addHandler(progress)
+    try:
+        if args.update:
+            from convert.openset.update import update
+
+            done = update(options)
+        elif args.default_model:
+            done = train_default(args.shared, options)
+        else:
+            done = train(options)
+    finally:
+        if progress is not None:
+            logging.getLogger().removeHandler(progress)
+            progress.close()
     meta = done["meta"]
     m = meta["metrics"]
     from runtime.model.bundle import licence_notice

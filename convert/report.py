@@ -15,6 +15,7 @@ required; a missing optional section is reported as "not measured". Layout::
         "y_true": [label, ...],                # one entry per clip
         "y_pred": [label, ...],
         "scores": [[p_label0, p_label1, ...], ...],    # optional: clip scores, for PR curves/thresholds
+        "paths": [path, ...],                  # optional: each clip's file (the studio lists the CV mistakes)
         "folds": [{"name": "1", "n": 80, "accuracy": 0.95, "macro_f1": 0.95}, ...],  # optional
       },
       "candidates": [                          # every candidate family/setting tried

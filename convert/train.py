@@ -29,6 +29,7 @@ import numpy as np
 
 from convert.bundle_meta import (
     check_out,
+    clip_paths,
     dataset_summary,
     fieldear_version,
     int8_parity,
@@ -197,6 +198,7 @@ def report_result(options: TrainOptions, data: CvData, oof_int8: np.ndarray, can
         "labels": labels,
         "dataset": dataset_summary(data.dataset, options.path_alias),
         "cv": {"scheme": data.scheme + "; scores of the int8 models", "y_true": [labels[i] for i in data.y],
+               "paths": clip_paths(data.dataset, options.path_alias),
                "y_pred": [labels[i] for i in oof_int8.argmax(axis=1)], "scores": oof_int8.round(5).tolist(),
                "folds": fold_rows(data, oof_int8)},
         "candidates": candidates,

@@ -13,6 +13,7 @@ from convert.families.base import (
     Trial,
     calibration_blocks,
     estimated_blocks,
+    log_fold,
     log_trials,
     pooled_trials,
     stage_entry,
@@ -237,7 +238,11 @@ class BackboneFamily:
         """The head of ``spec`` fitted on each fold's training set (x, y, sample weights)."""
         from convert.families.heads import fit_head
 
-        return [fit_head(x, yy, n_labels, spec, seed, sample_weight=w) for x, yy, w in sets]
+        heads = []
+        for k, (x, yy, w) in enumerate(sets):
+            log_fold(spec.name, k, len(sets))
+            heads.append(fit_head(x, yy, n_labels, spec, seed, sample_weight=w))
+        return heads
 
     def fit(self, idx, y, n_labels, setting, seed):
         from convert.families.heads import fit_head

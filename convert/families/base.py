@@ -123,6 +123,11 @@ def pooled_trials(block_scores: list[np.ndarray], name: str, n_labels: int, **tr
             for pooling in POOLINGS]
 
 
+def log_fold(name: str, k: int, n_folds: int) -> None:
+    """The progress line of one CV fold starting (the studio's train page shows it)."""
+    log.info("CV %s: fold %d/%d", name, k + 1, n_folds)
+
+
 def log_trials(name: str, trials: list[Trial], y, labels, seconds: float) -> None:
     scores = ", ".join(f"{t.pooling}-pooled {macro_f1(y, t.oof_float, labels):.3f}" for t in trials)
     log.info("CV %s: macro-F1 %s (%.1f s)", name, scores, seconds)

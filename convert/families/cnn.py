@@ -21,6 +21,7 @@ from convert.families.base import (
     Trial,
     calibration_blocks,
     estimated_blocks,
+    log_fold,
     log_trials,
     pooled_trials,
     stage_entry,
@@ -176,6 +177,7 @@ class CnnFamily:
         block_scores: list[np.ndarray | None] = [None] * len(y)
         models, infos = [], []
         for k, (tr, va) in enumerate(splits):
+            log_fold("cnn", k, len(splits))
             model, info = fit_cnn([self.inputs[i] for i in tr], y[tr], n_labels, self.spec, seed + k)
             models.append(model)
             infos.append(info)

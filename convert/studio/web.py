@@ -26,9 +26,12 @@ from runtime.errors import FieldearError
 log = logging.getLogger(__name__)
 
 STUDIO_DIR = Path(__file__).resolve().parent
-PAGE_MODULES = ("convert.studio.web_import", "convert.studio.web_label")
+PAGE_MODULES = ("convert.studio.web_import", "convert.studio.web_label", "convert.studio.web_train",
+                "convert.studio.web_use")
 # (endpoint, title) of the pages of one project, in the order of its tabs; each takes a ``project`` argument
-PROJECT_NAV = (("studio.import_page", "Import"), ("studio.label_page", "Label"))
+PROJECT_NAV = (("studio.import_page", "Import"), ("studio.label_page", "Label"), ("studio.train_page", "Train"),
+               ("studio.report_page", "Report"), ("studio.online_page", "Test"), ("studio.batch_page", "Batch"),
+               ("studio.deploy_page", "Deploy"))
 MAX_UPLOAD_MB = 512  # one uploaded file; bigger ones are refused before a byte is read
 
 studio = Blueprint("studio", __name__, template_folder=str(STUDIO_DIR / "templates"),

@@ -13,7 +13,6 @@ Standard library only (the server keeps numpy out); the bundle check runs in a s
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.errors import FieldearError
+from runtime.web.jobs import ChildJob, read_json, tail
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ STATE_FILE = "state.json"
 CURRENT_LINK = "current"  # DATA/models/current: the bundle the listener runs (fieldear deploy's layout)
 VERSION_PREFIX = "reviewed-"
 TRAIN_MODULES = ("tensorflow", "sklearn")  # what `train --update` imports (the train extra)
-LOG_TAIL_LINES = 12
 
 
 @dataclass(frozen=True)
@@ -68,47 +67,12 @@ def paths_for(settings) -> ModelPaths:
     return ModelPaths(model=Path(settings.model) if settings.model else None, data_dir=Path(settings.db).parent)
 
 
-def _utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-lines:]
-
-
 def bundle_summary(path: Path) -> dict | None:
     """Name, sha, creation time and the headline numbers of a bundle directory (model.json, report.json)."""
-    meta = _read_json(path / "model.json")
+    meta = read_json(path / "model.json")
     if meta is None:
         return None
-    report = _read_json(path / "report.json") or {}
+    report = read_json(path / "report.json") or {}
     update = report.get("update") or {}
     reviews = update.get("reviews") or {}
     return {"version": path.name, "name": meta.get("name"), "created_utc": meta.get("created_at"),
@@ -132,7 +96,8 @@ class ModelControl:
         self.reload_listener = reload_listener or (lambda: sighup_unit(settings.service))
         self.check_bundle = check_bundle or load_check
         self.find_module = find_module
-        self._child = None  # the Popen of a job this server started (reaped by poll())
+        self.job = ChildJob(self.paths.state_file, "retrain", clock=clock, popen=popen,
+                            succeeded=lambda state, code: code in (0, None) and (Path(state["out"]) / "model.json").is_file())
 
     # ----- what the page shows
     def overview(self) -> dict:
@@ -160,30 +125,18 @@ class ModelControl:
 
     def state(self) -> dict | None:
         """The latest job: running, done (the new bundle exists) or failed (with the end of its log)."""
-        state = _read_json(self.paths.state_file)
+        state = self.job.read()
         if state is None:
             return None
-        if state.get("status") == "running":
-            ended = self._child.poll() is not None if self._child is not None else not _alive(int(state["pid"]))
-            if ended:
-                out = Path(state["out"])
-                code = self._child.returncode if self._child is not None else None
-                state["status"] = "done" if (out / "model.json").is_file() and code in (0, None) else "failed"
-                state["ended_utc"] = _utc(self.clock())
-                self._child = None
-                _write_json(self.paths.state_file, state)
-                log.info("retrain %s %s", state["version"], state["status"])
-        state["log_tail"] = _tail(Path(state["log"]))
-        if state["status"] == "running":
-            state["elapsed_s"] = round(self.clock() - state["started"], 1)
+        state["log_tail"] = tail(Path(state["log"]))
         if state["status"] == "done":
             state["bundle"] = bundle_summary(Path(state["out"]))
         return state
 
     # ----- actions
     def start_retrain(self) -> dict:
-        state = self.state()
-        if state is not None and state["status"] == "running":
+        state = self.job.running()
+        if state is not None:
             raise FieldearError(f"a retrain is already running (started {state['started_utc']})",
                                 "wait for it; the page shows its progress")
         if self.paths.model is None or not self.paths.model.exists():
@@ -194,22 +147,13 @@ class ModelControl:
             raise FieldearError(f"retraining on this machine needs the train extra (missing: {', '.join(missing)})",
                                 "pip install 'fieldear[train]', or run `fieldear train --update MODEL --reviews LOG` "
                                 "on a laptop and `fieldear deploy` the result")
-        now = self.clock()
-        version = VERSION_PREFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        version = VERSION_PREFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
         out_dir = (self.paths.models_dir or self.paths.data_dir / "models") / version
-        self.paths.retrain_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.paths.retrain_dir / f"{version}.log"
         source = self.paths.model.resolve()
         argv = [sys.executable, "-m", "runtime.cli", "train", "--update", str(source), "--reviews",
                 str(self.settings.db), "--out", str(out_dir)]
-        with open(log_path, "ab") as logf:
-            self._child = self.popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        state = {"version": version, "status": "running", "pid": self._child.pid, "started": now,
-                 "started_utc": _utc(now), "from": str(source), "out": str(out_dir), "log": str(log_path),
-                 "argv": argv}
-        _write_json(self.paths.state_file, state)
-        log.info("retrain %s started (pid %d): %s", version, self._child.pid, " ".join(argv))
+        self.job.start(argv, self.paths.retrain_dir / f"{version}.log", "wait for it; the page shows its progress",
+                       version=version, **{"from": str(source)}, out=str(out_dir))
         return self.state()
 
     def switch(self, version: str) -> dict:

@@ -30,14 +30,14 @@ def require_chromium() -> None:
         pytest.skip(msg)
 
 
-def chromium_driver(width: int = 1400, height: int = 1000):
+def chromium_driver(width: int = 1400, height: int = 1000, extra_args: tuple[str, ...] = ()):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--autoplay-policy=no-user-gesture-required"):
+                f"--window-size={width},{height}", "--autoplay-policy=no-user-gesture-required", *extra_args):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)

@@ -1,0 +1,62 @@
+// The studio's train page: start a run, poll its progress (the run goes on without the page), cancel it.
+"use strict";
+(function () {
+  if (document.body.dataset.page !== "studio-train") return;
+  const box = document.getElementById("trainer");
+  const $ = (id) => document.getElementById(id);
+  let timer = null;
+
+  const call = window.studioCall;
+  function secs(s) { return s === null || s === undefined ? "–" : Math.round(s) + " s"; }
+
+  function show(state) {
+    if (!state) return;
+    $("train-progress").hidden = false;
+    $("run-version").textContent = state.version;
+    $("run-status").textContent = state.status;
+    const running = state.status === "running";
+    $("train-cancel").hidden = !running;
+    $("train-start").disabled = running;
+    $("to-report").hidden = state.status !== "done";
+    $("to-report").href = box.dataset.report + "?version=" + encodeURIComponent(state.version);
+    const p = state.progress || {};
+    $("p-stage").textContent = running ? (p.stage || "starting") : state.status;
+    $("p-candidate").textContent = [p.candidate, p.setting].filter(Boolean).join(" · ") || "–";
+    $("p-fold").textContent = p.fold ? p.fold + " of " + p.folds : "–";
+    $("p-left").textContent = running ? secs(p.budget_left_s) : "–";
+    $("p-elapsed").textContent = running ? secs(state.elapsed_s) : (state.ended_utc || "");
+    const budget = state.settings ? state.settings.time_budget : 0;
+    $("p-bar").value = running && budget && p.budget_left_s !== null && p.budget_left_s !== undefined
+      ? Math.min(1, 1 - p.budget_left_s / budget) : (running ? 0 : 1);
+    $("p-log").textContent = (state.log_tail || []).join("\n");
+    $("train-error").textContent = state.status === "failed" ? "The training failed: see the log below." : "";
+    document.body.dataset.trainStatus = state.status;
+  }
+  async function poll() {
+    try {
+      const data = await call(box.dataset.state, "GET");
+      show(data.state);
+      clearTimeout(timer);
+      if (data.state && data.state.status === "running") timer = setTimeout(poll, 1000);
+    } catch (err) {
+      $("train-error").textContent = err.message;
+      timer = setTimeout(poll, 3000);
+    }
+  }
+  $("train-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    $("train-error").textContent = "";
+    try {
+      const data = await call(box.dataset.start, "POST", {
+        time_budget: Number(f.time_budget.value), seed: Number(f.seed.value), folds: Number(f.folds.value) });
+      show(data.state);
+      poll();
+    } catch (err) { $("train-progress").hidden = false; $("train-error").textContent = err.message; }
+  });
+  $("train-cancel").addEventListener("click", async () => {
+    try { show((await call(box.dataset.cancel, "POST", {})).state); }
+    catch (err) { $("train-error").textContent = err.message; }
+  });
+  poll();
+})();
