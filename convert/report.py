@@ -293,10 +293,8 @@ def _reviews(r: dict) -> list[str]:
     lines += _table(["verdict", "clip is", "clips"], rows)
     t = r.get("trained") or {}
     pos = t.get("positives") or {}
-    lines += ["", f"Positives: {sum(pos.values())} ("
-              + (", ".join(f"{k} {n}" for k, n in pos.items()) or "none") + f"; {r.get('confirmed_not_trained', 0)} "
-              "of them confirmed: they bound the thresholds, the recall guard, and are not trained on); trained on: "
-              f"the relabelled ones and {t.get('negatives', 0)} hard "
+    lines += ["", f"Trained on: {sum(pos.values())} positive(s) ("
+              + (", ".join(f"{k} {n}" for k, n in pos.items()) or "none") + f"), {t.get('negatives', 0)} hard "
               f"negative(s) (rejected or relabelled to background; category `review:rejected`); in all now "
               f"{r.get('clips_in_training', 0)} reviewed clip(s) among the training clips and "
               f"{r.get('hard_negatives_in_training', 0)} hard negative(s) (earlier updates included). Each reviewed "

@@ -284,8 +284,6 @@ def update(options) -> dict:
     hook = None
     if reviews is not None:
         extra["update"]["reviews"] = {**reviews.notes, "clips_in_training": int(sum(cache.review)),
-                                      "confirmed_not_trained": sum(c.verdict == "confirm" and not c.negative
-                                                                   for c in reviews.train),
                                       "hard_negatives_in_training": len(hard)}
         hook = held_out_comparison(old.path, reviews)
     log.info("updating %s: head %s refitted with %d background recording(s), %d reviewed clip(s) and %d hard "

@@ -248,7 +248,7 @@ def test_retrain_and_switch_in_the_browser(tmp_path, log_copy):
         driver.quit()
     assert os.readlink(current) == state["version"] and len(reloads) == 1
     report = json.loads((current.parent / state["version"] / "report.json").read_text())
-    assert report["update"]["reviews"]["hard_negatives_in_training"] >= 1  # the rejected clips (confirmed: the guard)
+    assert report["update"]["reviews"]["clips_in_training"] >= 1
     from runtime.model.bundle import load_bundle
 
     assert load_bundle(current).sha256 != load_bundle(current.parent / "v1").sha256
