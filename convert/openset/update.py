@@ -25,11 +25,6 @@ from runtime.errors import BundleError
 log = logging.getLogger(__name__)
 
 UPDATE_FILE = "training.npz"
-# A confirmed clip is one the model already detects: it bounds how far a threshold may rise (the recall guard,
-# convert.openset.run.review_guard) but is not trained on. Trained on, the refitted head fired more at the old
-# thresholds on both design recordings of docs/web.md ("Choosing the update's rule"): 2.3x the false alarms.
-# Relabelled clips (the model was wrong) and rejected ones are trained on.
-TRAIN_ON_CONFIRMED = False
 
 
 def update_data(family, data) -> bytes:
@@ -190,7 +185,7 @@ def check_updatable(bundle, backbone_path: Path) -> dict:
 
 def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> tuple[list, list]:
     """Reviewed clips into the training data: positives as new clips at the device's block hop (CV fold by a
-    stable hash of their sha256; confirmed ones only when TRAIN_ON_CONFIRMED), rejected ones as hard negatives with their dense blocks (returned with those of
+    stable hash of their sha256), rejected ones as hard negatives with their dense blocks (returned with those of
     earlier updates; convert.openset.reviews.embed_reviews). Clips of earlier updates that are reviewed again are
     replaced by their new verdict. Returns (hard negatives, the positives of this update as (label index, fold,
     dense blocks): what the recall guard of the stream calibration scores, convert.openset.run.review_guard)."""
@@ -212,8 +207,7 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
                                         not_label=c.event_label if c.verdict == "reject" else ""))
         else:
             y, fold = labels.index(c.label), stable_fold(c.sha, n_folds)
-            if c.verdict != "confirm" or TRAIN_ON_CONFIRMED:
-                cache.add_clip(device_blocks(e, family), device_blocks(lv, family), y, fold, c.sha)
+            cache.add_clip(device_blocks(e, family), device_blocks(lv, family), y, fold, c.sha)
             positives.append((y, fold, e))
     return hard, positives
 
