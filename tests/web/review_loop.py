@@ -258,7 +258,8 @@ def first_half(esc10: Path, work: Path, size: LoopSize, review, rec: Recording =
     db_a = work / "A" / "fieldear.db"
     events_a = listen(bundle, work / "A" / "first_half.wav", db_a, clips=True)
     truth_a = read_truth(work / "A" / "first_half.csv")
-    result = {"size": size.__dict__, "recording": rec.__dict__, "first_half": score(events_a, truth_a, dur_a, rec.targets)}
+    result = {"size": size.__dict__, "recording": rec.__dict__,
+              "first_half": score(events_a, truth_a, dur_a, rec.targets)}
     result["browser_review"] = review(db_a, truth_a)
     return FirstHalf(bundle, db_a, truth_b, dur_b, result)
 
