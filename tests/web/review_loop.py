@@ -1,7 +1,8 @@
 """The review loop end to end on ESC-10 streams, driven through the browser (issue 13's Must-show); shared by the
 CI-sized test (tests/web/test_review_loop.py) and the full-size measurement (tests/bench/bench_review_loop.py).
 
-A small bundle (dog, rooster, crying_baby: every 5th ESC-10 clip of each, ``train_clips`` of them) is trained
+A small bundle (dog, rooster, crying_baby: every 5th ESC-10 clip of each, ``train_clips`` of them; other
+classes and seeds for design runs: ``Recording``) is trained
 with the real CLI. Two streams are cut from the other clips: A from the first half of each class's remaining
 clips, B from the second half (``stream_clips`` of each of the three labels and of seven other ESC-10 classes,
 in random order, 1.5 s of silence apart), each with a truth CSV (label, start_s, end_s). One recording, two
@@ -40,12 +41,27 @@ class LoopSize:
     folds: int = 4
 
 
-def train_bundle(esc10: Path, work: Path, size: LoopSize) -> tuple[Path, set[str]]:
+@dataclass(frozen=True)
+class Recording:
+    """Which ESC-10 classes are the bundle's labels and which the others, and the seed of the clips' order. The
+    reported loop is ``REPORTED``; design recordings (tests/experiments/exp_review_design.py) use other targets
+    and seeds, so choosing the update's rule on them is not choosing on the reported second half."""
+
+    targets: tuple[str, ...] = TARGETS
+    others: tuple[str, ...] = OTHERS
+    seed: int = 0  # the halves' orders: default_rng(2 * seed + half)
+    train_offset: int = 0  # the bundle trains on every 5th clip of each label from this index
+
+
+REPORTED = Recording()
+
+
+def train_bundle(esc10: Path, work: Path, size: LoopSize, rec: Recording = REPORTED) -> tuple[Path, set[str]]:
     """The small bundle (real `fieldear train`); returns (bundle, names of the clips it trained on)."""
     data, used = work / "data", set()
-    for lab in TARGETS:
+    for lab in rec.targets:
         (data / lab).mkdir(parents=True, exist_ok=True)
-        for f in sorted((esc10 / lab).glob("*.wav"))[::5][:size.train_clips]:
+        for f in sorted((esc10 / lab).glob("*.wav"))[rec.train_offset::5][:size.train_clips]:
             (data / lab / f.name).write_bytes(f.read_bytes())
             used.add(f.name)
     bundle = work / "old"
@@ -54,14 +70,15 @@ def train_bundle(esc10: Path, work: Path, size: LoopSize) -> tuple[Path, set[str
     return bundle, used
 
 
-def make_stream(esc10: Path, exclude: set[str], half: int, n_per_class: int, path: Path) -> tuple[list, float]:
+def make_stream(esc10: Path, exclude: set[str], half: int, n_per_class: int, path: Path,
+                rec: Recording = REPORTED) -> tuple[list, float]:
     """Half ``half`` (0: A, 1: B) of the recording: WAV at ``path`` and its truth CSV beside it (``.csv``);
     returns (truth [(label, start_s, end_s)], duration_s)."""
     import soundfile as sf
 
-    rng = np.random.default_rng(half)
+    rng = np.random.default_rng(2 * rec.seed + half)
     items = []
-    for lab in TARGETS + OTHERS:
+    for lab in rec.targets + rec.others:
         fs = [f for f in sorted((esc10 / lab).glob("*.wav")) if f.name not in exclude]
         fs = fs[:len(fs) // 2] if half == 0 else fs[len(fs) // 2:]
         items += [(lab, f) for f in fs[:n_per_class]]
@@ -113,9 +130,9 @@ def is_true(event, truth) -> bool:
     return any(lab == event[1] and a < event[3] and b > event[2] for lab, a, b in truth)
 
 
-def score(events, truth, duration_s: float) -> dict:
+def score(events, truth, duration_s: float, targets: tuple[str, ...] = TARGETS) -> dict:
     fa = sum(1 for e in events if not is_true(e, truth))
-    targets = [(lab, a, b) for lab, a, b in truth if lab in TARGETS]
+    targets = [(lab, a, b) for lab, a, b in truth if lab in targets]
     hit = sum(1 for lab, a, b in targets if any(e[1] == lab and a < e[3] and b > e[2] for e in events))
     return {"events": len(events), "false_alarms": fa, "false_alarms_per_hour": round(fa / duration_s * 3600, 1),
             "detected": hit, "targets": len(targets), "recall": round(hit / len(targets), 3),
@@ -188,10 +205,28 @@ def stored_verdicts(db: Path) -> dict[int, str]:
     return {int(e): v for e, v in rows}
 
 
-def update(bundle: Path, db: Path, out: Path, cache: Path) -> dict:
-    """`fieldear train --update BUNDLE --reviews DB`; (seconds, the report's reviews section)."""
+def review_in_store(db: Path, truth, reviewer: str = "design") -> dict:
+    """Without a browser: the same verdicts (confirm if true by ``truth``, else reject) written by the code the
+    page's POST /api/events/<id>/review runs (runtime.store.reviews.add_review). For design runs."""
+    from runtime.store.reviews import Review, add_review
+    from runtime.store.schema import connect
+
+    verdicts = {e[0]: "confirm" if is_true(e, truth) else "reject" for e in events_of(db)}
+    conn = connect(db, timeout=10)
+    try:
+        for event_id, action in verdicts.items():
+            add_review(conn, Review(event_id, action, reviewer))
+    finally:
+        conn.close()
+    return {"confirmed": sum(v == "confirm" for v in verdicts.values()),
+            "rejected": sum(v == "reject" for v in verdicts.values())}
+
+
+def update(bundle: Path, db: Path, out: Path, cache: Path, cli: list[str] = CLI) -> dict:
+    """`fieldear train --update BUNDLE --reviews DB` (``cli``: the command that runs fieldear); (seconds, the
+    report's reviews section)."""
     t0 = time.monotonic()
-    subprocess.run(CLI + ["train", "--update", str(bundle), "--reviews", str(db), "--out", str(out), "--force",
+    subprocess.run(cli + ["train", "--update", str(bundle), "--reviews", str(db), "--out", str(out), "--force",
                           "--cache", str(cache)], check=True, stdout=subprocess.DEVNULL)
     seconds = round(time.monotonic() - t0, 1)
     report = json.loads((out / "report.json").read_text())
@@ -203,22 +238,51 @@ def update(bundle: Path, db: Path, out: Path, cache: Path) -> dict:
             "stream_settings": {"before": old_stream, "after": stream}}
 
 
-def run_loop(esc10: Path, work: Path, size: LoopSize, review) -> dict:
-    """The whole loop; ``review(db, truth)`` does the browser part (and returns what it measured)."""
+@dataclass
+class FirstHalf:
+    """The loop up to the reviews: the old bundle, its reviewed log of the first half, the second half's truth."""
+
+    bundle: Path
+    db: Path
+    truth_b: list
+    duration_b: float
+    result: dict
+
+
+def first_half(esc10: Path, work: Path, size: LoopSize, review, rec: Recording = REPORTED) -> FirstHalf:
+    """Train the bundle, cut both halves, listen to the first and ``review(db, truth)`` it."""
     work.mkdir(parents=True, exist_ok=True)
-    bundle, used = train_bundle(esc10, work, size)
-    _, dur_a = make_stream(esc10, used, 0, size.stream_clips, work / "A" / "first_half.wav")
-    truth_b, dur_b = make_stream(esc10, used, 1, size.stream_clips, work / "second_half.wav")
+    bundle, used = train_bundle(esc10, work, size, rec)
+    _, dur_a = make_stream(esc10, used, 0, size.stream_clips, work / "A" / "first_half.wav", rec)
+    truth_b, dur_b = make_stream(esc10, used, 1, size.stream_clips, work / "second_half.wav", rec)
     db_a = work / "A" / "fieldear.db"
     events_a = listen(bundle, work / "A" / "first_half.wav", db_a, clips=True)
-    result = {"size": size.__dict__, "first_half": score(events_a, read_truth(work / "A" / "first_half.csv"), dur_a)}
-    result["browser_review"] = review(db_a, read_truth(work / "A" / "first_half.csv"))
-    result.update(update(bundle, db_a, work / "new", work / "cache"))
-    for name, b in (("before", bundle), ("after", work / "new")):
-        events = listen(b, work / "second_half.wav", work / f"second_half_{name}.db", clips=False)
-        result[f"second_half_{name}"] = score(events, truth_b, dur_b)
-    before, after = result["second_half_before"], result["second_half_after"]
-    result["false_alarms_per_hour_ratio"] = (round(after["false_alarms_per_hour"] / before["false_alarms_per_hour"], 3)
-                                             if before["false_alarms_per_hour"] else None)
-    result["recall_change_points"] = round(100 * (after["recall"] - before["recall"]), 1)
+    truth_a = read_truth(work / "A" / "first_half.csv")
+    result = {"size": size.__dict__, "recording": rec.__dict__,
+              "first_half": score(events_a, truth_a, dur_a, rec.targets)}
+    result["browser_review"] = review(db_a, truth_a)
+    return FirstHalf(bundle, db_a, truth_b, dur_b, result)
+
+
+def second_half(work: Path, fh: FirstHalf, new: Path, name: str, targets: tuple[str, ...] = TARGETS) -> dict:
+    """Bundle ``new`` listens to the second half; its score."""
+    events = listen(new, work / "second_half.wav", work / f"second_half_{name}.db", clips=False)
+    return score(events, fh.truth_b, fh.duration_b, targets)
+
+
+def compare(before: dict, after: dict) -> dict:
+    """The issue's two numbers: false alarms per hour after / before, recall change in points."""
+    return {"false_alarms_per_hour_ratio": (round(after["false_alarms_per_hour"] / before["false_alarms_per_hour"], 3)
+                                            if before["false_alarms_per_hour"] else None),
+            "recall_change_points": round(100 * (after["recall"] - before["recall"]), 1)}
+
+
+def run_loop(esc10: Path, work: Path, size: LoopSize, review, rec: Recording = REPORTED) -> dict:
+    """The whole loop; ``review(db, truth)`` does the browser part (and returns what it measured)."""
+    fh = first_half(esc10, work, size, review, rec)
+    result = fh.result
+    result.update(update(fh.bundle, fh.db, work / "new", work / "cache"))
+    for name, b in (("before", fh.bundle), ("after", work / "new")):
+        result[f"second_half_{name}"] = second_half(work, fh, b, name, rec.targets)
+    result.update(compare(result["second_half_before"], result["second_half_after"]))
     return result
