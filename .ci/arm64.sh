@@ -95,5 +95,5 @@ print("arm64:", platform.machine(), "Python", sys.version.split()[0], "numpy", n
 (($#)) || set -- -m runtime tests
 echo "arm64: qemu -cpu $ARM64_CPU: pytest $*"
 # The tree itself is on the path (as the editable install is in .venv); bytecode is kept apart from the host's.
-export PYTHONPATH=$REPO PYTHONPYCACHEPREFIX=$ARM64_DIR/pycache
+export PYTHONPATH=$REPO PYTHONPYCACHEPREFIX=$ARM64_DIR/pycache FIELDEAR_TEST_EMULATED=1
 exec "$PY" -m pytest -q -p no:cacheprovider "$@"
