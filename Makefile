@@ -30,7 +30,8 @@ $(VENV)/.stamp: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web,metrics,postgres]'
 	touch $@
 
-# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, PostgreSQL server, systemd-analyze).
+# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, PostgreSQL server, systemd-analyze,
+# qemu-user-static and mmdebstrap for the arm64 lane).
 sysdeps:
 	@bash .ci/system-deps.sh
 
@@ -64,10 +65,10 @@ test-runtime-tflite: $(TFLRT_VENV)/.stamp
 ARM64_CI_TESTS := tests/features/test_frontend.py tests/model tests/audio/test_files.py tests/detect \
 	tests/predict/test_predict.py::test_chunk_size_does_not_change_scores \
 	tests/predict/test_predict.py::test_predict_real_clip_matches_manual_chain
-test-arm64: setup
+test-arm64: setup sysdeps
 	HOST_PYTHON=$(abspath $(PY)) bash .ci/arm64.sh -m runtime $(ARM64_CI_TESTS)
 
-test-arm64-full: setup
+test-arm64-full: setup sysdeps
 	HOST_PYTHON=$(abspath $(PY)) bash .ci/arm64.sh -m runtime tests
 
 lint: setup

@@ -7,8 +7,8 @@
 # into $ARM64_DIR/root (no maintainer scripts run: binfmt_misc is not needed, and may not be registrable). The
 # project's device dependencies (pyproject.toml [project].dependencies) and pytest are installed there as the aarch64
 # wheels from the package index, by the host's pip (--target, --platform). Python runs as
-# `qemu-aarch64-static -L ROOT ROOT/usr/bin/python3.11` through a wrapper script, ROOT/usr/local/bin/python3, which is
-# also sys.executable, so the tests' subprocesses (`sys.executable -m runtime.cli.main ...`) are emulated too.
+# `qemu-aarch64-static -cpu ARM64_CPU -L ROOT ROOT/usr/bin/python3.11` through a wrapper script,
+# ROOT/usr/local/bin/python3, which is also sys.executable, so the tests' subprocesses (`sys.executable -m runtime.cli.main ...`) are emulated too.
 # Each step leaves a stamp and is skipped when its stamp matches; `rm -rf $ARM64_DIR` starts again.
 #
 # ARM64_CPU (default cortex-a72, the Raspberry Pi 4's core; cortex-a76 is the Pi 5's) is the CPU qemu emulates, so
@@ -24,19 +24,9 @@ ROOT=$ARM64_DIR/root
 SITE=$ROOT/usr/local/lib/python3.11/dist-packages
 PACKAGES="python3.11,libportaudio2"  # libportaudio2: sounddevice's library, as on the Pi
 
-need=()
-command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
-command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
-if ((${#need[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "missing system packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2
-    exit 1
-  fi
-  echo "installing system packages: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+for tool in qemu-aarch64-static mmdebstrap; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "arm64: $tool is missing (make sysdeps installs it)" >&2; exit 1; }
+done
 
 # 1. The root: Debian bookworm arm64, python3.11 and what it depends on.
 if [ "$(cat "$ROOT/.fieldear-root" 2>/dev/null)" != "bookworm $PACKAGES" ]; then
