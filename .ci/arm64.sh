@@ -8,7 +8,8 @@
 # project's device dependencies (pyproject.toml [project].dependencies) and pytest are installed there as the aarch64
 # wheels from the package index, by the host's pip (--target, --platform). Python runs as
 # `qemu-aarch64-static -cpu ARM64_CPU -L ROOT ROOT/usr/bin/python3.11` through a wrapper script,
-# ROOT/usr/local/bin/python3, which is also sys.executable, so the tests' subprocesses (`sys.executable -m runtime.cli.main ...`) are emulated too.
+# ROOT/usr/local/bin/python3, which is also sys.executable, so the tests' subprocesses (`sys.executable -m
+# runtime.cli.main ...`) are emulated too.
 # Each step leaves a stamp and is skipped when its stamp matches; `rm -rf $ARM64_DIR` starts again.
 #
 # ARM64_CPU (default cortex-a72, the Raspberry Pi 4's core; cortex-a76 is the Pi 5's) is the CPU qemu emulates, so
