@@ -12,7 +12,8 @@ import pytest
 
 from tests.studio.conftest import labels_csv, make_studio_app
 from tests.web.browser import ServedApp, chromium_driver, require_chromium, screenshot_dir
-from tests.web.test_browser import severe_console_errors, wait_for
+from tests.web.browser import wait_for
+from tests.web.test_browser import severe_console_errors
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,17 @@ class ServedApp:
     def __exit__(self, *exc):
         self.server.close()
         self.thread.join(timeout=10)
+
+
+def wait_for(check, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``check`` every 50 ms until it returns something true (returned), or fail after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def screenshot_dir() -> Path:

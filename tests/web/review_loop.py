@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.web.browser import wait_for
+
 TARGETS = ("dog", "rooster", "crying_baby")
 OTHERS = ("chainsaw", "clock_tick", "crackling_fire", "helicopter", "rain", "sea_waves", "sneezing")
 CLI = [sys.executable, "-m", "runtime.cli.main", "-q"]
@@ -146,16 +148,6 @@ def page_timing(driver) -> dict:
     return {"response_ms": round(t[1] - t[0], 1), "dom_ready_ms": round(t[2], 1), "load_ms": round(t[3], 1)}
 
 
-def wait_for(check, timeout: float = 15.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def review_in_browser(driver, url: str, db: Path, truth, screenshot: Path | None = None) -> dict:
     """Open the detections page and click confirm (true by ``truth``) or reject on every row, waiting for each
     verdict to be shown (saved). Returns counts, page timings and click-to-saved times; the page reloaded with
@@ -173,7 +165,7 @@ def review_in_browser(driver, url: str, db: Path, truth, screenshot: Path | None
         t = time.perf_counter()
         row.find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]').click()
         wait_for(lambda: row.find_element(By.CSS_SELECTOR, ".verdict").text.startswith(action + " "),
-                 what=f"{action} of event {event_id} saved")
+                 timeout=15, what=f"{action} of event {event_id} saved")
         clicks.append((time.perf_counter() - t) * 1000)
         verdicts[event_id] = action
     driver.get(url + "/detections?limit=500")

@@ -15,6 +15,7 @@ from tests.web.browser import (
     copy_log,
     require_chromium,
     screenshot_dir,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,16 +44,6 @@ def reviews(db) -> list[tuple]:
         return conn.execute("SELECT event_id, verdict, label, reviewer FROM reviews ORDER BY id").fetchall()
     finally:
         conn.close()
-
-
-def wait_for(check, timeout: float = 10.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def severe_console_errors(driver) -> list[str]:

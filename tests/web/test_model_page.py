@@ -211,7 +211,7 @@ def test_retrain_and_switch_in_the_browser(tmp_path, log_copy):
         require_chromium,
         screenshot_dir,
     )
-    from tests.web.test_browser import wait_for
+    from tests.web.browser import wait_for
 
     require_chromium()
     current, db = device(tmp_path, log_copy)
