@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.bench.bench_web import free_port, rss_mb
+from tests.bench.bench_web import free_port, rss_mb, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("FIELDEAR_SHARED", ROOT.parent / "shared" / "data"))
@@ -121,11 +121,7 @@ def main(out_dir, repeats: int = 5) -> dict:
         label_ms = (time.perf_counter() - t) * 1000
         rss = rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     result = {
         "clips": len(files), "labels": list(LABELS),
         "upload_100_s": round(upload_s, 2), "upload_median_ms": round(statistics.median(per_file), 1),

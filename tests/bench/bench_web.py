@@ -67,6 +67,15 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not ended within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def rss_mb(pid: int, key: str = "VmRSS") -> float:
     """Resident memory of ``pid`` in MB (``key="VmHWM"``: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -114,11 +123,7 @@ def served(db: Path):
         time.sleep(1.0)
         yield proc, base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def measure_server(proc, base: str, gets: int = 20, idle_s: float = 30.0) -> dict:
