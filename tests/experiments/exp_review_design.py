@@ -22,6 +22,12 @@ Third round (after the reported run, so NOT used to choose; for the next round):
 ``neg_guard5`` with smoothing and merge gap also kept at the old bundle's (the reported run's update went from
 smoothing 1 to 3). ``--variants`` runs a subset.
 
+Fourth round (loop3; after the reported runs, testing round 2's untested cause): ``clip1_guard5``: ``guard5``
+with every reviewed clip weighing in the head's fit as much as ONE original training clip in total (the mean total
+sample weight of an original clip over all its training copies), however many blocks and copies it contributes:
+a confirmed clip stands identically in every training copy and a rejected one with blocks at 1/5 of the hop, each
+weighed once per copy (BackboneFamily.training_set). Same criterion, listed last.
+
 Results and the choice: docs/web.md, "Choosing the update's rule on design recordings".
 
 Criterion, written before any design run: the variant with the lowest mean false-alarm ratio (after / before)
@@ -64,7 +70,7 @@ DESIGN = {
                     others=("chainsaw", "clock_tick", "crying_baby", "dog", "rain", "rooster", "sneezing"),
                     seed=2, train_offset=3),
 }
-VARIANTS = ("free", "guard5", "guard10", "dense95", "neg_free", "neg_guard5")
+VARIANTS = ("free", "guard5", "guard10", "dense95", "neg_free", "neg_guard5", "clip1_guard5")
 DENSE_KEEP, DENSE_MIN = 0.95, 5
 
 log = logging.getLogger("exp_review_design")
@@ -85,12 +91,68 @@ def dense_thresholds(thresholds: dict, old: dict, labels: list[str], peaks) -> t
     return out, notes
 
 
+def row_clips(family, idx, n_labels: int) -> np.ndarray:
+    """Per row of BackboneFamily.training_set's clip rows (in its order), the clip index."""
+    background = family.negatives is not None
+    out = []
+    for embs, levels in zip([family.inputs] + family.augmented, family.levels):
+        for i in idx:
+            if not len(embs[i]):
+                continue
+            quiet = family.quiet(levels[i])
+            n_quiet = int(quiet.sum()) * (1 if background else n_labels)
+            out.append(np.full(int((~quiet).sum()) + n_quiet, i))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def one_clip_weights(training_set):
+    """``clip1_``: training_set with every reviewed clip (confirmed: its rows; rejected: its hard-negative item's
+    rows) scaled to the mean total weight of one original clip."""
+
+    def wrapped(self, idx, y, n_labels, fold=None):
+        x, yy, w = training_set(self, idx, y, n_labels, fold)
+        review = np.asarray(getattr(self, "review_flags", None) or [False] * len(y), dtype=bool)
+        clips = row_clips(self, idx, n_labels)
+        n_neg = len(self.negatives.training(fold)) if self.negatives is not None else 0
+        if len(clips) + n_neg != len(w):
+            raise SystemExit(f"clip1_: {len(clips)} clip rows + {n_neg} negatives != {len(w)} rows")
+        w_clips = w[:len(clips)]
+        totals = np.bincount(clips, weights=w_clips, minlength=len(y))
+        orig = [i for i in np.unique(clips) if not review[i]]
+        one = float(totals[orig].mean()) if orig else 1.0
+        for i in np.unique(clips):
+            if review[i]:
+                w_clips[clips == i] *= one / totals[i]
+        if self.negatives is not None:
+            hard = self.negatives.hard(fold)
+            item = self.negatives.item if fold is None else self.negatives.item[self.negatives.fold != fold]
+            w_neg = w[len(clips):]
+            for j in np.unique(item[hard]):
+                rows = hard & (item == j)
+                w_neg[rows] = one / rows.sum()
+        return x, yy, w
+
+    return wrapped
+
+
 def patch(variant: str) -> None:
     """Make this process's fieldear use ``variant``'s rule."""
     import convert.openset.calibrate as calibrate
     import convert.openset.run as run
     import convert.openset.update as update_mod
 
+    if variant.startswith("clip1_"):
+        from convert.families.backbone import BackboneFamily
+
+        load_cached = BackboneFamily.load_cached
+
+        def load_cached_flags(self, cache):
+            load_cached(self, cache)
+            self.review_flags = list(cache.review)
+
+        BackboneFamily.load_cached = load_cached_flags
+        BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set)
+        variant = variant[len("clip1_"):]
     if variant.startswith("neg_"):
         update_mod.UpdateData.add_clip = lambda self, *a, **k: None
         variant = variant[len("neg_"):]
