@@ -26,7 +26,8 @@ Fourth round (loop3; after the reported runs, testing round 2's untested cause):
 with every reviewed clip weighing in the head's fit as much as ONE original training clip in total (the mean total
 sample weight of an original clip over all its training copies), however many blocks and copies it contributes:
 a confirmed clip stands identically in every training copy and a rejected one with blocks at 1/5 of the hop, each
-weighed once per copy (BackboneFamily.training_set). Same criterion, listed last.
+weighed once per copy (BackboneFamily.training_set). Same criterion, listed last. Diagnostic after its result
+(not for choosing; not in VARIANTS): ``clip1pos_guard5``, the same for confirmed clips only.
 
 Results and the choice: docs/web.md, "Choosing the update's rule on design recordings".
 
@@ -105,9 +106,9 @@ def row_clips(family, idx, n_labels: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def one_clip_weights(training_set):
+def one_clip_weights(training_set, hard_too: bool = True):
     """``clip1_``: training_set with every reviewed clip (confirmed: its rows; rejected: its hard-negative item's
-    rows) scaled to the mean total weight of one original clip."""
+    rows, unless not ``hard_too``) scaled to the mean total weight of one original clip."""
 
     def wrapped(self, idx, y, n_labels, fold=None):
         x, yy, w = training_set(self, idx, y, n_labels, fold)
@@ -123,7 +124,7 @@ def one_clip_weights(training_set):
         for i in np.unique(clips):
             if review[i]:
                 w_clips[clips == i] *= one / totals[i]
-        if self.negatives is not None:
+        if self.negatives is not None and hard_too:
             hard = self.negatives.hard(fold)
             item = self.negatives.item if fold is None else self.negatives.item[self.negatives.fold != fold]
             w_neg = w[len(clips):]
@@ -141,7 +142,7 @@ def patch(variant: str) -> None:
     import convert.openset.run as run
     import convert.openset.update as update_mod
 
-    if variant.startswith("clip1_"):
+    if variant.startswith(("clip1_", "clip1pos_")):
         from convert.families.backbone import BackboneFamily
 
         load_cached = BackboneFamily.load_cached
@@ -151,8 +152,9 @@ def patch(variant: str) -> None:
             self.review_flags = list(cache.review)
 
         BackboneFamily.load_cached = load_cached_flags
-        BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set)
-        variant = variant[len("clip1_"):]
+        hard_too = variant.startswith("clip1_")
+        BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set, hard_too)
+        variant = variant.split("_", 1)[1]
     if variant.startswith("neg_"):
         update_mod.UpdateData.add_clip = lambda self, *a, **k: None
         variant = variant[len("neg_"):]
