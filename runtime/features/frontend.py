@@ -96,8 +96,7 @@ class FrontendParams:
                 "rebuild the bundle with this version of fieldear",
             )
         types = {"sample_rate": int, "n_fft": int, "hop": int, "n_mels": int,
-                 "block_frames": int, "block_hop": int}
-        types["kind"] = str
+                 "block_frames": int, "block_hop": int, "kind": str}
         try:
             return cls(**{k: types.get(k, float)(v) for k, v in data.items()})
         except (TypeError, ValueError) as exc:
