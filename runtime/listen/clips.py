@@ -2,7 +2,8 @@
 
 ``ClipRecorder`` keeps the last ``max_clip_s + pre_s + post_s`` seconds of source audio in a ring of chunks.
 When an event is logged it is queued; once the stream is ``post_s`` past its end the clip is cut and written
-to ``<db dir>/clips/`` and the event row's ``clip_path`` is set (relative to the database's directory).
+to ``<db dir>/clips/`` and the event row's ``clip_path`` is set (relative to the database's directory), with
+where the clip starts in the stream (the log's ``clips`` table: the pre-roll is cut short at the ring's start).
 When the clips directory would exceed ``quota_mb``, the oldest clips are deleted first. No clip is saved when
 the disk would be left with less than ``min_free_mb`` free (counted in ``skipped_low_space``: the log database
 needs the space more). Half-written clips (``*.tmp``, a run killed mid-write) are deleted at start.
@@ -81,14 +82,15 @@ class ClipRecorder:
             self._write(row)
         self._pending.clear()
 
-    def _cut(self, start_s: float, end_s: float) -> np.ndarray:
+    def _cut(self, start_s: float, end_s: float) -> tuple[np.ndarray, float]:
+        """(the clip's samples, where it starts in the stream in seconds)."""
         a = max(int((start_s - self.pre_s) * self.rate), self._buf_start)
         b = min(int((end_s + self.post_s) * self.rate), self._buf_start + self._buf_len)
         b = min(b, a + int((self.max_clip_s + self.pre_s + self.post_s) * self.rate))
         if b <= a:
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32), a / self.rate
         audio = np.concatenate(list(self._chunks)) if len(self._chunks) > 1 else self._chunks[0]
-        return audio[a - self._buf_start : b - self._buf_start]
+        return audio[a - self._buf_start : b - self._buf_start], a / self.rate
 
     def _usage(self) -> list[tuple[Path, int]]:
         return sorted((p, p.stat().st_size) for p in self.directory.glob("*.wav"))
@@ -107,7 +109,7 @@ class ClipRecorder:
         return False
 
     def _write(self, row: dict) -> None:
-        samples = self._cut(row["start_s"], row["end_s"])
+        samples, clip_start_s = self._cut(row["start_s"], row["end_s"])
         if not len(samples):
             return
         size = 44 + 2 * len(samples)
@@ -132,4 +134,4 @@ class ClipRecorder:
             return
         self.written += 1
         rel = path.relative_to(self.store.path.parent) if self.directory.is_relative_to(self.store.path.parent) else path
-        self.store.set_clip_path(row["id"], str(rel))
+        self.store.set_clip_path(row["id"], str(rel), clip_start_s)

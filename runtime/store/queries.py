@@ -215,13 +215,17 @@ def reviewed_clips(conn: sqlite3.Connection) -> list[dict]:
     Each row: ``event_id``, ``event_label`` (what the model said), ``verdict`` (confirm, reject, relabel),
     ``label`` (what the clip is: the event's label, "background", or the new label), ``clip_path`` (relative to
     the log's directory, None when no clip was saved or it was deleted by the quota), ``start_utc``, ``end_utc``,
-    ``start_s``, ``end_s``, ``peak``, ``model_sha``, ``reviewer``, ``reviewed_utc``.
+    ``start_s``, ``end_s``, ``peak``, ``model_sha``, ``reviewer``, ``reviewed_utc``, ``clip_start_s`` (where
+    the clip starts in the stream; None for clips of logs before schema 4).
     """
     if not has_table(conn, "reviews"):
         return []
+    clips = has_table(conn, "clips")
     sql = ("SELECT e.id AS event_id, e.label AS event_label, lr.verdict, lr.review_label AS label, e.clip_path, "
-           "e.start_utc, e.end_utc, e.start_s, e.end_s, e.peak, e.model_sha, lr.reviewer, lr.reviewed_utc "
-           f"FROM events e JOIN ({_LATEST_REVIEW}) lr ON lr.event_id = e.id ORDER BY e.id")
+           "e.start_utc, e.end_utc, e.start_s, e.end_s, e.peak, e.model_sha, lr.reviewer, lr.reviewed_utc, "
+           f"{'c.start_s' if clips else 'NULL'} AS clip_start_s "
+           f"FROM events e JOIN ({_LATEST_REVIEW}) lr ON lr.event_id = e.id "
+           f"{'LEFT JOIN clips c ON c.event_id = e.id ' if clips else ''}ORDER BY e.id")
     return [dict(r) for r in conn.execute(sql)]
 
 

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 # 1: events, windows, health, meta. 2: + reviews (created on the next writable open of an older log).
 # 3: + meta['generation'], the log's generation id (a uuid4 made once, when the log is created or upgraded): rows
 #    are known centrally as (device_id, generation, id), so a recreated log never collides with the old one.
-SCHEMA_VERSION = 3
+# 4: + clips(event_id, start_s): where a saved clip starts in the stream (runtime.listen.clips), so training from
+#    reviews knows which of the clip's blocks are the event's (convert.openset.reviews.event_span); older clips
+#    have no row and are placed by their length.
+SCHEMA_VERSION = 4
 
 GENERATION_KEY = "generation"
 
@@ -48,6 +51,7 @@ CREATE TABLE IF NOT EXISTS reviews (
     verdict TEXT NOT NULL CHECK (verdict IN ('confirm', 'reject', 'relabel')),
     label TEXT NOT NULL, t_utc TEXT NOT NULL, reviewer TEXT NOT NULL, device_id TEXT);
 CREATE INDEX IF NOT EXISTS reviews_event_id ON reviews(event_id);
+CREATE TABLE IF NOT EXISTS clips (event_id INTEGER PRIMARY KEY, start_s REAL NOT NULL);
 """
 
 EVENT_COLUMNS = ("id", "label", "start_utc", "end_utc", "start_s", "end_s", "peak", "mean", "model_sha",
@@ -113,7 +117,7 @@ def log_generation(conn: sqlite3.Connection, factory: Callable[[], str] | None =
 def migrate(conn: sqlite3.Connection, generation_factory: Callable[[], str] | None = None) -> None:
     """Bring the recorded schema version up to date (the tables themselves come from ``SCHEMA``, whose
     statements are all ``IF NOT EXISTS``: a version-1 log gains the reviews table; versions 1-2 gain the
-    generation id in ``meta``; rows are never rewritten)."""
+    generation id in ``meta``; versions 1-3 the clips table; rows are never rewritten)."""
     conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     old = int(row[0]) if row else None
@@ -121,7 +125,7 @@ def migrate(conn: sqlite3.Connection, generation_factory: Callable[[], str] | No
     if old != SCHEMA_VERSION:
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         if old is not None:
-            log.info("device log schema %d -> %d (reviews table, generation id)", old, SCHEMA_VERSION)
+            log.info("device log schema %d -> %d (reviews table, generation id, clips table)", old, SCHEMA_VERSION)
     conn.commit()
 
 

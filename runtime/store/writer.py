@@ -9,6 +9,7 @@ Tables (rows are only inserted, never updated, except ``events.clip_path`` which
 - ``windows(id, t_utc, start_s, end_s, scores_json, top_label, top_score, model_sha, device_id, source,
   settings_sha)``: every block's scores (or every Nth); ``settings_sha`` keys ``meta['settings:<sha>']``.
 - ``health(id, t_utc, device_id, json)``: heartbeats (written by the field area through ``add_health``).
+- ``clips(event_id, start_s)``: where each saved clip starts (offset in the stream, like ``start_s``).
 - ``meta(key, value)``: schema version, the log's ``generation`` id (uuid4, made once), settings by sha, one
   ``run:<n>`` record per listen run.
 
@@ -222,9 +223,13 @@ class Store:
                                     (t, self.device_id, json.dumps(data, sort_keys=True))))
         self.flush(force=True)
 
-    def set_clip_path(self, event_id: int, clip_path: str) -> None:
+    def set_clip_path(self, event_id: int, clip_path: str, start_s: float | None = None) -> None:
+        """The event's saved clip, and where it starts in the stream (``start_s``; None: not known)."""
         self._pending_other.append(("UPDATE events SET clip_path = ? WHERE id = ? AND clip_path IS NULL",
                                     (clip_path, int(event_id))))
+        if start_s is not None:
+            self._pending_other.append(("INSERT OR IGNORE INTO clips(event_id, start_s) VALUES (?, ?)",
+                                        (int(event_id), round(float(start_s), 4))))
         self.flush(force=True)
 
     def _count_drop(self) -> None:

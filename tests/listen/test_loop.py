@@ -210,13 +210,15 @@ def test_clips_written_within_quota(model, esc10, tmp_path):
     summary, _ = listen_file(model, path, tmp_path / "c.db", 0.25, clips=clips,
                              settings=PostSettings(default_threshold=0.05, hysteresis=0.0))
     conn = sqlite3.connect(tmp_path / "c.db")
-    rows = conn.execute("SELECT start_s, end_s, clip_path FROM events").fetchall()
+    rows = conn.execute("SELECT e.start_s, e.end_s, e.clip_path, c.start_s FROM events e "
+                        "LEFT JOIN clips c ON c.event_id = e.id").fetchall()
     assert rows and all(r[2] for r in rows)
-    for start, end, rel in rows:
+    for start, end, rel, clip_start in rows:
         with wave.open(str(tmp_path / rel)) as w:
             got = w.getnframes() / w.getframerate()
         expected = min(end + 0.5, 5.0) - max(start - 0.5, 0.0)
         assert got == pytest.approx(expected, abs=0.01)
+        assert clip_start == pytest.approx(max(start - 0.5, 0.0), abs=0.01)  # where the clip starts, stored
     # quota: a tiny quota keeps only the newest clips
     small = ClipRecorder(tmp_path / "small", pre_s=0.5, post_s=0.5, quota_mb=0.2)
     listen_file(model, path, tmp_path / "d.db", 0.25, clips=small,

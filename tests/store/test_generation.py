@@ -73,7 +73,7 @@ def test_a_version_2_log_is_upgraded_in_place(tmp_path):
     ro.close()
     store = Store(path, device_id="d1", clock=lambda: 1_780_000_000.0)
     conn = store.conn
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "3"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "4"
     gen = log_generation(conn, create=False)
     assert gen is not None and len(gen) == 32
     # nothing else changed: the old row, its id, the outbox cursor; new rows continue the ids

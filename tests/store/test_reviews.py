@@ -28,7 +28,8 @@ def make_log(path, labels=("dog", "rain", "dog", "rooster")):
     for i, label in enumerate(labels):
         store.add_event({"label": label, "start_utc": utc_iso(T0 + 86400 * (i // 2) + i), "end_utc": utc_iso(T0 + i + 1),
                          "start_s": i, "end_s": i + 1, "peak": 0.5 + 0.1 * i, "mean": 0.4})
-    store.set_clip_path(1, "clips/a_00000001_dog.wav")
+    store.set_clip_path(1, "clips/a_00000001_dog.wav", 0.25)
+    store.set_clip_path(3, "clips/a_00000003_dog.wav")  # where it starts not known (as in logs before schema 4)
     store.close()
     return connect(path)
 
@@ -47,6 +48,7 @@ def test_verdicts_store_what_the_clip_is_and_reviews_are_insert_only(tmp_path):
     assert [(c["event_id"], c["event_label"], c["verdict"], c["label"]) for c in clips] == [
         (1, "dog", "reject", "background"), (2, "rain", "reject", "background"), (3, "dog", "relabel", "rooster")]
     assert clips[0]["clip_path"] == "clips/a_00000001_dog.wav" and clips[0]["reviewer"] == "bo"
+    assert [c["clip_start_s"] for c in clips] == [0.25, None, None]
 
 
 @pytest.mark.parametrize("review, needle", [
@@ -81,7 +83,7 @@ def test_a_version_1_log_gains_the_reviews_table(tmp_path):
     assert query(ro, "reviews").fetchall() == []
     ro.close()
     conn = connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "3"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION) == "4"
     add_review(conn, Review(1, "confirm", "ana"))
     assert reviewed_events(conn)[0]["verdict"] == "confirm"
 
