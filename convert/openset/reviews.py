@@ -49,6 +49,7 @@ class ReviewClip:
     event_label: str  # what the model said
     db: str
     event_id: int
+    span_s: tuple[float, float] | None = None  # the event's own span in the clip's seconds (event_span)
 
     @property
     def negative(self) -> bool:
@@ -122,7 +123,8 @@ def read_reviews(dbs, labels: list[str]) -> ReviewSet:
                 unknown[label] += 1
                 continue
             clip = ReviewClip(path=path, sha=sha256_file(path), verdict=verdict, label=label,
-                              event_label=row["event_label"], db=str(db), event_id=int(row["event_id"]))
+                              event_label=row["event_label"], db=str(db), event_id=int(row["event_id"]),
+                              span_s=event_span(row, path))
             by_sha[clip.sha] = clip
     clips = list(by_sha.values())
     for c in clips:
@@ -156,13 +158,52 @@ def read_reviews(dbs, labels: list[str]) -> ReviewSet:
     return out
 
 
+def event_span(row: dict, path: Path) -> tuple[float, float] | None:
+    """Where the event (``row``: reviewed_clips' start_s, end_s, clip_start_s) lies in its saved clip, in the
+    clip's seconds. The clip's start is the log's fact (schema 4); a clip of an older log is taken to have as
+    much audio before the event as after it (ClipRecorder's pre_s = post_s, the default), no earlier than the
+    stream's start. None when the clip cannot be read."""
+    from runtime.audio.files import probe
+    from runtime.errors import AudioError
+
+    start, end = float(row["start_s"]), float(row["end_s"])
+    clip_start = row.get("clip_start_s")
+    if clip_start is None:
+        try:
+            duration = probe(path).duration_s
+        except (OSError, AudioError):
+            return None
+        clip_start = max(0.0, start - max(0.0, duration - (end - start)) / 2)
+    return start - float(clip_start), end - float(clip_start)
+
+
+def span_blocks(dense: np.ndarray, span_s: tuple[float, float] | None, family) -> np.ndarray:
+    """Indices of ``embed_reviews``' blocks of one clip that are the event's own blocks: at the device's block
+    hop, from the first block lying inside the event's span (``event_span``, within half a dense hop) while
+    they lie inside it; the blocks partly in the clip's pre- and post-roll are left out. The device's own blocks
+    of the event, to within half a dense hop. Without a span (or no block inside it, a clip cut short): the
+    device-hop blocks from the clip's start."""
+    step = max(1, family.params.block_hop // dense_params(family.params).block_hop)
+    every = np.arange(0, len(dense), step)
+    if span_s is None:
+        return every
+    hop_s = dense_params(family.params).block_hop_seconds
+    starts = np.arange(len(dense)) * hop_s
+    inside = (starts >= span_s[0] - hop_s / 2) & (starts + family.params.block_seconds <= span_s[1] + hop_s / 2)
+    if not inside.any():
+        return every
+    first = int(np.argmax(inside))
+    idx = np.arange(first, len(dense), step)
+    return idx[inside[idx]]
+
+
 def embed_reviews(clips: list[ReviewClip], family) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(block embeddings, block levels) per clip, by the family's backbone (cached like training clips), blocks
     every 1/REVIEW_HOP_DIVISOR of the device's hop: a saved clip starts ``pre_s`` before its event at no block
     boundary of the device, so blocks at the device's own hop miss the block that fired (measured on ESC-10
     stream A: a rejected dog event of score 0.75 scored 0.04 on its clip's one block, a rooster of 0.82 scored
     0.48); the denser blocks hold one within a fifth of a hop of it. Every REVIEW_HOP_DIVISOR-th of them are the
-    blocks at the device's hop (``device_blocks``)."""
+    blocks at the device's hop (``span_blocks`` without a span)."""
     from convert.families.embed import dataset_embeddings
 
     if not clips:
@@ -174,11 +215,6 @@ def embed_reviews(clips: list[ReviewClip], family) -> tuple[list[np.ndarray], li
 def dense_params(params):
     """The frontend parameters with blocks every 1/REVIEW_HOP_DIVISOR of ``params``' hop."""
     return params.with_block_hop(max(1, params.block_hop // REVIEW_HOP_DIVISOR))
-
-
-def device_blocks(dense: np.ndarray, family) -> np.ndarray:
-    """Of ``embed_reviews``' blocks, those at the device's block hop (from the clip's start)."""
-    return dense[::max(1, family.params.block_hop // dense_params(family.params).block_hop)]
 
 
 def score_held_out(bundle_path, clips: list[ReviewClip]) -> dict:

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 UPDATE_FILE = "training.npz"
 
+# A confirmed (or relabelled-to-a-label) clip trains only the event's own blocks (convert.openset.reviews.
+# span_blocks), not those partly in its pre- and post-roll of the site's background; False: every block at the
+# device's hop from the clip's start.
+SPAN_POSITIVES = False
+
 
 def update_data(family, data) -> bytes:
     """training.npz for a bundle: every copy of every clip's block embeddings, and the user's background."""
@@ -190,7 +195,7 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
     replaced by their new verdict. Returns (hard negatives, the positives of this update as (label index, fold,
     dense blocks): what the recall guard of the stream calibration scores, convert.openset.run.review_guard)."""
     from convert.openset.pool import stable_fold
-    from convert.openset.reviews import REVIEW_CATEGORY, device_blocks, embed_reviews
+    from convert.openset.reviews import REVIEW_CATEGORY, embed_reviews, span_blocks
 
     again = reviews.shas
     if any(r and s in again for r, s in zip(cache.review, cache.sha)):
@@ -207,7 +212,8 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
                                         not_label=c.event_label if c.verdict == "reject" else ""))
         else:
             y, fold = labels.index(c.label), stable_fold(c.sha, n_folds)
-            cache.add_clip(device_blocks(e, family), device_blocks(lv, family), y, fold, c.sha)
+            keep = span_blocks(e, c.span_s if SPAN_POSITIVES else None, family)
+            cache.add_clip(e[keep], lv[keep], y, fold, c.sha)
             positives.append((y, fold, e))
     return hard, positives
 

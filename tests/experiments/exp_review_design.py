@@ -29,6 +29,15 @@ a confirmed clip stands identically in every training copy and a rejected one wi
 weighed once per copy (BackboneFamily.training_set). Same criterion, listed last. Diagnostic after its result
 (not for choosing; not in VARIANTS): ``clip1pos_guard5``, the same for confirmed clips only.
 
+Fifth round (loop5; testing hypothesis H5: a confirmed clip's blocks partly in its pre- and post-roll, the
+site's background, train as the label): ``span_guard5``: ``guard5`` with a confirmed (or relabelled-to-a-label)
+clip training only the event's own blocks (convert.openset.reviews.span_blocks: at the device's hop, lying
+inside the event's span in the clip, which the log now stores, schema 4); its other blocks are dropped, neither
+positive nor background. ``span_free``: the same without the guard. Same criterion, listed last. Diagnostics (not
+for choosing; not in VARIANTS): ``old`` and ``span_old``, every stream setting kept at the old bundle's (the
+refitted head's false alarms at the old thresholds); ``--count-blocks DB...`` counts a log's confirmed clips'
+training blocks outside their event's span.
+
 Results and the choice: docs/web.md, "Choosing the update's rule on design recordings".
 
 Criterion, written before any design run: the variant with the lowest mean false-alarm ratio (after / before)
@@ -44,6 +53,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import statistics
 import sys
 from pathlib import Path
@@ -71,7 +81,9 @@ DESIGN = {
                     others=("chainsaw", "clock_tick", "crying_baby", "dog", "rain", "rooster", "sneezing"),
                     seed=2, train_offset=3),
 }
-VARIANTS = ("free", "guard5", "guard10", "dense95", "neg_free", "neg_guard5", "clip1_guard5")
+VARIANTS = ("free", "guard5", "guard10", "dense95", "neg_free", "neg_guard5", "clip1_guard5", "span_guard5",
+            "span_free")
+OLD_SETTINGS = ("thresholds", "min_event_s", "smoothing", "merge_gap_s", "hysteresis")
 DENSE_KEEP, DENSE_MIN = 0.95, 5
 
 log = logging.getLogger("exp_review_design")
@@ -155,6 +167,9 @@ def patch(variant: str) -> None:
         hard_too = variant.startswith("clip1_")
         BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set, hard_too)
         variant = variant.split("_", 1)[1]
+    if variant.startswith("span_"):
+        update_mod.SPAN_POSITIVES = True
+        variant = variant[len("span_"):]
     if variant.startswith("neg_"):
         update_mod.UpdateData.add_clip = lambda self, *a, **k: None
         variant = variant[len("neg_"):]
@@ -171,7 +186,16 @@ def patch(variant: str) -> None:
 
         run.review_guard = guard_post
         variant = variant[:-len("_post")]
-    if variant == "free":
+    if variant == "old":
+        guard = run.review_guard
+
+        def guard_old(family, data, fold_flats, novelties, tau, chosen):
+            notes = guard(family, data, fold_flats, novelties, tau, chosen)
+            chosen.update({k: v for k, v in family.review_guard.old.items() if k in OLD_SETTINGS})
+            return notes
+
+        run.review_guard = guard_old
+    elif variant == "free":
         run.review_guard = lambda *a, **k: None
     elif variant == "guard10":
         calibrate.REVIEW_RECALL_LOSS = 0.10
@@ -179,6 +203,39 @@ def patch(variant: str) -> None:
         run.keep_review_recall = dense_thresholds
     elif variant != "guard5":
         raise SystemExit(f"unknown variant {variant}")
+
+
+def count_blocks(dbs) -> dict:
+    """Per log: the training clips of its confirmed (or relabelled-to-a-label) reviews (held-out ones left out)
+    and their blocks at the device's hop from the clip's start (what an update trains as the label, quiet ones
+    aside), and how many of those lie outside the event's own blocks (span_blocks). Frontend only."""
+    from convert.openset.reviews import dense_params, event_span, read_reviews, span_blocks
+    from runtime.features.frontend import BACKBONE
+    from runtime.features.pipeline import FileBlocks
+
+    family = argparse.Namespace(params=BACKBONE)
+    out = {}
+    for db in dbs:
+        conn = sqlite3.connect(db)
+        labels = [r[0] for r in conn.execute("SELECT DISTINCT label FROM events")]
+        conn.close()
+        reviews = read_reviews([db], labels)
+        rows, spans = [], []
+        hop_s, block_s = dense_params(BACKBONE).block_hop_seconds, BACKBONE.block_seconds
+        for c in reviews.positives:
+            n_dense = sum(1 for _ in FileBlocks(c.path, dense_params(BACKBONE)))
+            every, span = span_blocks(np.zeros(n_dense), None, family), span_blocks(np.zeros(n_dense), c.span_s, family)
+            a, b = every * hop_s, every * hop_s + block_s  # the blocks trained now, in the clip's seconds
+            roll = (np.clip(c.span_s[0] - a, 0, block_s) + np.clip(b - c.span_s[1], 0, block_s)) / block_s
+            rows.append((len(every), len(span), int((roll > hop_s / 2 / block_s).sum()), float(roll.sum())))
+            spans.append(c.span_s)
+        total, kept = sum(r[0] for r in rows), sum(r[1] for r in rows)
+        out[str(db)] = {"confirmed_training_clips": len(rows), "blocks_trained_now": total,
+                        "of_them_partly_in_pre_or_post_roll": sum(r[2] for r in rows),
+                        "roll_share_of_their_audio": round(sum(r[3] for r in rows) / total, 3) if total else None,
+                        "span_blocks": kept,
+                        "pre_roll_s_median": round(statistics.median(s[0] for s in spans), 2) if spans else None}
+    return out
 
 
 def main(out: Path, variants: tuple[str, ...] = VARIANTS) -> dict:
@@ -221,6 +278,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/review_design"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--count-blocks", nargs="+", type=Path, metavar="DB", help="only count_blocks of these logs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.count_blocks:
+        print(json.dumps(count_blocks(args.count_blocks), indent=2))
+        sys.exit(0)
     print(json.dumps(main(args.out, tuple(args.variants))["summary"], indent=2))
