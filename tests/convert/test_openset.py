@@ -214,3 +214,35 @@ def test_update_thresholds_rise_above_the_old_only_on_enough_confirmed_reviews()
     # no confirmed clip of a label: back to the old threshold
     out, _ = calibrate.keep_review_recall({"dog": 0.9}, {"dog": 0.6}, ["dog"], [])
     assert out == {"dog": 0.6}
+
+
+def test_a_confirmed_clip_trains_only_the_events_own_blocks(tmp_path):
+    # a saved clip: 1 s of the site before the event, the event (3 device blocks, 4.64 s), 1 s after. At the
+    # device's hop from the clip's start every block of it overlaps the event, the first and the last partly the
+    # pre- and post-roll; the event's own blocks are those lying inside its span (to half a dense hop)
+    from types import SimpleNamespace
+
+    from convert.openset.reviews import dense_params, event_span, span_blocks
+    from runtime.audio.wav import write_wav
+    from runtime.features.frontend import BACKBONE
+    from runtime.features.pipeline import FileBlocks
+
+    family = SimpleNamespace(params=BACKBONE)
+    hop, block = BACKBONE.block_hop_seconds, BACKBONE.block_seconds
+    event = 2 * hop + block
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, np.zeros(int((event + 2.0) * BACKBONE.sample_rate), np.float32), BACKBONE.sample_rate)
+    dense = np.zeros(sum(1 for _ in FileBlocks(clip, dense_params(BACKBONE))))
+    row = {"start_s": 100.0, "end_s": 100.0 + event, "clip_start_s": 99.0}
+    span = event_span(row, clip)
+    assert span == pytest.approx((1.0, 1.0 + event))
+    assert event_span({**row, "clip_start_s": None}, clip) == pytest.approx(span, abs=1e-3)  # an old log's clip
+    assert event_span({**row, "clip_start_s": 99.5}, clip) == pytest.approx((0.5, 0.5 + event))
+    every, own = span_blocks(dense, None, family), span_blocks(dense, span, family)
+    assert list(every) == [0, 5, 10, 15]  # what a confirmed clip trained before: 4 blocks from the clip's start
+    dense_hop = dense_params(BACKBONE).block_hop_seconds
+    starts = own * dense_hop
+    assert len(own) == 3 and np.all(np.diff(own) == 5)
+    assert np.all(starts >= 1.0 - dense_hop / 2) and np.all(starts + block <= 1.0 + event + dense_hop / 2)
+    assert abs(starts[0] - 1.0) <= dense_hop / 2  # the device's first block of the event, to half a dense hop
+    assert list(span_blocks(dense, (3.0, 4.0), family)) == list(every)  # no block inside: all of them
