@@ -57,6 +57,7 @@ import sqlite3
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -213,7 +214,7 @@ def count_blocks(dbs) -> dict:
     from runtime.features.frontend import BACKBONE
     from runtime.features.pipeline import FileBlocks
 
-    family = argparse.Namespace(params=BACKBONE)
+    family = SimpleNamespace(params=BACKBONE)  # what span_blocks reads of a BackboneFamily
     out = {}
     for db in dbs:
         conn = sqlite3.connect(db)
