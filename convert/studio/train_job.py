@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from convert.options import DEFAULT_CANDIDATES, FAMILIES
-from convert.studio.projects import BUNDLES_DIR, REPORTS_DIR, Project
+from convert.studio.projects import BUNDLES_DIR, REPORTS_DIR, VERSION, Project
 from runtime.errors import FieldearError
 from runtime.web.jobs import ChildJob, tail
 
 STATE_FILE = "train.json"
-VERSION = re.compile(r"^v(\d+)$")
 
 # train's log lines (convert/train.py, convert/families, convert/openset) -> (stage shown, what the groups are)
 _STAGES = (

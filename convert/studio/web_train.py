@@ -33,18 +33,9 @@ def project_job(project, kind: str):
     return jobs[key]
 
 
-def bundles(project) -> list[str]:
-    """The project's trained bundle versions, newest first."""
-    from convert.studio.train_job import VERSION
-
-    found = [d.name for d in (project.path / BUNDLES_DIR).iterdir() if (d / "model.json").is_file()] \
-        if (project.path / BUNDLES_DIR).is_dir() else []
-    return sorted(found, key=lambda v: (int(m.group(1)) if (m := VERSION.match(v)) else -1, v), reverse=True)
-
-
 def bundle_dir(project, version: str | None) -> Path:
     """bundles/<version> (the newest when None), or 404."""
-    versions = bundles(project)
+    versions = project.versions()
     if not versions:
         abort(404)
     version = version or versions[0]
@@ -70,14 +61,14 @@ def _number(form: dict, key: str, kind, default, low, high):
 @studio.get("/p/<project>/train")
 def train_page(project: str):
     p = open_project(project)
-    return render("studio/train.html", project=p, state=project_job(p, "train").state(), versions=bundles(p),
+    return render("studio/train.html", project=p, state=project_job(p, "train").state(), versions=p.versions(),
                   default_budget=DEFAULT_TIME_BUDGET_S)
 
 
 @studio.get("/api/p/<project>/train")
 def train_state(project: str):
     p = open_project(project)
-    return jsonify(state=project_job(p, "train").state(), versions=bundles(p))
+    return jsonify(state=project_job(p, "train").state(), versions=p.versions())
 
 
 @studio.post("/api/p/<project>/train")
@@ -106,7 +97,7 @@ def train_cancel(project: str):
 @studio.get("/p/<project>/report")
 def report_page(project: str):
     p = open_project(project)
-    versions = bundles(p)
+    versions = p.versions()
     if not versions:
         return render("studio/report.html", project=p, view=None, versions=[])
     from convert.studio.report import report_view
