@@ -4,9 +4,7 @@
   if (document.body.dataset.page !== "studio-train") return;
   const box = document.getElementById("trainer");
   const $ = (id) => document.getElementById(id);
-  let timer = null;
-
-  const call = window.studioCall;
+  const call = window.studio.call;
   function secs(s) { return s === null || s === undefined ? "–" : Math.round(s) + " s"; }
 
   function show(state) {
@@ -32,17 +30,8 @@
     $("train-error").textContent = state.status === "failed" ? "The training failed: see the log below." : "";
     document.body.dataset.trainStatus = state.status;
   }
-  async function poll() {
-    try {
-      const data = await call(box.dataset.state, "GET");
-      show(data.state);
-      clearTimeout(timer);
-      if (data.state && data.state.status === "running") timer = setTimeout(poll, 1000);
-    } catch (err) {
-      $("train-error").textContent = err.message;
-      timer = setTimeout(poll, 3000);
-    }
-  }
+  const poll = window.studio.poller(box.dataset.state, (data) => show(data.state),
+    (err) => { $("train-error").textContent = err.message; }, 1000);
   $("train-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
