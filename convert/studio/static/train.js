@@ -21,11 +21,19 @@
     $("p-stage").textContent = running ? (p.stage || "starting") : state.status;
     $("p-candidate").textContent = [p.candidate, p.setting].filter(Boolean).join(" · ") || "–";
     $("p-fold").textContent = p.fold ? p.fold + " of " + p.folds : "–";
-    $("p-left").textContent = running ? secs(p.budget_left_s) : "–";
-    $("p-elapsed").textContent = running ? secs(state.elapsed_s) : (state.ended_utc || "");
+    // time left: train's own estimate of the candidate's cross-validation; hidden when unknown (before it, once
+    // the run is slower than estimated, after the choice), never a made-up 0 s
+    const known = running && p.estimate_left_s !== null && p.estimate_left_s !== undefined;
+    $("p-left").textContent = known ? "about " + secs(p.estimate_left_s) + " (train's estimate for " + p.candidate + ")" : "–";
+    $("p-left").hidden = $("p-left-k").hidden = !known;
     const budget = state.settings ? state.settings.time_budget : 0;
-    $("p-bar").value = running && budget && p.budget_left_s !== null && p.budget_left_s !== undefined
-      ? Math.min(1, 1 - p.budget_left_s / budget) : (running ? 0 : 1);
+    const left = p.budget_left_s;
+    $("p-budget").textContent = !running || left === null || left === undefined ? secs(budget) + " for comparing candidates"
+      : (left > 0 ? secs(left) + " left of " + secs(budget) : "used up (the first candidate always finishes)");
+    $("p-elapsed").textContent = running ? secs(state.elapsed_s) : (state.ended_utc || "");
+    if (known) $("p-bar").value = Math.min(1, 1 - p.estimate_left_s / p.estimate_s);
+    else if (running) $("p-bar").removeAttribute("value");  // indeterminate: no honest fraction to show
+    else $("p-bar").value = 1;
     $("p-log").textContent = (state.log_tail || []).join("\n");
     $("train-error").textContent = state.status === "failed" ? "The training failed: see the log below." : "";
     document.body.dataset.trainStatus = state.status;
