@@ -36,6 +36,7 @@ LABELS_CSV = "labels.csv"
 AUDIO_DIR = "audio"
 BUNDLES_DIR = "bundles"
 REPORTS_DIR = "reports"
+JOB_STATE_FILES = {"train": "train.json", "batch": "batch.json", "deploy": "deploy.json"}  # in reports/, one per kind
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 VERSION = re.compile(r"^v(\d+)$")  # the studio's train writes bundles/v1, v2, ...
 _CHECKED: dict[tuple, tuple[float, str] | Problem] = {}  # (path, mtime_ns, size) -> check_file's answer

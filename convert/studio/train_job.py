@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from convert.options import DEFAULT_CANDIDATES, FAMILIES
-from convert.studio.projects import BUNDLES_DIR, REPORTS_DIR, VERSION, Project
+from convert.studio.projects import BUNDLES_DIR, JOB_STATE_FILES, REPORTS_DIR, VERSION, Project
 from runtime.errors import FieldearError
 from runtime.web.jobs import ChildJob, tail
 
-STATE_FILE = "train.json"
+STATE_FILE = JOB_STATE_FILES["train"]
 
 # train's log lines (convert/train.py, convert/families, convert/openset) -> (stage shown, what the groups are)
 _STAGES = (

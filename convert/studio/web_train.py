@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flask import abort, current_app, jsonify, request
 
-from convert.studio.projects import BUNDLES_DIR
+from convert.studio.projects import BUNDLES_DIR, JOB_STATE_FILES, LABELS_CSV
 from convert.studio.web import open_project, render, studio
-from runtime.errors import FieldearError
+from runtime.errors import DatasetError, FieldearError
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,36 @@ DEFAULT_TIME_BUDGET_S = 120.0
 
 
 def project_job(project, kind: str):
-    """The app's TrainJob or BatchJob of ``project`` (made on first use)."""
+    """The app's TrainJob, BatchJob or DeployJob of ``project`` (made on first use)."""
     from convert.studio.batch_job import BatchJob
+    from convert.studio.deploy import DeployJob
     from convert.studio.train_job import TrainJob
 
     jobs = current_app.config.setdefault("STUDIO_JOBS", {})
     key = (kind, str(project.path))
     if key not in jobs:
-        jobs[key] = {"train": TrainJob, "batch": BatchJob}[kind](project)
+        jobs[key] = {"train": TrainJob, "batch": BatchJob, "deploy": DeployJob}[kind](project)
     return jobs[key]
+
+
+def start_job(project, kind: str, *args) -> dict:
+    """Start the project's ``kind`` job under the project's lock, so a rename or delete (which hold it while they
+    check for running jobs) cannot slip in between; a project renamed meanwhile is not found."""
+    with project.lock:
+        if not (project.path / LABELS_CSV).is_file():
+            raise DatasetError(f"no project {project.name!r} any more", "it was renamed or deleted: open it again")
+        return project_job(project, kind).start(*args)
+
+
+def running_jobs(project) -> list[str]:
+    """The project's jobs running now, e.g. ["training v2", "deploy 3 of v1"]."""
+    found = []
+    for kind in JOB_STATE_FILES:
+        state = project_job(project, kind).job.running()
+        if state is not None:
+            found.append({"train": f"training {state.get('version')}", "batch": f"batch {state.get('number')}",
+                          "deploy": f"deploy of {state.get('version')} to {state.get('host')}"}[kind])
+    return found
 
 
 def bundle_dir(project, version: str | None) -> Path:
@@ -81,8 +102,7 @@ def train_start(project: str):
                              time_budget=_number(form, "time_budget", float, DEFAULT_TIME_BUDGET_S, 1, 24 * 3600),
                              folds=_number(form, "folds", int, 5, 2, 20),
                              cache_dir=current_app.config.get("STUDIO_TRAIN_CACHE"))
-    state = project_job(p, "train").start(settings)
-    return jsonify(state=state), 202
+    return jsonify(state=start_job(p, "train", settings)), 202
 
 
 @studio.post("/api/p/<project>/train/cancel")

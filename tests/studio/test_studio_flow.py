@@ -240,8 +240,10 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
             driver.find_element(By.ID, "deploy-host").send_keys("pi@field-01.local")
             driver.find_element(By.ID, "deploy-dry").click()
             driver.find_element(By.ID, "deploy-send").click()
-            wait_for(lambda: driver.find_elements(By.ID, "deploy-result"), what="deploy result")
-            assert "rsync -a --delete" in driver.find_element(By.CSS_SELECTOR, "#deploy-result pre").text
+            wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-deploy-status") == "done",
+                     timeout=60, what="deploy job done")
+            assert "rsync -a --delete" in driver.find_element(By.ID, "d-log").text
+            assert driver.find_element(By.ID, "d-verdict").text.startswith("Dry run")
             shot(driver, "flow-deploy")
             step("deploy (dry run)")
             assert js_errors(driver) == []
