@@ -84,8 +84,7 @@ def test_online_test_batch_and_deploy_through_the_server(client, trained_project
     assert state["status"] == "done" and state["dry_run"] and state["host"] == "pi@field-01.local"
     assert any("rsync -a --delete" in line for line in state["log_tail"])
     page = client.get(f"/studio/p/{name}/deploy").get_data(as_text=True)
-    assert 'id="deploy-progress"' in page and 'id="deploy-progress" aria-live="polite" aria-label="deploy progress" hidden' \
-        not in page  # a page opened later shows the last deploy
+    assert 'aria-label="deploy progress">' in page  # not hidden: a page opened later shows the last deploy
     r = post_json(client, f"/studio/api/p/{name}/deploy", {"host": "-x", "version": "v1", "dry_run": True})
     assert r.status_code == 400 and "not a device address" in r.get_json()["error"]
     r = post_json(client, f"/studio/api/p/{name}/deploy", {"host": "pi@x", "version": "v9", "dry_run": True})

@@ -20,7 +20,7 @@
     const lines = s.log_tail || [];
     const steps = lines.filter((l) => l.startsWith("deploy: "));
     $("d-step").textContent = steps.length ? steps[steps.length - 1].slice(8) : (running ? "starting" : "–");
-    $("d-elapsed").textContent = running ? secs(s.elapsed_s) : (s.ended_utc || "");
+    $("d-elapsed").textContent = running ? secs(s.elapsed_s) : (s.ended_utc ? "ended " + s.ended_utc : "");
     $("d-verdict").textContent = running ? "" : s.status === "done"
       ? (s.dry_run ? "Dry run: the commands below were not run." : "Deployed; the device is healthy.")
       : s.status === "failed" ? "Not deployed: see the log (an unhealthy device is rolled back)." : s.status;
