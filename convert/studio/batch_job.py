@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from convert.studio.projects import BUNDLES_DIR, REPORTS_DIR, Project
+from convert.studio.projects import BUNDLES_DIR, JOB_STATE_FILES, REPORTS_DIR, Project
 from runtime.errors import FieldearError
 from runtime.web.jobs import ChildJob, tail
 
-STATE_FILE = "batch.json"
+STATE_FILE = JOB_STATE_FILES["batch"]
 TRUTH_MODES = ("prefix", "folder")
 
 

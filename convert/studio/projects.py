@@ -36,7 +36,9 @@ LABELS_CSV = "labels.csv"
 AUDIO_DIR = "audio"
 BUNDLES_DIR = "bundles"
 REPORTS_DIR = "reports"
+JOB_STATE_FILES = {"train": "train.json", "batch": "batch.json", "deploy": "deploy.json"}  # in reports/, one per kind
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+VERSION = re.compile(r"^v(\d+)$")  # the studio's train writes bundles/v1, v2, ...
 _CHECKED: dict[tuple, tuple[float, str] | Problem] = {}  # (path, mtime_ns, size) -> check_file's answer
 _CHECKED_LOCK = threading.Lock()
 CHECK_CACHE_SIZE = 20000
@@ -155,6 +157,19 @@ class Project:
     @property
     def audio(self) -> Path:
         return self.path / AUDIO_DIR
+
+    def versions(self) -> list[str]:
+        """The trained bundles (folders of bundles/ with a model.json), newest first: by version number (v10 after
+        v9), other names after them. The one order every page uses for "the newest bundle" (saving thresholds
+        rewrites an older bundle's model.json, so its mtime says nothing)."""
+        bundles = self.path / BUNDLES_DIR
+        found = [d.name for d in bundles.iterdir() if (d / "model.json").is_file()] if bundles.is_dir() else []
+        return sorted(found, key=lambda v: (int(m.group(1)) if (m := VERSION.match(v)) else -1, v), reverse=True)
+
+    def newest_bundle(self) -> Path | None:
+        """bundles/<the first of versions()>, or None before the first training."""
+        versions = self.versions()
+        return self.path / BUNDLES_DIR / versions[0] if versions else None
 
     def labels(self) -> dict[str, str]:
         """file name (under audio/) -> label ('' while unlabelled), in file order."""

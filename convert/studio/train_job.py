@@ -20,19 +20,19 @@ from pathlib import Path
 from typing import Callable
 
 from convert.options import DEFAULT_CANDIDATES, FAMILIES
-from convert.studio.projects import BUNDLES_DIR, REPORTS_DIR, Project
+from convert.studio.projects import BUNDLES_DIR, JOB_STATE_FILES, REPORTS_DIR, VERSION, Project
 from runtime.errors import FieldearError
 from runtime.web.jobs import ChildJob, tail
 
-STATE_FILE = "train.json"
-VERSION = re.compile(r"^v(\d+)$")
+STATE_FILE = JOB_STATE_FILES["train"]
 
 # train's log lines (convert/train.py, convert/families, convert/openset) -> (stage shown, what the groups are)
 _STAGES = (
     (re.compile(r"^checked (\d+)/(\d+) files"), "checking files", "count"),
     (re.compile(r"^dataset: "), "checking files", None),
     (re.compile(r"^\d+ clips, \d+ labels; CV: "), "data checked", None),
-    (re.compile(r"^candidate (\S+): about \d+ s \((-?\d+) s of the budget left\)"), "cross-validation", "candidate"),
+    (re.compile(r"^candidate (\S+): about (\d+) s \((-?\d+) s of the budget left\)"), "cross-validation",
+     "candidate"),
     (re.compile(r"^(?:embeddings|log-mel blocks)"), "computing embeddings", None),
     (re.compile(r"^negatives: "), "preparing negatives", None),
     (re.compile(r"^CV (.+): fold (\d+)/(\d+)$"), "cross-validation", "setting fold"),
@@ -102,10 +102,16 @@ def read_progress(path: Path) -> list[dict]:
 
 
 def progress_from(records: list[dict], now: float, time_budget: float) -> dict:
-    """Stage, candidate, fold and the time left within the budget from train's progress records."""
+    """Stage, candidate, fold, the time budget left and an estimate of the time left from train's progress records.
+
+    Both times come from train's line ``candidate X: about E s (B s of the budget left)``: ``budget_left_s`` is B
+    less the time since (0 once used up: the first candidate still finishes), ``estimate_left_s`` is train's own
+    estimate E of that candidate's cross-validation less the time since, None when it has run out (the run is
+    slower than estimated) and after the choice (train estimates nothing after it): unknown, not 0.
+    """
     out: dict = {"stage": "starting", "candidate": None, "setting": None, "chosen": None, "fold": None, "folds": None,
-                 "budget_left_s": None, "detail": None, "warnings": []}
-    budget_mark = None  # (time of the candidate line, seconds of the budget left then)
+                 "budget_left_s": None, "estimate_s": None, "estimate_left_s": None, "detail": None, "warnings": []}
+    budget_mark = None  # (time of the candidate line, its estimate in seconds, seconds of the budget left then)
     for rec in records:
         message = str(rec.get("message", ""))
         if rec.get("level") in ("WARNING", "ERROR", "CRITICAL"):
@@ -117,7 +123,7 @@ def progress_from(records: list[dict], now: float, time_budget: float) -> dict:
             out.update(stage=stage, detail=message)
             if kind == "candidate":
                 out.update(candidate=m.group(1), setting=None, fold=None, folds=None)
-                budget_mark = (float(rec["t"]), float(m.group(2)))
+                budget_mark = (float(rec["t"]), float(m.group(2)), float(m.group(3)))
             elif kind == "setting fold":
                 out.update(setting=m.group(1), fold=int(m.group(2)), folds=int(m.group(3)))
             elif kind == "count":
@@ -129,7 +135,10 @@ def progress_from(records: list[dict], now: float, time_budget: float) -> dict:
                 out.update(fold=None, folds=None)
             break
     if budget_mark is not None:
-        out["budget_left_s"] = round(max(0.0, budget_mark[1] - (now - budget_mark[0])), 1)
+        since, estimate, budget_left = now - budget_mark[0], budget_mark[1], budget_mark[2]
+        out["budget_left_s"] = round(max(0.0, budget_left - since), 1)
+        out["estimate_s"] = estimate
+        out["estimate_left_s"] = round(estimate - since, 1) if since < estimate else None
     out["time_budget_s"] = time_budget
     return out
 

@@ -122,11 +122,24 @@ def create_project():
     return back("studio.import_page", f"created project {project.name!r}", project=project.name)
 
 
+def check_idle(project, doing: str) -> None:
+    """Refuse to rename or delete a project while one of its jobs runs: a job's state and child use the
+    project's folder (its bundle, log and progress paths are absolute)."""
+    from convert.studio.web_train import running_jobs
+
+    busy = running_jobs(project)
+    if busy:
+        raise FieldearError(f"not {doing} {project.name!r} while a job runs in it: {', '.join(busy)}",
+                            "wait for it to end (or cancel it on its page), then try again")
+
+
 @studio.post("/p/<project>/rename")
 def rename_project(project: str):
-    open_project(project)
+    p = open_project(project)
     try:
-        renamed = projects().rename(project, request.form.get("new_name", ""))
+        with p.lock:  # the jobs start under it (web_train.start_job): none can start between check and rename
+            check_idle(p, "renaming")
+            renamed = projects().rename(project, request.form.get("new_name", ""))
     except FieldearError as exc:
         return back("studio.projects", error=exc)
     return back("studio.projects", f"renamed {project!r} to {renamed.name!r}")
@@ -134,9 +147,11 @@ def rename_project(project: str):
 
 @studio.post("/p/<project>/delete")
 def delete_project(project: str):
-    open_project(project)
+    p = open_project(project)
     try:
-        projects().delete(project, request.form.get("confirm", ""))
+        with p.lock:
+            check_idle(p, "deleting")
+            projects().delete(project, request.form.get("confirm", ""))
     except FieldearError as exc:
         return back("studio.projects", error=exc)
     return back("studio.projects", f"deleted project {project!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import current_app, jsonify, request, send_file
 
-from convert.studio.projects import BACKGROUND_LABEL, BUNDLES_DIR
+from convert.studio.projects import BACKGROUND_LABEL
 from convert.studio.web import open_project, project_file, render, studio
 from runtime.errors import DatasetError
 
@@ -22,11 +22,9 @@ MAX_LABELS_BODY = 8 << 20  # a label request names every selected clip: "select 
 
 
 def project_frontend(project) -> Path | None:
-    """The bundle whose frontend draws the project's spectrograms: its newest trained one, else None (default)."""
-    bundles = [d for d in (project.path / BUNDLES_DIR).glob("*/model.json")]
-    if not bundles:
-        return None
-    return max(bundles, key=lambda p: p.stat().st_mtime).parent
+    """The bundle whose frontend draws the project's spectrograms: its newest trained one (``Project.versions``'s
+    order, as the other pages), else None (the default bundle)."""
+    return project.newest_bundle()
 
 
 def spectrograms(project):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flask import abort, current_app, jsonify, request
 
-from convert.studio.projects import BUNDLES_DIR
+from convert.studio.projects import BUNDLES_DIR, JOB_STATE_FILES, LABELS_CSV
 from convert.studio.web import open_project, render, studio
-from runtime.errors import FieldearError
+from runtime.errors import DatasetError, FieldearError
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +22,41 @@ DEFAULT_TIME_BUDGET_S = 120.0
 
 
 def project_job(project, kind: str):
-    """The app's TrainJob or BatchJob of ``project`` (made on first use)."""
+    """The app's TrainJob, BatchJob or DeployJob of ``project`` (made on first use)."""
     from convert.studio.batch_job import BatchJob
+    from convert.studio.deploy import DeployJob
     from convert.studio.train_job import TrainJob
 
     jobs = current_app.config.setdefault("STUDIO_JOBS", {})
     key = (kind, str(project.path))
     if key not in jobs:
-        jobs[key] = {"train": TrainJob, "batch": BatchJob}[kind](project)
+        jobs[key] = {"train": TrainJob, "batch": BatchJob, "deploy": DeployJob}[kind](project)
     return jobs[key]
 
 
-def bundles(project) -> list[str]:
-    """The project's trained bundle versions, newest first."""
-    from convert.studio.train_job import VERSION
+def start_job(project, kind: str, *args) -> dict:
+    """Start the project's ``kind`` job under the project's lock, so a rename or delete (which hold it while they
+    check for running jobs) cannot slip in between; a project renamed meanwhile is not found."""
+    with project.lock:
+        if not (project.path / LABELS_CSV).is_file():
+            raise DatasetError(f"no project {project.name!r} any more", "it was renamed or deleted: open it again")
+        return project_job(project, kind).start(*args)
 
-    found = [d.name for d in (project.path / BUNDLES_DIR).iterdir() if (d / "model.json").is_file()] \
-        if (project.path / BUNDLES_DIR).is_dir() else []
-    return sorted(found, key=lambda v: (int(m.group(1)) if (m := VERSION.match(v)) else -1, v), reverse=True)
+
+def running_jobs(project) -> list[str]:
+    """The project's jobs running now, e.g. ["training v2", "deploy 3 of v1"]."""
+    found = []
+    for kind in JOB_STATE_FILES:
+        state = project_job(project, kind).job.running()
+        if state is not None:
+            found.append({"train": f"training {state.get('version')}", "batch": f"batch {state.get('number')}",
+                          "deploy": f"deploy of {state.get('version')} to {state.get('host')}"}[kind])
+    return found
 
 
 def bundle_dir(project, version: str | None) -> Path:
     """bundles/<version> (the newest when None), or 404."""
-    versions = bundles(project)
+    versions = project.versions()
     if not versions:
         abort(404)
     version = version or versions[0]
@@ -70,14 +82,14 @@ def _number(form: dict, key: str, kind, default, low, high):
 @studio.get("/p/<project>/train")
 def train_page(project: str):
     p = open_project(project)
-    return render("studio/train.html", project=p, state=project_job(p, "train").state(), versions=bundles(p),
+    return render("studio/train.html", project=p, state=project_job(p, "train").state(), versions=p.versions(),
                   default_budget=DEFAULT_TIME_BUDGET_S)
 
 
 @studio.get("/api/p/<project>/train")
 def train_state(project: str):
     p = open_project(project)
-    return jsonify(state=project_job(p, "train").state(), versions=bundles(p))
+    return jsonify(state=project_job(p, "train").state(), versions=p.versions())
 
 
 @studio.post("/api/p/<project>/train")
@@ -90,8 +102,7 @@ def train_start(project: str):
                              time_budget=_number(form, "time_budget", float, DEFAULT_TIME_BUDGET_S, 1, 24 * 3600),
                              folds=_number(form, "folds", int, 5, 2, 20),
                              cache_dir=current_app.config.get("STUDIO_TRAIN_CACHE"))
-    state = project_job(p, "train").start(settings)
-    return jsonify(state=state), 202
+    return jsonify(state=start_job(p, "train", settings)), 202
 
 
 @studio.post("/api/p/<project>/train/cancel")
@@ -106,7 +117,7 @@ def train_cancel(project: str):
 @studio.get("/p/<project>/report")
 def report_page(project: str):
     p = open_project(project)
-    versions = bundles(p)
+    versions = p.versions()
     if not versions:
         return render("studio/report.html", project=p, view=None, versions=[])
     from convert.studio.report import report_view

@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import abort, current_app, jsonify, request, send_file, url_for
 
 from convert.studio.web import open_project, render, studio
-from convert.studio.web_train import bundle_dir, bundles, project_job
+from convert.studio.web_train import bundle_dir, project_job, start_job
 from runtime.errors import FieldearError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @studio.get("/p/<project>/test")
 def online_page(project: str):
     p = open_project(project)
-    return render("studio/online.html", project=p, versions=bundles(p),
+    return render("studio/online.html", project=p, versions=p.versions(),
                   max_upload_mb=current_app.config["STUDIO_MAX_UPLOAD"] // (1024 * 1024))
 
 
@@ -76,7 +76,7 @@ def online_audio(project: str, name: str):
 @studio.get("/p/<project>/batch")
 def batch_page(project: str):
     p = open_project(project)
-    return render("studio/batch.html", project=p, versions=bundles(p), state=project_job(p, "batch").state())
+    return render("studio/batch.html", project=p, versions=p.versions(), state=project_job(p, "batch").state())
 
 
 def _batch_json(p, state: dict | None) -> dict:
@@ -100,9 +100,9 @@ def batch_start(project: str):
     folder = str(form.get("folder", "")).strip()
     if not folder or not Path(folder).is_absolute():
         raise FieldearError("give the folder as an absolute path on this computer", "e.g. /home/me/test-clips")
-    settings = BatchSettings(folder=Path(folder), version=str(form.get("version") or (bundles(p) or [""])[0]),
+    settings = BatchSettings(folder=Path(folder), version=str(form.get("version") or (p.versions() or [""])[0]),
                              truth=str(form.get("truth", "prefix")))
-    return jsonify(_batch_json(p, project_job(p, "batch").start(settings))), 202
+    return jsonify(_batch_json(p, start_job(p, "batch", settings))), 202
 
 
 @studio.post("/api/p/<project>/batch/cancel")
@@ -127,7 +127,26 @@ def batch_csv(project: str, number: int):
 @studio.get("/p/<project>/deploy")
 def deploy_page(project: str):
     p = open_project(project)
-    return render("studio/deploy.html", project=p, versions=bundles(p), result=None, form={})
+    return render("studio/deploy.html", project=p, versions=p.versions(), state=project_job(p, "deploy").state())
+
+
+@studio.get("/api/p/<project>/deploy")
+def deploy_state(project: str):
+    p = open_project(project)
+    return jsonify(state=project_job(p, "deploy").state())
+
+
+@studio.post("/api/p/<project>/deploy")
+def deploy_start(project: str):
+    """``{"host": "pi@field-01.local", "version": "v2", "dry_run": false}``: start `fieldear deploy` as a job."""
+    from convert.studio.deploy import DeploySettings
+
+    p = open_project(project)
+    form = request.get_json(silent=True) or {}
+    settings = DeploySettings(host=str(form.get("host", "")), dry_run=bool(form.get("dry_run")),
+                              **current_app.config.get("STUDIO_DEPLOY", {}))
+    version = str(form.get("version") or (p.versions() or [""])[0])
+    return jsonify(state=start_job(p, "deploy", version, settings)), 202
 
 
 @studio.get("/p/<project>/deploy/<version>.tar.gz")
@@ -140,20 +159,3 @@ def bundle_download(project: str, version: str):
     name = f"{p.name.replace(' ', '_')}-{version}"
     data = bundle_archive(bundle_dir(p, version), name)
     return send_file(io.BytesIO(data), mimetype="application/gzip", as_attachment=True, download_name=f"{name}.tar.gz")
-
-
-@studio.post("/p/<project>/deploy")
-def deploy_post(project: str):
-    from convert.studio.deploy import DeploySettings, deploy_bundle
-
-    p = open_project(project)
-    form = {"host": request.form.get("host", ""), "version": request.form.get("version", ""),
-            "dry_run": request.form.get("dry_run") == "1"}
-    try:
-        bundle = bundle_dir(p, form["version"] or None)
-        result = deploy_bundle(bundle, DeploySettings(host=form["host"], dry_run=form["dry_run"],
-                                                      **current_app.config.get("STUDIO_DEPLOY", {})))
-        error = None
-    except FieldearError as exc:
-        result, error = None, exc
-    return render("studio/deploy.html", project=p, versions=bundles(p), result=result, error=error, form=form)

@@ -210,9 +210,16 @@ def cmd_listen(args) -> int:
 
     # main() installed them before its imports when it saw `listen`; else first thing here
     signals = args.signals if getattr(args, "signals", None) is not None else Signals().install()
-    summary = run(listen_options(args), signals)
+    summary = run(listen_options(args), signals, started=_licence_notice)
     _print_summary(summary, args)
     return 1 if summary["dropped_rows"] else 0  # rows lost (full disk): not a clean run
+
+
+def _licence_notice(listener) -> None:
+    """The bundle's non-commercial notice (runtime.model.bundle.licence_notice), as predict and serve print it."""
+    notice = listener.model.bundle.licence_notice
+    if notice:
+        print(f"fieldear listen: {notice}", file=sys.stderr, flush=True)
 
 
 def _print_summary(summary: dict, args) -> None:

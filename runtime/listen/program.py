@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from runtime.config import (
     Config,
@@ -22,6 +22,9 @@ from runtime.config import (
 )
 from runtime.field.signals import Signals
 from runtime.paths import clips_dir, user_data_dir
+
+if TYPE_CHECKING:
+    from runtime.listen.loop import Listener
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +165,18 @@ def fleet_hooks(config: Config, options: ListenOptions) -> list:
     return [OutboxHook(sink, drain_timeout_s=drain)]
 
 
-def run(options: ListenOptions, signals: Signals | None = None) -> dict:
-    """`fieldear listen`: listen until the source ends or a stop signal; returns the run summary."""
+def run(options: ListenOptions, signals: Signals | None = None,
+        started: Callable[[Listener], None] | None = None) -> dict:
+    """`fieldear listen`: listen until the source ends or a stop signal; returns the run summary. ``started`` is
+    called with the listener once it is built (the CLI prints the bundle's licence notice from it)."""
     signals = signals or Signals().install()
     try:
         config = effective_config(options)
         listener = build_listener(config, options, reload_requested=signals.reload)
         log.info("listening to %s with %s (%s), logging to %s", listener.source.name, listener.model.bundle.name,
                  listener.model.bundle.short_sha, listener.store.path)
+        if started is not None:
+            started(listener)
         try:
             return listener.run(signals.stop)
         finally:

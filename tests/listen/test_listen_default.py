@@ -76,3 +76,35 @@ def test_listen_on_a_full_disk_reports_its_lost_rows_and_exits_1(tmp_path, capsy
     finally:
         conn.close()
     assert logged < summary["blocks"] and summary["dropped_rows"] >= summary["blocks"] - logged > 0
+
+
+def non_commercial_copy(tmp_path):
+    """A copy of the default bundle whose model.json declares a part under a non-commercial licence (as a BirdNET
+    bundle's does), its checksum renewed so the runtime's checks pass."""
+    import shutil
+
+    from runtime.model.bundle import MODEL_JSON, canonical_sha
+
+    out = tmp_path / "nc-bundle"
+    shutil.copytree(DEFAULT_BUNDLE, out)
+    meta = json.loads((out / MODEL_JSON).read_text())
+    meta["licences"] = [{"part": "the BirdNET v2.4 backbone", "licence": "CC BY-NC-SA 4.0", "non_commercial": True}]
+    meta["json_sha256"] = canonical_sha(meta)
+    (out / MODEL_JSON).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def test_listen_prints_the_non_commercial_notice_as_predict_does(tmp_path, capsys, esc10):
+    from runtime.cli.main import main
+    from runtime.model.bundle import read_licence_notice
+
+    clip = sorted((esc10 / "dog").glob("*.wav"))[0]
+    assert main(["listen", "--file", str(clip), "--db", str(tmp_path / "default.db")]) == 0
+    assert "NON-COMMERCIAL" not in capsys.readouterr().err  # the default bundle has no such part
+    bundle = non_commercial_copy(tmp_path)
+    notice = read_licence_notice(bundle)
+    assert notice and "CC BY-NC-SA 4.0" in notice
+    assert main(["listen", "--file", str(clip), "--db", str(tmp_path / "nc.db"), "--model", str(bundle)]) == 0
+    assert f"fieldear listen: {notice}\n" in capsys.readouterr().err
+    assert main(["predict", "--model", str(bundle), str(clip)]) == 0
+    assert f"fieldear predict: {notice}\n" in capsys.readouterr().err  # the same line

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from convert.studio.batch_job import BatchJob, BatchSettings
-from convert.studio.deploy import DeploySettings, bundle_archive, deploy_bundle
+from convert.studio.deploy import DeployJob, DeploySettings, bundle_archive, deploy_argv
 from convert.studio.online import online_clip, score_clip, store_clip
 from runtime.errors import FieldearError
 
@@ -70,16 +70,61 @@ def test_batch_job_rows_are_fieldear_batch_rows_and_evaluate_scores_them(trained
     assert state["evaluation"]["report"] == ev["report"] and state["evaluation"]["n_evaluated"] == 6
 
 
-def test_download_and_dry_run_deploy(trained_project):
+def wait_for_job(job, state: dict, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while state["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = job.state()
+    return state
+
+
+def test_download_and_deploy_as_a_job(trained_project, tmp_path):
+    import sys
+
     bundle = trained_project.path / "bundles" / "v1"
     data = bundle_archive(bundle, "small-v1")
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
     assert "small-v1/model.json" in names and "small-v1/head.tflite" in names
-    calls = []
-    res = deploy_bundle(bundle, DeploySettings(host="pi@field-01.local", dry_run=True),
-                        run=lambda *a, **k: calls.append(a))
-    assert calls == [] and res["deployed"]
-    assert any("rsync -a --delete -e ssh" in line for line in res["plan"])
+    settings = DeploySettings(host="pi@field-01.local", dry_run=True, extra={"sudo": False, "check_tries": 2})
+    assert deploy_argv(bundle, settings) == [  # the command a person would type
+        sys.executable, "-m", "runtime.cli", "deploy", "pi@field-01.local", "--model", str(bundle), "--ssh-command",
+        "ssh", "--rsync-command", "rsync", "--no-sudo", "--check-tries", "2", "--dry-run"]
     with pytest.raises(FieldearError, match="not a device address"):
-        deploy_bundle(bundle, DeploySettings(host="-oProxyCommand=x"))
+        deploy_argv(bundle, DeploySettings(host="-oProxyCommand=x"))
+
+    job = DeployJob(trained_project)
+    state = job.start("v1", DeploySettings(host="pi@field-01.local", dry_run=True))
+    assert state["status"] == "running" and state["number"] == 1
+    with pytest.raises(FieldearError, match="already running"):
+        job.start("v1", DeploySettings(host="pi@field-01.local", dry_run=True))
+    state = wait_for_job(job, state)
+    assert state["status"] == "done", state["log_tail"]
+    assert any("rsync -a --delete -e ssh" in line for line in state["log_tail"])  # the plan, in the log
+    assert DeployJob(trained_project).state()["status"] == "done"  # a restarted server reads it again
+
+    # a device that cannot be reached: failed, and the log says why
+    unreachable = tmp_path / "ssh-unreachable"
+    unreachable.write_text("#!/bin/sh\necho 'ssh: connect to host field-01.local port 22: No route to host' >&2\n"
+                           "exit 255\n")
+    unreachable.chmod(0o755)
+    state = wait_for_job(job, job.start("v1", DeploySettings(host="pi@field-01.local", ssh_command=str(unreachable))))
+    assert (state["status"], state["number"], state["dry_run"]) == ("failed", 2, False)
+    assert any("No route to host" in line for line in state["log_tail"]), state["log_tail"]
+
+
+def test_deploy_verdict_without_an_exit_status(tmp_path):
+    """A server restarted during a deploy reads the verdict from the log (no exit status of a child not its own)."""
+    from convert.studio.deploy import _deployed
+
+    log = tmp_path / "deploy-1.log"
+    cases = [("deploy: restart the service\ndeployed v1-abc to pi@x: healthy\n", False, True),
+             ("deploy: restart the service\ndeploy of v1 to pi@x FAILED the health check; rolled back\n", False, False),
+             ("+ ssh pi@x 'mkdir -p /tmp'\n# if the health check fails:\n+ ssh pi@x rollback\n# if it passes:\n"
+              "+ ssh pi@x cleanup\n", True, True),
+             ("fieldear deploy: error: no bundle\n", True, False)]
+    for text, dry_run, verdict in cases:
+        log.write_text(text)
+        assert _deployed({"log": str(log), "dry_run": dry_run}, None) is verdict, text
+        assert _deployed({"log": str(log), "dry_run": dry_run}, 0) is True
+        assert _deployed({"log": str(log), "dry_run": dry_run}, 1) is False

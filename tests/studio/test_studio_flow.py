@@ -9,6 +9,7 @@ every page is screenshotted to out/screenshots/studio-*.png."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -124,9 +125,13 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
                 ".then(r => r.json().then(j => done([r.status, j.error])))")
             assert second[0] == 400 and "already training v1" in second[1]
             wait_for(lambda: driver.find_element(By.ID, "p-fold").text != "–", timeout=240, what="a CV fold")
-            progress = {k: driver.find_element(By.ID, k).text for k in ("p-stage", "p-candidate", "p-fold", "p-left")}
+            progress = {k: driver.find_element(By.ID, k).text for k in ("p-stage", "p-candidate", "p-fold", "p-budget")}
             assert progress["p-stage"] == "cross-validation" and progress["p-candidate"].startswith("backbone")
-            assert " of 5" in progress["p-fold"] and progress["p-left"].endswith(" s")
+            assert " of 5" in progress["p-fold"]
+            assert re.fullmatch(rf"\d+ s left of {TIME_BUDGET_S:g} s|used up \(the first candidate always finishes\)",
+                                progress["p-budget"]), progress["p-budget"]
+            left = driver.find_element(By.ID, "p-left")  # train's estimate, or hidden once the run is slower
+            assert not left.is_displayed() or re.fullmatch(r"about \d+ s \(train's estimate for backbone\)", left.text)
             shot(driver, "flow-train-progress")
             driver.quit()  # the browser goes away; the run goes on
         except BaseException:
@@ -235,8 +240,10 @@ def test_the_whole_flow_in_the_browser(esc10, tmp_path, tmp_path_factory):
             driver.find_element(By.ID, "deploy-host").send_keys("pi@field-01.local")
             driver.find_element(By.ID, "deploy-dry").click()
             driver.find_element(By.ID, "deploy-send").click()
-            wait_for(lambda: driver.find_elements(By.ID, "deploy-result"), what="deploy result")
-            assert "rsync -a --delete" in driver.find_element(By.CSS_SELECTOR, "#deploy-result pre").text
+            wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-deploy-status") == "done",
+                     timeout=60, what="deploy job done")
+            assert "rsync -a --delete" in driver.find_element(By.ID, "d-log").text
+            assert driver.find_element(By.ID, "d-verdict").text.startswith("Dry run")
             shot(driver, "flow-deploy")
             step("deploy (dry run)")
             assert js_errors(driver) == []

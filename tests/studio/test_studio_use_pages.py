@@ -77,12 +77,26 @@ def test_online_test_batch_and_deploy_through_the_server(client, trained_project
     assert csv_text.splitlines()[0].startswith("path,label,score,error")
 
     assert client.get(f"/studio/p/{name}/deploy/v1.tar.gz").mimetype == "application/gzip"
-    page = client.post(f"/studio/p/{name}/deploy", data={"csrf_token": csrf(client), "host": "pi@field-01.local",
-                                                          "version": "v1", "dry_run": "1"}).get_data(as_text=True)
-    assert "Dry run for pi@field-01.local" in page and "rsync -a --delete" in page
-    page = client.post(f"/studio/p/{name}/deploy", data={"csrf_token": csrf(client), "host": "-x", "version": "v1",
-                                                          "dry_run": "1"}).get_data(as_text=True)
-    assert "not a device address" in page
+    r = post_json(client, f"/studio/api/p/{name}/deploy", {"host": "pi@field-01.local", "version": "v1",
+                                                          "dry_run": True})
+    assert r.status_code == 202 and r.get_json()["state"]["status"] == "running"
+    state = wait_done(client, f"/studio/api/p/{name}/deploy", r.get_json()["state"])
+    assert state["status"] == "done" and state["dry_run"] and state["host"] == "pi@field-01.local"
+    assert any("rsync -a --delete" in line for line in state["log_tail"])
+    page = client.get(f"/studio/p/{name}/deploy").get_data(as_text=True)
+    assert 'aria-label="deploy progress">' in page  # not hidden: a page opened later shows the last deploy
+    r = post_json(client, f"/studio/api/p/{name}/deploy", {"host": "-x", "version": "v1", "dry_run": True})
+    assert r.status_code == 400 and "not a device address" in r.get_json()["error"]
+    r = post_json(client, f"/studio/api/p/{name}/deploy", {"host": "pi@x", "version": "v9", "dry_run": True})
+    assert r.status_code == 400 and "no bundle 'v9'" in r.get_json()["error"]
+
+
+def wait_done(client, url: str, state: dict, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while state["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        state = client.get(url).get_json()["state"]
+    return state
 
 
 def test_training_a_project_with_one_label_is_refused_clearly(esc10, tmp_path):
@@ -113,8 +127,18 @@ def test_train_start_and_cancel_through_the_api(project):
     assert again.status_code == 400 and "already training v1" in again.get_json()["error"]
     page = c.get(f"/studio/p/{project.name}/train").get_data(as_text=True)
     assert 'id="run-status">running<' in page  # a page opened now shows the run
+    # renaming or deleting the project under the running child is refused, with what runs and what to do
+    for url, field in ((f"/studio/p/{project.name}/rename", {"new_name": "renamed"}),
+                       (f"/studio/p/{project.name}/delete", {"confirm": project.name})):
+        r = c.post(url, data={"csrf_token": csrf(c), **field})
+        shown = c.get(r.headers["Location"]).get_data(as_text=True)
+        assert "while a job runs in it: training v1" in shown and "cancel it on its page" in shown
+    assert sorted(p.name for p in project.path.parent.iterdir()) == [project.name]
     r = post_json(c, f"/studio/api/p/{project.name}/train/cancel", {})
     assert r.get_json()["state"]["status"] == "cancelled"
     assert c.get(f"/studio/api/p/{project.name}/train").get_json()["state"]["status"] == "cancelled"
     assert not (project.path / "bundles" / "v1").exists()
     assert (project.path / "reports" / "train-v1.log").is_file()  # the log stays with the project
+    r = c.post(f"/studio/p/{project.name}/rename", data={"csrf_token": csrf(c), "new_name": "renamed"})
+    assert "renamed" in c.get(r.headers["Location"]).get_data(as_text=True)  # nothing runs now: allowed
+    assert (project.path.parent / "renamed" / "reports" / "train-v1.log").is_file()

@@ -212,6 +212,29 @@ def test_thumbnails_use_the_projects_newest_bundles_frontend(studio_client, tmp_
     assert h2 == 40 and abs(w2 - 2 * width) <= 2
 
 
+def test_thumbnails_follow_the_newest_version_not_the_last_written_model_json(studio_client, tmp_path, esc10):
+    """v2 is the newest bundle on every page even after v1's model.json was rewritten (as Save thresholds does)."""
+    import json
+    import os
+
+    from runtime.paths import DEFAULT_BUNDLE
+
+    c, project = studio_client, tmp_path / "projects" / "p"
+    form(c, "/studio/projects", name="p")
+    clip = sorted((esc10 / "rain").iterdir())[0]
+    upload(c, "p", clip.name, clip.read_bytes())
+    default = json.loads((DEFAULT_BUNDLE / "model.json").read_text())["frontend"]
+    for version, n_mels in (("v2", 48), ("v1", 40), ("v10", 32)):
+        (project / "bundles" / version).mkdir()
+        (project / "bundles" / version / "model.json").write_text(json.dumps({"frontend": {**default,
+                                                                                           "n_mels": n_mels}}))
+    later = (project / "bundles" / "v10" / "model.json").stat().st_mtime + 60
+    os.utime(project / "bundles" / "v1" / "model.json", (later, later))  # v1 rewritten last
+    assert png_size(c.get(f"/studio/p/p/spectrogram/{clip.name}").data)[1] == 32  # v10's frontend, not v1's
+    page = c.get("/studio/p/p/batch").get_data(as_text=True)
+    assert page.index(">v10<") < page.index(">v2<") < page.index(">v1<")  # the same order in the bundle choice
+
+
 def test_label_by_folder_as_train_reads_folders(studio_client, tmp_path, esc10):
     from convert.studio.web_import import folder_label
 

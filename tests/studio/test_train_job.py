@@ -81,8 +81,13 @@ def test_progress_from_train_lines():
     assert (p["stage"], p["candidate"], p["setting"], p["fold"], p["folds"]) == (
         "cross-validation", "backbone", "logreg(C=0.01)", 2, 3)
     assert p["budget_left_s"] == 50.0  # 60 s left at t+2, 10 s later
+    assert (p["estimate_s"], p["estimate_left_s"]) == (30.0, 20.0)  # train's estimate: about 30 s from t+2
+    late = progress_from(records, now=t + 40, time_budget=60)  # slower than train's estimate: unknown, not 0 s
+    assert (late["estimate_left_s"], late["budget_left_s"]) == (None, 22.0)
+    assert progress_from(records, now=t + 90, time_budget=60)["budget_left_s"] == 0.0  # used up
     assert p["warnings"] == ["fold 1 holds no validation clip of dog"]
     records.append({"t": t + 20, "level": "INFO", "message": "chosen: backbone+logreg(C=0.01)/mean (best)"})
     records.append({"t": t + 21, "level": "INFO", "message": "int8 fold 1/3: 4 validation clips scored"})
     p = progress_from(records, now=t + 22, time_budget=60)
-    assert (p["stage"], p["chosen"], p["fold"], p["budget_left_s"]) == ("int8 check", "backbone+logreg(C=0.01)/mean", 1, None)
+    assert (p["stage"], p["chosen"], p["fold"], p["budget_left_s"], p["estimate_left_s"]) == (
+        "int8 check", "backbone+logreg(C=0.01)/mean", 1, None, None)

@@ -5,9 +5,7 @@
   const box = document.getElementById("batch");
   if (!box) return;
   const $ = (id) => document.getElementById(id);
-  let timer = null;
-
-  const call = window.studioCall;
+  const call = window.studio.call;
   function cell(tr, text, key, tag) {
     const td = document.createElement(tag || "td");
     td.textContent = text; if (key) td.dataset.k = key; tr.append(td);
@@ -56,14 +54,8 @@
       rows.append(tr);
     });
   }
-  async function poll() {
-    try {
-      const data = await call(box.dataset.state, "GET");
-      show(data.state);
-      clearTimeout(timer);
-      if (data.state && data.state.status === "running") timer = setTimeout(poll, 700);
-    } catch (err) { $("batch-error").textContent = err.message; }
-  }
+  const poll = window.studio.poller(box.dataset.state, (data) => show(data.state),
+    (err) => { $("batch-error").textContent = err.message; }, 700);
   $("batch-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;

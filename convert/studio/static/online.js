@@ -5,7 +5,6 @@
   if (document.body.dataset.page !== "studio-online") return;
   const box = document.getElementById("online");
   if (!box) return;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   const maxBytes = Number(box.dataset.maxBytes);
 
@@ -33,10 +32,8 @@
     if (blob.size > maxBytes) { $("online-error").textContent = "the clip is over the upload limit"; return; }
     const url = box.dataset.url.replace("VERSION", encodeURIComponent($("online-version").value)) +
       "?name=" + encodeURIComponent(name);
-    const resp = await fetch(url, { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf }, body: blob });
-    const data = await resp.json().catch(() => ({ error: resp.statusText }));
-    if (!resp.ok) { $("online-error").textContent = data.error + (data.hint ? " (" + data.hint + ")" : ""); return; }
-    show(data);
+    try { show(await window.studio.call(url, "POST", blob)); }
+    catch (err) { $("online-error").textContent = err.message; }
   }
   $("online-form").addEventListener("submit", (ev) => {
     ev.preventDefault();

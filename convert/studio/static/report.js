@@ -4,7 +4,6 @@
   if (document.body.dataset.page !== "studio-report") return;
   const box = document.getElementById("report");
   if (!box) return;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const NS = "http://www.w3.org/2000/svg";
   const W = 220, H = 160, PAD = 28;
   let view = null;
@@ -62,8 +61,7 @@
   }
 
   async function load() {
-    const resp = await fetch(box.dataset.json, { credentials: "same-origin" });
-    view = await resp.json();
+    view = await window.studio.call(box.dataset.json, "GET");
     const holder = document.getElementById("curves");
     view.labels.forEach((label) => holder.append(curve(label)));
     box.dataset.ready = "1";
@@ -80,15 +78,11 @@
     const thresholds = {};
     // only the labels whose slider was moved: the others keep their exact thresholds
     for (const label in sliders) if (sliders[label].moved) thresholds[label] = Number(sliders[label].input.value);
-    const resp = await fetch(box.dataset.save, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify({ thresholds }),
-    });
-    const data = await resp.json().catch(() => ({ error: resp.statusText }));
-    status.textContent = resp.ok ? "saved into the bundle: " + Object.entries(data.thresholds).map(([k, v]) => k + " " + v).join(", ")
-      : "not saved: " + data.error;
-    status.className = resp.ok ? "ok" : "bad";
+    try {
+      const data = await window.studio.call(box.dataset.save, "POST", { thresholds });
+      status.textContent = "saved into the bundle: " + Object.entries(data.thresholds).map(([k, v]) => k + " " + v).join(", ");
+      status.className = "ok";
+    } catch (err) { status.textContent = "not saved: " + err.message; status.className = "bad"; }
   });
   load();
 })();

@@ -1,19 +1,8 @@
 // fieldear studio: projects, import (drop / pick / folder on disk), label by listening. No build step.
 "use strict";
 (function () {
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const page = document.body.dataset.page;
-
-  async function postJSON(url, body) {
-    const resp = await fetch(url, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify(body),
-    });
-    const data = await resp.json().catch(() => ({ error: resp.statusText }));
-    if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
-    return data;
-  }
+  const postJSON = (url, body) => window.studio.call(url, "POST", body);
 
   // ---------------------------------------------------------------- projects
   function projects() {
@@ -62,13 +51,7 @@
       }
       tr.children[1].textContent = "uploading…";
       try {
-        const resp = await fetch(box.dataset.upload + "?name=" + encodeURIComponent(name) + (byFolder.checked ? "&by_folder=1" : ""), {
-          method: "POST", credentials: "same-origin",
-          headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": csrf }, body: file,
-        });
-        const data = await resp.json().catch(() => ({
-          error: resp.status === 413 ? "too big for the server's upload limit" : resp.status + " " + resp.statusText }));
-        if (!resp.ok) throw new Error(data.error + (data.hint ? " (" + data.hint + ")" : ""));
+        const data = await postJSON(box.dataset.upload + "?name=" + encodeURIComponent(name) + (byFolder.checked ? "&by_folder=1" : ""), file);
         data.results.forEach((r) => show(tr, r));
       } catch (err) { fail(tr, err.message); }
     }

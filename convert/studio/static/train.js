@@ -4,9 +4,7 @@
   if (document.body.dataset.page !== "studio-train") return;
   const box = document.getElementById("trainer");
   const $ = (id) => document.getElementById(id);
-  let timer = null;
-
-  const call = window.studioCall;
+  const call = window.studio.call;
   function secs(s) { return s === null || s === undefined ? "–" : Math.round(s) + " s"; }
 
   function show(state) {
@@ -23,26 +21,25 @@
     $("p-stage").textContent = running ? (p.stage || "starting") : state.status;
     $("p-candidate").textContent = [p.candidate, p.setting].filter(Boolean).join(" · ") || "–";
     $("p-fold").textContent = p.fold ? p.fold + " of " + p.folds : "–";
-    $("p-left").textContent = running ? secs(p.budget_left_s) : "–";
-    $("p-elapsed").textContent = running ? secs(state.elapsed_s) : (state.ended_utc || "");
+    // time left: train's own estimate of the candidate's cross-validation; hidden when unknown (before it, once
+    // the run is slower than estimated, after the choice), never a made-up 0 s
+    const known = running && p.estimate_left_s !== null && p.estimate_left_s !== undefined;
+    $("p-left").textContent = known ? "about " + secs(p.estimate_left_s) + " (train's estimate for " + p.candidate + ")" : "–";
+    $("p-left").hidden = $("p-left-k").hidden = !known;
     const budget = state.settings ? state.settings.time_budget : 0;
-    $("p-bar").value = running && budget && p.budget_left_s !== null && p.budget_left_s !== undefined
-      ? Math.min(1, 1 - p.budget_left_s / budget) : (running ? 0 : 1);
+    const left = p.budget_left_s;
+    $("p-budget").textContent = !running || left === null || left === undefined ? secs(budget) + " for comparing candidates"
+      : (left > 0 ? secs(left) + " left of " + secs(budget) : "used up (the first candidate always finishes)");
+    $("p-elapsed").textContent = running ? secs(state.elapsed_s) : (state.ended_utc || "");
+    if (known) $("p-bar").value = Math.min(1, 1 - p.estimate_left_s / p.estimate_s);
+    else if (running) $("p-bar").removeAttribute("value");  // indeterminate: no honest fraction to show
+    else $("p-bar").value = 1;
     $("p-log").textContent = (state.log_tail || []).join("\n");
     $("train-error").textContent = state.status === "failed" ? "The training failed: see the log below." : "";
     document.body.dataset.trainStatus = state.status;
   }
-  async function poll() {
-    try {
-      const data = await call(box.dataset.state, "GET");
-      show(data.state);
-      clearTimeout(timer);
-      if (data.state && data.state.status === "running") timer = setTimeout(poll, 1000);
-    } catch (err) {
-      $("train-error").textContent = err.message;
-      timer = setTimeout(poll, 3000);
-    }
-  }
+  const poll = window.studio.poller(box.dataset.state, (data) => show(data.state),
+    (err) => { $("train-error").textContent = err.message; }, 1000);
   $("train-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target;
