@@ -217,9 +217,9 @@ def cmd_listen(args) -> int:
 
 def _licence_notice(listener) -> None:
     """The bundle's non-commercial notice (runtime.model.bundle.licence_notice), as predict and serve print it."""
-    notice = listener.model.bundle.licence_notice
-    if notice:
-        print(f"fieldear listen: {notice}", file=sys.stderr, flush=True)
+    from runtime.cli.notices import print_licence_notice
+
+    print_licence_notice("listen", listener.model.bundle.licence_notice)
 
 
 def _print_summary(summary: dict, args) -> None:

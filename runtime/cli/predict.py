@@ -75,12 +75,12 @@ def register(subparsers) -> None:
 
 
 def cmd_predict(args) -> int:
+    from runtime.cli.notices import print_licence_notice
     from runtime.model.model import Model
     from runtime.predict.predict import format_prediction, predict_file, short_error
 
     model = Model.load(args.model, threads=args.threads)
-    if model.bundle.licence_notice:
-        print(f"fieldear predict: {model.bundle.licence_notice}", file=sys.stderr)
+    print_licence_notice("predict", model.bundle.licence_notice)
     sha = model.bundle.sha256
     if args.unknown:
         from runtime.predict.batch import check_unknown_labels
@@ -108,12 +108,15 @@ def cmd_predict(args) -> int:
 def cmd_batch(args) -> int:
     from pathlib import Path
 
+    from runtime.cli.notices import print_licence_notice
     from runtime.errors import FieldearError
+    from runtime.model.bundle import read_licence_notice
     from runtime.predict.batch import Progress, run_batch
 
     missing = [path for path in args.inputs if not Path(path).exists()]
     if missing:
         raise FieldearError(f"no such file or folder: {', '.join(missing)}")
+    print_licence_notice("batch", read_licence_notice(args.model))
     progress = None if args.quiet else Progress(sys.stderr)
     summary = run_batch(args.inputs, args.out, model_dir=args.model, jobs=args.jobs, resume=args.resume,
                         file_timeout_s=args.file_timeout_s, force=args.force, threads=args.threads, progress=progress,

@@ -80,11 +80,10 @@ def cmd_serve(args) -> int:
         raise FieldearError(f"no log database at {settings.db}", "pass --db PATH or run `fieldear listen` first")
     if settings.projects is not None:
         settings.projects.mkdir(parents=True, exist_ok=True)
+    from runtime.cli.notices import print_licence_notice
     from runtime.model.bundle import read_licence_notice
     from runtime.web.server import serve
 
-    notice = read_licence_notice(settings.model)
-    if notice:
-        print(f"fieldear serve: {notice}", file=sys.stderr, flush=True)
+    print_licence_notice("serve", read_licence_notice(settings.model))
     serve(settings)
     return 0

@@ -94,7 +94,7 @@ def non_commercial_copy(tmp_path):
     return out
 
 
-def test_listen_prints_the_non_commercial_notice_as_predict_does(tmp_path, capsys, esc10):
+def test_listen_and_batch_print_the_non_commercial_notice_as_predict_does(tmp_path, capsys, esc10):
     from runtime.cli.main import main
     from runtime.model.bundle import read_licence_notice
 
@@ -108,3 +108,5 @@ def test_listen_prints_the_non_commercial_notice_as_predict_does(tmp_path, capsy
     assert f"fieldear listen: {notice}\n" in capsys.readouterr().err
     assert main(["predict", "--model", str(bundle), str(clip)]) == 0
     assert f"fieldear predict: {notice}\n" in capsys.readouterr().err  # the same line
+    assert main(["batch", "--model", str(bundle), "--out", str(tmp_path / "batch.csv"), str(clip)]) == 0
+    assert f"fieldear batch: {notice}\n" in capsys.readouterr().err
