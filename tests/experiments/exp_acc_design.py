@@ -6,9 +6,13 @@ sets bench_train reports (ESC-10's clips):
   a block plus the shift, so the shifted copy is empty there (a check that it changes nothing);
 * ``forest``: the 96 ten-second forest_24h soundscapes by quarter of the day (00-06, 06-12, 12-18, 18-24 h), one
   fold per hour of the quarter (hour mod 6), so recordings 15 min apart never straddle train and validation;
-* ``tits``: the 20 great-tit songs by singer (B32, SW83), stratified 5-fold.
+* ``tits``: the 20 great-tit songs by singer (B32, SW83), stratified 5-fold;
+* ``fsdd_events``: the ``fsdd`` clips as short events in 5 s clips (ESC-10's shape): each digit (resampled to
+  16 kHz) at a seeded random offset over a random 5 s of a forest_24h soundscape at 20-35 dB SNR
+  (``convert.openset.mixing.mix``), folds by speaker; ``fsdd_events_noisy``: the same at 5-20 dB SNR (the first
+  version of this set; near chance, 0.25-0.27, so it hardly tells variants apart).
 
-    python -m tests.bench.exp_acc_design [--out DIR] [--sets fsdd,forest,tits]
+    python -m tests.experiments.exp_acc_design [--out DIR] [--sets fsdd,forest,tits,fsdd_events] [--variants plain,shift]
 
 Writes ``acc_design.json``: per set and variant, each candidate's float CV accuracy / macro-F1 and the one train's
 rule (``convert.train.select``) picks.
@@ -27,8 +31,9 @@ from tests.bench.bench_train import SHARED, fsdd_manifest
 
 log = logging.getLogger("bench.acc_design")
 
-VARIANTS = {"plain": (), "shift": (0.5,)}
-SETS = ("fsdd", "forest", "tits")
+VARIANTS = {"plain": (), "shift": (0.5,), "shift3": (0.25, 0.5, 0.75)}
+SETS = ("fsdd", "forest", "tits", "fsdd_events", "fsdd_events_noisy")
+EVENT_SECONDS, EVENT_RATE = 5.0, 16000
 
 
 def forest_manifest(path: Path) -> Path:
@@ -52,10 +57,44 @@ def tits_manifest(path: Path) -> Path:
     return write_manifest(rows, path)
 
 
-MANIFESTS = {"fsdd": fsdd_manifest, "forest": forest_manifest, "tits": tits_manifest}
+def fsdd_events_manifest(path: Path, snr_db: tuple[float, float] = (20.0, 35.0), seed: int = 0) -> Path:
+    import csv
+
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    from convert.data.dataset import write_manifest
+    from convert.openset.mixing import mix
+    from runtime.audio.files import read_audio
+    from runtime.audio.wav import write_wav
+
+    source = fsdd_manifest(path.with_name(path.stem + "_source.csv"))
+    beds = [read_audio(p, EVENT_RATE)[0] for p in sorted((SHARED / "soundscapes" / "forest_24h").glob("*.wav"))]
+    rng = np.random.default_rng(seed)
+    n = int(EVENT_SECONDS * EVENT_RATE)
+    rows = []
+    with open(source, newline="") as f:
+        for r in csv.DictReader(f):
+            wav = Path(r["path"]) if Path(r["path"]).is_absolute() else source.parent / r["path"]
+            digit, rate = read_audio(wav)
+            digit = resample_poly(digit, EVENT_RATE, rate).astype(np.float32)[:n]
+            clip = np.zeros(n, dtype=np.float32)
+            at = int(rng.integers(0, n - len(digit) + 1))
+            clip[at:at + len(digit)] = digit
+            bed = beds[int(rng.integers(len(beds)))]
+            out = path.parent / path.stem / r["label"] / wav.name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_wav(out, mix(clip, bed, float(rng.uniform(*snr_db)), int(rng.integers(len(bed)))), EVENT_RATE)
+            rows.append((out, r["label"], r["fold"], None))
+    return write_manifest(rows, path)
 
 
-def run_set(name: str, work: Path) -> dict:
+MANIFESTS = {"fsdd": fsdd_manifest, "forest": forest_manifest, "tits": tits_manifest,
+             "fsdd_events": fsdd_events_manifest,
+             "fsdd_events_noisy": lambda path: fsdd_events_manifest(path, snr_db=(5.0, 20.0))}
+
+
+def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift")) -> dict:
     from convert.families.backbone import BackboneFamily
     from convert.families.base import scores_report
     from convert.openset.run import prepare_negatives
@@ -66,7 +105,8 @@ def run_set(name: str, work: Path) -> dict:
     options = TrainOptions(data=manifest, out=work / f"{name}_model", cache_dir=work / "cache")
     data = load_cv_data(options)
     out = {}
-    for variant, hops in VARIANTS.items():
+    for variant in variants:
+        hops = VARIANTS[variant]
         family = BackboneFamily(options)
         family.shift_hops = hops
         t0 = time.monotonic()
@@ -85,10 +125,12 @@ def run_set(name: str, work: Path) -> dict:
     return out
 
 
-def main(out_dir: Path, sets: tuple[str, ...]) -> dict:
+def main(out_dir: Path, sets: tuple[str, ...], variants: tuple[str, ...] = ("plain", "shift")) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {name: run_set(name, out_dir) for name in sets}
-    (out_dir / "acc_design.json").write_text(json.dumps(results, indent=1) + "\n")
+    path = out_dir / "acc_design.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results.update({name: run_set(name, out_dir, variants) for name in sets})
+    path.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
@@ -96,8 +138,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/acc_design"))
     parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--variants", default="plain,shift", help=f"of {', '.join(VARIANTS)}")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    res = main(args.out, tuple(s.strip() for s in args.sets.split(",")))
+    res = main(args.out, tuple(s.strip() for s in args.sets.split(",")), tuple(v.strip() for v in args.variants.split(",")))
     print(json.dumps({k: {v: {x: r[x] for x in ("chosen", "accuracy", "macro_f1", "seconds")} for v, r in d.items()}
                       for k, d in res.items()}, indent=1))
