@@ -31,7 +31,34 @@ from tests.bench.bench_train import SHARED, fsdd_manifest
 
 log = logging.getLogger("bench.acc_design")
 
-VARIANTS = {"plain": (), "shift": (0.5,), "shift3": (0.25, 0.5, 0.75)}
+# variant: (time-shift copies in block hops, mixup pairs per labelled training block)
+VARIANTS = {"plain": ((), 0.0), "shift": ((0.5,), 0.0), "shift3": ((0.25, 0.5, 0.75), 0.0), "mixup": ((), 0.5)}
+MIXUP_BETA = 0.4  # lambda ~ Beta(0.4, 0.4), the usual mixup choice, fixed in advance
+
+
+def mixup_family(options, pairs: float):
+    """A BackboneFamily whose training sets also hold mixup rows: ``pairs`` per labelled block, each the blend
+    lam * a + (1 - lam) * b of two random labelled blocks, entered twice (a's label with weight lam * w_a, b's with
+    (1 - lam) * w_b: the soft-label loss with hard-label rows). Experiment only."""
+    import numpy as np
+
+    from convert.families.backbone import BackboneFamily
+
+    class MixupFamily(BackboneFamily):
+        def training_set(self, idx, y, n_labels, fold=None):
+            x, yy, w = super().training_set(idx, y, n_labels, fold)
+            if pairs <= 0:
+                return x, yy, w
+            rng = np.random.default_rng(self.options.seed + 1000 + (fold if fold is not None else -1))
+            lab = np.flatnonzero(yy < n_labels)
+            m = int(pairs * len(lab))
+            a, b = rng.choice(lab, m), rng.choice(lab, m)
+            lam = rng.beta(MIXUP_BETA, MIXUP_BETA, m)
+            xm = lam[:, None] * x[a] + (1 - lam[:, None]) * x[b]
+            return (np.concatenate([x, xm, xm]), np.concatenate([yy, yy[a], yy[b]]),
+                    np.concatenate([w, lam * w[a], (1 - lam) * w[b]]))
+
+    return MixupFamily(options)
 SETS = ("fsdd", "forest", "tits", "fsdd_events", "fsdd_events_noisy")
 EVENT_SECONDS, EVENT_RATE = 5.0, 16000
 
@@ -95,7 +122,6 @@ MANIFESTS = {"fsdd": fsdd_manifest, "forest": forest_manifest, "tits": tits_mani
 
 
 def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift")) -> dict:
-    from convert.families.backbone import BackboneFamily
     from convert.families.base import scores_report
     from convert.openset.run import prepare_negatives
     from convert.options import TrainOptions
@@ -106,8 +132,8 @@ def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift"
     data = load_cv_data(options)
     out = {}
     for variant in variants:
-        hops = VARIANTS[variant]
-        family = BackboneFamily(options)
+        hops, pairs = VARIANTS[variant]
+        family = mixup_family(options, pairs)
         family.shift_hops = hops
         t0 = time.monotonic()
         family.prepare(data.dataset)
@@ -129,7 +155,8 @@ def main(out_dir: Path, sets: tuple[str, ...], variants: tuple[str, ...] = ("pla
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "acc_design.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results.update({name: run_set(name, out_dir, variants) for name in sets})
+    for name in sets:  # a later run of other variants adds to a set's earlier ones
+        results[name] = {**results.get(name, {}), **run_set(name, out_dir, variants)}
     path.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
