@@ -300,3 +300,27 @@ def test_shifted_copy_skips_clips_shorter_than_a_block_plus_the_shift(esc10, sha
     # cached apart from the plain copy: a second call reads it back unchanged
     again, _ = fam.shifted_copy(SimpleNamespace(items=clips), skip)
     np.testing.assert_array_equal(again[0], emb[0])
+
+
+def test_prepare_puts_the_shifted_copy_after_the_mixed_ones(esc10, tmp_path):
+    """update_data records the mixed copy as copy 1 + len(gains): the shifted copy must come after it."""
+    from types import SimpleNamespace
+
+    from convert.families.backbone import MIXED_COPIES, BackboneFamily
+    from convert.options import TrainOptions
+    from runtime.model.bundle import sha256_file
+
+    wavs = sorted((esc10 / "dog").glob("*.wav"))[:2]
+    data = SimpleNamespace(items=[SimpleNamespace(path=p, sha=sha256_file(p), duration_s=5.0) for p in wavs])
+    fam = BackboneFamily(TrainOptions(data=tmp_path, out=tmp_path / "m", cache_dir=tmp_path / "cache"))
+    fam.shift_hops = (0.5,)
+    fam.prepare(data)
+    assert len(fam.augmented) == len(fam.levels) - 1 == len(fam.gains) + MIXED_COPIES + 1
+    assert fam.augmented[len(fam.gains)] is fam.mixed[0]
+    shifted, _ = fam.shifted_copy(data, 0.5 * fam.params.block_hop_seconds)
+    for a, b in zip(fam.augmented[-1], shifted):
+        np.testing.assert_array_equal(a, b)
+    x, _, _ = fam.training_set([0, 1], np.array([0, 0]), n_labels=1)
+    fam.shift_hops = ()
+    fam.prepare(data)
+    assert len(fam.training_set([0, 1], np.array([0, 0]), n_labels=1)[0]) < len(x)
