@@ -46,6 +46,14 @@ QUIET_DB = 20.0
 # Copies of every clip mixed over background (convert.openset.mixing), each with its own bed, SNR and lead-in.
 MIXED_COPIES = 2
 
+# Time-shift augmentation: per entry, one more copy of every clip whose blocks start that share of a block hop
+# later (the device meets a sound at any phase of its block grid). Only clips at least a block plus the shift long
+# get it, so the copy never loses a short clip's only sound. See ``prepare``. Off: on the design sets
+# (tests/experiments/exp_acc_design.py) a copy at 0.5 hop (or three at 0.25/0.5/0.75) tied for the candidate CV
+# chose and cost the MLP and the ensembles 2-4 points; the mixed copies' random lead-in already moves sounds
+# within the block grid.
+SHIFT_HOPS: tuple[float, ...] = ()
+
 # The head candidates, cross-validated in this order (each with every clip pooling); the best macro-F1 wins, ties go
 # to fewer parameters. An ensemble reuses its members' fold heads, so it costs seconds. Chosen on design sets the
 # reported figures do not use (FSDD digits by speaker, six other ESC-10 classes; tests/bench/bench_train.py): there
@@ -74,6 +82,7 @@ class BackboneFamily:
             raise BundleError(f"the backbone model is missing: {self.backbone_path}", "run `make backbone` or restore the file from git")
         self.specs = list(HEAD_SPECS)
         self.gains = TRAIN_GAINS if options.augment else ()
+        self.shift_hops = SHIFT_HOPS if options.augment else ()
         self.quiet_db = QUIET_DB
         self.inputs: list[np.ndarray] | None = None
         self.augmented: list[list[np.ndarray]] = []
@@ -84,7 +93,8 @@ class BackboneFamily:
         self.background: list = []  # convert.data.background.BackgroundFile: the user's site recordings
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
-        return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * (1 + len(self.gains)) + 5.0 * n_folds
+        copies = 1 + len(self.gains) + len(self.shift_hops)
+        return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * copies + 5.0 * n_folds
 
     def prepare(self, dataset) -> None:
         from convert.families.embed import dataset_embeddings
@@ -102,6 +112,26 @@ class BackboneFamily:
                 self.levels.append(levels)
                 if k == 0:
                     self.mixed = (emb, levels, leads)
+        for hops in self.shift_hops:  # after the mixed copies: update_data records the mixed copy as 1 + len(gains)
+            emb, levels = self.shifted_copy(dataset, hops * self.params.block_hop_seconds)
+            self.augmented.append(emb)
+            self.levels.append(levels)
+
+    def shifted_copy(self, dataset, skip_seconds: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(embeddings, levels) of every clip with its first ``skip_seconds`` cut (its blocks on a grid shifted by
+        that much); a clip shorter than a block plus the shift gets no blocks in this copy."""
+        from convert.families.embed import dataset_embeddings
+
+        long = [i for i, c in enumerate(dataset.items) if c.duration_s >= self.params.block_seconds + skip_seconds]
+        emb, levels = dataset_embeddings([dataset.items[i] for i in long], self.backbone_path, self.params,
+                                         with_levels=True, skip_seconds=skip_seconds,
+                                         cache_dir=self.options.cache_dir, threads=self.options.threads)
+        dim = next((e.shape[1] for e in self.inputs if len(e)), 0)
+        out_emb = [np.zeros((0, dim), dtype=np.float32) for _ in dataset.items]
+        out_levels = [np.zeros(0, dtype=np.float32) for _ in dataset.items]
+        for i, e, lv in zip(long, emb, levels):
+            out_emb[i], out_levels[i] = e, lv
+        return out_emb, out_levels
 
     def load_cached(self, cache) -> None:
         """The clips' embeddings from an updated bundle's training data instead of the audio (train --update)."""
@@ -193,6 +223,9 @@ class BackboneFamily:
                  else "trained towards equal scores for every label")
         note = (f"blocks of every clip{' and of level-shifted copies (' + gains + ')' if gains else ''}; "
                 f"{quiet} of {n} blocks at least {self.quiet_db:.0f} dB below their clip's loudest block {where}")
+        if self.shift_hops:
+            shifts = ", ".join(f"{h:g}" for h in self.shift_hops)
+            note += f"; a copy of every clip of at least a block plus the shift with its blocks {shifts} block hop later"
         if self.options.balance:
             note += "; every label's blocks weighted to the same total (class balancing)"
         if self.negatives is not None:

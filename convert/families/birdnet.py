@@ -172,6 +172,7 @@ class BirdnetFamily(BackboneFamily):
 
         super().__init__(options)
         self.params = BIRDNET_RAW
+        self.shift_hops = ()  # the time-shifted copy is the aisfx backbone's (not measured with BirdNET)
         self.source = require_model()
         self.backbone_path = embedding_model(options.cache_dir)
         self.licence_path = licence_text()

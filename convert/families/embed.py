@@ -35,18 +35,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "fieldear"
 
 
-def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0):
+def iter_clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0, skip_seconds: float = 0.0):
     """Yield the model blocks (block_frames, n_mels) of one recording, reading it chunk by chunk.
 
     ``gain`` != 1 scales the samples (clipped to [-1, 1]) first: level augmentation for training.
+    ``skip_seconds`` drops the recording's start first: its blocks on a shifted grid (time-shift augmentation).
     """
-    for block in FileBlocks(path, params, CHUNK_SECONDS, gain=gain):
+    for block in FileBlocks(path, params, CHUNK_SECONDS, gain=gain, skip_seconds=skip_seconds):
         yield block.features
 
 
-def clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0) -> np.ndarray:
+def clip_blocks(path: str | os.PathLike, params: FrontendParams, gain: float = 1.0,
+                skip_seconds: float = 0.0) -> np.ndarray:
     """All blocks of one recording, (n_blocks, block_frames, n_mels) float32."""
-    blocks = list(iter_clip_blocks(path, params, gain))
+    blocks = list(iter_clip_blocks(path, params, gain, skip_seconds))
     if not blocks:
         return np.zeros((0, params.block_frames, params.n_mels), dtype=np.float32)
     return np.stack(blocks).astype(np.float32, copy=False)
@@ -86,12 +88,13 @@ class EmbeddingCache:
     """Embeddings of one clip as a .npy file under ``root/embeddings``, written atomically."""
 
     def __init__(self, root: str | os.PathLike | None, params: FrontendParams, backbone_sha: str, gain: float = 1.0,
-                 kind: str = ""):
+                 kind: str = "", skip_seconds: float = 0.0):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.dir = self.root / "embeddings"
         self.params_key = json.dumps(params.to_dict(), sort_keys=True)
         self.backbone_sha = backbone_sha
-        self.variant_key = ("" if gain == 1.0 else f"|gain={gain!r}") + (f"|{kind}" if kind else "")
+        self.variant_key = (("" if gain == 1.0 else f"|gain={gain!r}") + (f"|{kind}" if kind else "")
+                            + (f"|skip={skip_seconds!r}" if skip_seconds else ""))
 
     def key(self, clip_sha: str) -> str:
         text = f"{clip_sha}|{self.params_key}|{self.backbone_sha}{self.variant_key}"
@@ -125,11 +128,13 @@ class EmbeddingCache:
 
 def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, params: FrontendParams | None = None,
                        cache_dir: str | os.PathLike | None = None, threads: int | None = None,
-                       progress_every: float = 10.0, gain: float = 1.0, with_levels: bool = False):
+                       progress_every: float = 10.0, gain: float = 1.0, with_levels: bool = False,
+                       skip_seconds: float = 0.0):
     """Backbone embeddings (n_blocks, dim) for every clip (each has ``path`` and ``sha``).
 
     Computed with ``runtime.model.interpreter.Runner`` on the int8 TFLite backbone, cached on disk.
-    ``gain`` scales the audio first (level augmentation; cached separately). ``with_levels``: return
+    ``gain`` scales the audio first (level augmentation; cached separately), ``skip_seconds`` drops the start of
+    every clip (time-shift augmentation; cached separately). ``with_levels``: return
     ``(embeddings, levels)``, levels = ``block_levels_db`` of each clip's blocks (cached beside them).
     """
     from runtime.features.frontend import BACKBONE
@@ -138,13 +143,14 @@ def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, 
     params = params or BACKBONE
     backbone_path = Path(backbone_path)
     backbone_sha = sha256_file(backbone_path)
-    cache = EmbeddingCache(cache_dir, params, backbone_sha, gain)
-    level_cache = EmbeddingCache(cache_dir, params, backbone_sha, gain, kind="levels")
+    cache = EmbeddingCache(cache_dir, params, backbone_sha, gain, skip_seconds=skip_seconds)
+    level_cache = EmbeddingCache(cache_dir, params, backbone_sha, gain, kind="levels", skip_seconds=skip_seconds)
     runner = None
     out: list[np.ndarray] = []
     levels: list[np.ndarray] = []
     hits = 0
-    what = "" if gain == 1.0 else f" (gain {20 * np.log10(gain):+.0f} dB)"
+    what = ("" if gain == 1.0 else f" (gain {20 * np.log10(gain):+.0f} dB)") + (
+        f" (start {skip_seconds:.2f} s later)" if skip_seconds else "")
     t0 = last = time.monotonic()
     for i, clip in enumerate(clips):
         emb = cache.get(clip.sha)
@@ -152,7 +158,7 @@ def dataset_embeddings(clips, backbone_path: str | os.PathLike = BACKBONE_FILE, 
         if emb is not None:
             hits += 1
         if emb is None or (with_levels and (level is None or len(level) != len(emb))):
-            blocks = clip_blocks(clip.path, params, gain)
+            blocks = clip_blocks(clip.path, params, gain, skip_seconds)
             if emb is None:
                 if runner is None:
                     runner = Runner(backbone_path, threads=threads)

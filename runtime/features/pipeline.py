@@ -61,9 +61,12 @@ class FileBlocks:
 
     After (or during) iteration, ``stream.samples_in`` / ``stream.seconds_in`` say how much audio was read.
     ``gain`` != 1 scales the samples (clipped to [-1, 1]) before the pipeline: level augmentation in training.
+    ``skip_seconds`` > 0 drops that much audio from the start: the block grid shifted in time (augmentation in
+    training; the device always starts at 0).
     """
 
-    def __init__(self, path, params: FrontendParams, chunk_seconds: float = 10.0, gain: float = 1.0):
+    def __init__(self, path, params: FrontendParams, chunk_seconds: float = 10.0, gain: float = 1.0,
+                 skip_seconds: float = 0.0):
         from runtime.audio.files import probe
 
         self.path = path
@@ -71,11 +74,18 @@ class FileBlocks:
         self.stream = BlockStream(params, self.info.sample_rate)
         self.chunk_seconds = chunk_seconds
         self.gain = float(gain)
+        self.skip = int(round(skip_seconds * self.info.sample_rate))
 
     def __iter__(self):
         from runtime.audio.files import iter_chunks
 
+        skip = self.skip
         for chunk in iter_chunks(self.path, chunk_seconds=self.chunk_seconds):
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+                if not len(chunk):
+                    continue
             if self.gain != 1.0:
                 chunk = np.clip(chunk * np.float32(self.gain), -1.0, 1.0)
             yield from self.stream.push(chunk)

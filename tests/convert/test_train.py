@@ -260,3 +260,67 @@ def test_train_output_has_no_native_start_up_lines_and_names_only_the_final_repo
     reports = [line for line in text.splitlines() if "report" in line and "/" in line]
     assert reports == [line for line in run.stdout.splitlines() if line.endswith(f"{out}/report.md")], text
     assert len(reports) == 1
+
+
+def test_time_shifted_blocks_are_the_blocks_of_the_clip_with_its_start_cut(esc10):
+    from convert.families.embed import clip_blocks
+    from runtime.audio.files import read_audio
+    from runtime.features.frontend import BACKBONE
+    from runtime.features.pipeline import blocks_of, stack
+
+    path = sorted((esc10 / "dog").glob("*.wav"))[0]
+    skip = 0.5 * BACKBONE.block_hop_seconds
+    samples, rate = read_audio(path)
+    expected = stack(blocks_of(samples[int(round(skip * rate)):], rate, BACKBONE), BACKBONE)
+    shifted, plain = clip_blocks(path, BACKBONE, skip_seconds=skip), clip_blocks(path, BACKBONE)
+    assert shifted.shape == expected.shape and len(shifted) >= 2
+    np.testing.assert_array_equal(shifted, expected)
+    assert not np.allclose(shifted[0], plain[0])  # the grid really moved
+
+
+def test_shifted_copy_skips_clips_shorter_than_a_block_plus_the_shift(esc10, shared_data, tmp_path):
+    from types import SimpleNamespace
+
+    from convert.families.backbone import BackboneFamily
+    from convert.families.embed import dataset_embeddings
+    from convert.options import TrainOptions
+    from runtime.features.frontend import BACKBONE
+    from runtime.model.bundle import sha256_file
+
+    long_wav = sorted((esc10 / "rooster").glob("*.wav"))[0]
+    short_wav = shared_data / "fsdd" / "0" / "0_george_0.wav"
+    clips = [SimpleNamespace(path=p, sha=sha256_file(p), duration_s=d) for p, d in ((long_wav, 5.0), (short_wav, 0.4))]
+    fam = BackboneFamily(TrainOptions(data=tmp_path, out=tmp_path / "m", cache_dir=tmp_path / "cache"))
+    fam.inputs = dataset_embeddings(clips, cache_dir=tmp_path / "cache")
+    skip = 0.5 * BACKBONE.block_hop_seconds
+    emb, levels = fam.shifted_copy(SimpleNamespace(items=clips), skip)
+    assert len(emb[1]) == 0 and len(levels[1]) == 0 and emb[1].shape[1] == emb[0].shape[1]
+    assert len(emb[0]) >= 2 and len(levels[0]) == len(emb[0])
+    assert not np.allclose(emb[0][0], fam.inputs[0][0])
+    # cached apart from the plain copy: a second call reads it back unchanged
+    again, _ = fam.shifted_copy(SimpleNamespace(items=clips), skip)
+    np.testing.assert_array_equal(again[0], emb[0])
+
+
+def test_prepare_puts_the_shifted_copy_after_the_mixed_ones(esc10, tmp_path):
+    """update_data records the mixed copy as copy 1 + len(gains): the shifted copy must come after it."""
+    from types import SimpleNamespace
+
+    from convert.families.backbone import MIXED_COPIES, BackboneFamily
+    from convert.options import TrainOptions
+    from runtime.model.bundle import sha256_file
+
+    wavs = sorted((esc10 / "dog").glob("*.wav"))[:2]
+    data = SimpleNamespace(items=[SimpleNamespace(path=p, sha=sha256_file(p), duration_s=5.0) for p in wavs])
+    fam = BackboneFamily(TrainOptions(data=tmp_path, out=tmp_path / "m", cache_dir=tmp_path / "cache"))
+    fam.shift_hops = (0.5,)
+    fam.prepare(data)
+    assert len(fam.augmented) == len(fam.levels) - 1 == len(fam.gains) + MIXED_COPIES + 1
+    assert fam.augmented[len(fam.gains)] is fam.mixed[0]
+    shifted, _ = fam.shifted_copy(data, 0.5 * fam.params.block_hop_seconds)
+    for a, b in zip(fam.augmented[-1], shifted):
+        np.testing.assert_array_equal(a, b)
+    x, _, _ = fam.training_set([0, 1], np.array([0, 0]), n_labels=1)
+    fam.shift_hops = ()
+    fam.prepare(data)
+    assert len(fam.training_set([0, 1], np.array([0, 0]), n_labels=1)[0]) < len(x)
