@@ -1,5 +1,6 @@
 """Design experiment for the backbone family's training copies (issue 15): float CV of every head candidate with
-and without the time-shifted copy (``convert.families.backbone.SHIFT_HOPS``), on design sets only, never on the
+and without the time-shifted copy (``convert.families.backbone.SHIFT_HOPS``), mixup of embeddings or a wider
+logistic-regression C grid, on design sets only, never on the
 sets bench_train reports (ESC-10's clips):
 
 * ``fsdd``: FSDD digits, 30 per digit, folds by speaker (``bench_train.fsdd_manifest``); every clip is shorter than
@@ -12,7 +13,7 @@ sets bench_train reports (ESC-10's clips):
   (``convert.openset.mixing.mix``), folds by speaker; ``fsdd_events_noisy``: the same at 5-20 dB SNR (the first
   version of this set; near chance, 0.25-0.27, so it hardly tells variants apart).
 
-    python -m tests.experiments.exp_acc_design [--out DIR] [--sets fsdd,forest,tits,fsdd_events] [--variants plain,shift]
+    python -m tests.experiments.exp_acc_design [--out DIR] [--sets fsdd,forest,tits,fsdd_events] [--variants plain,shift,shift3,mixup,cgrid]
 
 Writes ``acc_design.json``: per set and variant, each candidate's float CV accuracy / macro-F1 and the one train's
 rule (``convert.train.select``) picks.
