@@ -33,7 +33,10 @@ from tests.bench.bench_train import SHARED, fsdd_manifest
 log = logging.getLogger("bench.acc_design")
 
 # variant: (time-shift copies in block hops, mixup pairs per labelled training block)
-VARIANTS = {"plain": ((), 0.0), "shift": ((0.5,), 0.0), "shift3": ((0.25, 0.5, 0.75), 0.0), "mixup": ((), 0.5)}
+VARIANTS = {"plain": ((), 0.0), "shift": ((0.5,), 0.0), "shift3": ((0.25, 0.5, 0.75), 0.0), "mixup": ((), 0.5),
+            "cgrid": ((), 0.0)}
+# variant: logistic-regression C values tried beside HEAD_SPECS (a wider C grid chosen by the same CV)
+EXTRA_C = {"cgrid": (0.003, 0.03, 0.3)}
 MIXUP_BETA = 0.4  # lambda ~ Beta(0.4, 0.4), the usual mixup choice, fixed in advance
 
 
@@ -124,6 +127,7 @@ MANIFESTS = {"fsdd": fsdd_manifest, "forest": forest_manifest, "tits": tits_mani
 
 def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift")) -> dict:
     from convert.families.base import scores_report
+    from convert.families.heads import HeadSpec
     from convert.openset.run import prepare_negatives
     from convert.options import TrainOptions
     from convert.train import load_cv_data, select
@@ -136,6 +140,7 @@ def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift"
         hops, pairs = VARIANTS[variant]
         family = mixup_family(options, pairs)
         family.shift_hops = hops
+        family.specs += [HeadSpec("logreg", c=c) for c in EXTRA_C.get(variant, ())]
         t0 = time.monotonic()
         family.prepare(data.dataset)
         family.negatives = prepare_negatives(family, data, options)
