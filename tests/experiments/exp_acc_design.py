@@ -1,5 +1,6 @@
 """Design experiment for the backbone family's training copies (issue 15): float CV of every head candidate with
-and without the time-shifted copy (``convert.families.backbone.SHIFT_HOPS``), on design sets only, never on the
+and without the time-shifted copy (``convert.families.backbone.SHIFT_HOPS``), mixup of embeddings or a wider
+logistic-regression C grid, on design sets only, never on the
 sets bench_train reports (ESC-10's clips):
 
 * ``fsdd``: FSDD digits, 30 per digit, folds by speaker (``bench_train.fsdd_manifest``); every clip is shorter than
@@ -12,7 +13,7 @@ sets bench_train reports (ESC-10's clips):
   (``convert.openset.mixing.mix``), folds by speaker; ``fsdd_events_noisy``: the same at 5-20 dB SNR (the first
   version of this set; near chance, 0.25-0.27, so it hardly tells variants apart).
 
-    python -m tests.experiments.exp_acc_design [--out DIR] [--sets fsdd,forest,tits,fsdd_events] [--variants plain,shift]
+    python -m tests.experiments.exp_acc_design [--out DIR] [--sets fsdd,forest,tits,fsdd_events] [--variants plain,shift,shift3,mixup,cgrid]
 
 Writes ``acc_design.json``: per set and variant, each candidate's float CV accuracy / macro-F1 and the one train's
 rule (``convert.train.select``) picks.
@@ -32,7 +33,10 @@ from tests.bench.bench_train import SHARED, fsdd_manifest
 log = logging.getLogger("bench.acc_design")
 
 # variant: (time-shift copies in block hops, mixup pairs per labelled training block)
-VARIANTS = {"plain": ((), 0.0), "shift": ((0.5,), 0.0), "shift3": ((0.25, 0.5, 0.75), 0.0), "mixup": ((), 0.5)}
+VARIANTS = {"plain": ((), 0.0), "shift": ((0.5,), 0.0), "shift3": ((0.25, 0.5, 0.75), 0.0), "mixup": ((), 0.5),
+            "cgrid": ((), 0.0)}
+# variant: logistic-regression C values tried beside HEAD_SPECS (a wider C grid chosen by the same CV)
+EXTRA_C = {"cgrid": (0.003, 0.03, 0.3)}
 MIXUP_BETA = 0.4  # lambda ~ Beta(0.4, 0.4), the usual mixup choice, fixed in advance
 
 
@@ -123,6 +127,7 @@ MANIFESTS = {"fsdd": fsdd_manifest, "forest": forest_manifest, "tits": tits_mani
 
 def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift")) -> dict:
     from convert.families.base import scores_report
+    from convert.families.heads import HeadSpec
     from convert.openset.run import prepare_negatives
     from convert.options import TrainOptions
     from convert.train import load_cv_data, select
@@ -135,6 +140,7 @@ def run_set(name: str, work: Path, variants: tuple[str, ...] = ("plain", "shift"
         hops, pairs = VARIANTS[variant]
         family = mixup_family(options, pairs)
         family.shift_hops = hops
+        family.specs += [HeadSpec("logreg", c=c) for c in EXTRA_C.get(variant, ())]
         t0 = time.monotonic()
         family.prepare(data.dataset)
         family.negatives = prepare_negatives(family, data, options)
