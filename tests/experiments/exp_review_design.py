@@ -46,6 +46,12 @@ bundle's), now candidates. Listed last, in this order; same criterion. Because d
 a diagnostic, this round's choice is made on two NEW design recordings ONLY, d3 and d4 (new seeds and train
 offsets; committed with the variants before any run on them): ``--recordings d3 d4``; d1/d2 are for information.
 
+Chosen on d3/d4 (docs/web.md, "Sixth design round"): ``span_post_guard5``, now the product's behaviour
+(convert.openset.update.add_reviews trains a confirmed clip's own blocks; convert.openset.run.review_guard holds
+smoothing and merge gap). ``patch`` gives every variant without ``span_`` every block from the clip's start, and
+every one without ``post`` (or ``old``/``free``) the streams' smoothing and merge gap back, so the earlier
+variants keep their meaning (``guard5``: the guard as shipped before round 6).
+
 Results and the choice: docs/web.md, "Choosing the update's rule on design recordings".
 
 Criterion, written before any design run: the variant with the lowest mean false-alarm ratio (after / before)
@@ -185,25 +191,30 @@ def patch(variant: str) -> None:
         hard_too = variant.startswith("clip1_")
         BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set, hard_too)
         variant = variant.split("_", 1)[1]
+    # the product since round 6 is span_post_guard5; a variant without span_ (own blocks) or post (smoothing and
+    # merge gap held; also held by old) gets the behaviour before it back
     if variant.startswith("span_"):
-        update_mod.SPAN_POSITIVES = True
         variant = variant[len("span_"):]
+    else:
+        import convert.openset.reviews as reviews_mod
+
+        span_blocks = reviews_mod.span_blocks
+        reviews_mod.span_blocks = lambda dense, span_s, family: span_blocks(dense, None, family)  # every block
+    if variant.endswith("_post") or variant.startswith("post_"):
+        variant = variant[:-len("_post")] if variant.endswith("_post") else variant[len("post_"):]
+    elif variant not in ("old", "free"):
+        guard = run.review_guard
+
+        def guard_rechosen(family, data, fold_flats, novelties, tau, chosen):
+            streams = {k: chosen[k] for k in run.HELD_AFTER_REVIEWS}
+            notes = guard(family, data, fold_flats, novelties, tau, chosen)
+            chosen.update(streams)
+            return notes
+
+        run.review_guard = guard_rechosen
     if variant.startswith("neg_"):
         update_mod.UpdateData.add_clip = lambda self, *a, **k: None
         variant = variant[len("neg_"):]
-    if variant.endswith("_post") or variant.startswith("post_"):
-        guard = run.review_guard
-
-        def guard_post(family, data, fold_flats, novelties, tau, chosen):
-            notes = guard(family, data, fold_flats, novelties, tau, chosen)
-            old = family.review_guard.old
-            for key in ("smoothing", "merge_gap_s"):
-                if old.get(key) is not None:
-                    chosen[key] = old[key]
-            return notes
-
-        run.review_guard = guard_post
-        variant = variant[:-len("_post")] if variant.endswith("_post") else variant[len("post_"):]
     if variant == "old":
         guard = run.review_guard
 
