@@ -160,13 +160,18 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
             "negatives": pool.notes, "review_recall_guard": guard}
 
 
+HELD_AFTER_REVIEWS = ("smoothing", "merge_gap_s")  # stream settings an update from reviews keeps at the old bundle's
+
+
 def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, chosen: dict) -> dict | None:
     """``train --update --reviews``: the streams' ``chosen`` settings kept from dropping the field's true
     detections (changed in place). The confirmed reviewed clips are scored out of fold (each by the int8 model of
     the fold that held it out, on its dense blocks, after the novelty rule when one is chosen) and a label's
     threshold rises above the old bundle's only as far as they show is safe (calibrate.keep_review_recall); the
     minimum event duration, which drops events as a higher threshold does and which clips cannot bound, stays
-    at most the old one. None without an update from reviews."""
+    at most the old one. Smoothing and merge gap, which the streams re-choose for the refitted head and which
+    clips cannot bound either, stay at the old bundle's (sixth design round, docs/web.md). None without an update
+    from reviews."""
     from runtime.model.interpreter import Runner
 
     guard = getattr(family, "review_guard", None)
@@ -192,6 +197,10 @@ def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, ch
     notes = {"thresholds": notes, "min_event_s": {"from_streams": chosen["min_event_s"], "old": old_min}}
     if old_min is not None and chosen["min_event_s"] > float(old_min):
         chosen["min_event_s"] = float(old_min)
+    for key in HELD_AFTER_REVIEWS:
+        if guard.old.get(key) is not None:
+            notes[key] = {"from_streams": chosen[key], "old": guard.old[key]}
+            chosen[key] = guard.old[key]
     return notes
 
 

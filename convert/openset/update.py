@@ -26,12 +26,6 @@ log = logging.getLogger(__name__)
 
 UPDATE_FILE = "training.npz"
 
-# A confirmed (or relabelled-to-a-label) clip trains only the event's own blocks (convert.openset.reviews.
-# span_blocks), not those partly in its pre- and post-roll of the site's background; False: every block at the
-# device's hop from the clip's start.
-SPAN_POSITIVES = False
-
-
 def update_data(family, data) -> bytes:
     """training.npz for a bundle: every copy of every clip's block embeddings, and the user's background."""
     from convert.openset.run import file_shas
@@ -189,9 +183,11 @@ def check_updatable(bundle, backbone_path: Path) -> dict:
 
 
 def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: int) -> tuple[list, list]:
-    """Reviewed clips into the training data: positives as new clips at the device's block hop (CV fold by a
-    stable hash of their sha256), rejected ones as hard negatives with their dense blocks (returned with those of
-    earlier updates; convert.openset.reviews.embed_reviews). Clips of earlier updates that are reviewed again are
+    """Reviewed clips into the training data: positives as new clips of the event's own blocks at the device's
+    block hop (convert.openset.reviews.span_blocks: those partly in the clip's pre- and post-roll, the site's
+    background, are not trained as the label; CV fold by a stable hash of their sha256), rejected ones as hard
+    negatives with their dense blocks (returned with those of earlier updates; convert.openset.reviews.
+    embed_reviews). Clips of earlier updates that are reviewed again are
     replaced by their new verdict. Returns (hard negatives, the positives of this update as (label index, fold,
     dense blocks): what the recall guard of the stream calibration scores, convert.openset.run.review_guard)."""
     from convert.openset.pool import stable_fold
@@ -212,7 +208,7 @@ def add_reviews(cache: UpdateData, reviews, family, labels: list[str], n_folds: 
                                         not_label=c.event_label if c.verdict == "reject" else ""))
         else:
             y, fold = labels.index(c.label), stable_fold(c.sha, n_folds)
-            keep = span_blocks(e, c.span_s if SPAN_POSITIVES else None, family)
+            keep = span_blocks(e, c.span_s, family)  # the event's own blocks, not the pre- and post-roll
             cache.add_clip(e[keep], lv[keep], y, fold, c.sha)
             positives.append((y, fold, e))
     return hard, positives

@@ -246,3 +246,58 @@ def test_a_confirmed_clip_trains_only_the_events_own_blocks(tmp_path):
     assert np.all(starts >= 1.0 - dense_hop / 2) and np.all(starts + block <= 1.0 + event + dense_hop / 2)
     assert abs(starts[0] - 1.0) <= dense_hop / 2  # the device's first block of the event, to half a dense hop
     assert list(span_blocks(dense, (3.0, 4.0), family)) == list(every)  # no block inside: all of them
+
+
+def test_an_update_from_reviews_keeps_smoothing_and_merge_gap_at_the_old_bundles():
+    # the validation streams re-choose them after the refit (they went from 3 blocks to 1 on a design recording);
+    # the guard holds them at the old bundle's, as it holds the thresholds and the minimum event
+    from types import SimpleNamespace
+
+    from convert.openset.run import review_guard
+
+    old = {"thresholds": {"dog": 0.6}, "min_event_s": 0.5, "smoothing": 3, "merge_gap_s": 1.16}
+    family = SimpleNamespace(review_guard=SimpleNamespace(positives=[], old=old))
+    chosen = {"thresholds": {"dog": 0.8}, "min_event_s": 0.9, "smoothing": 1, "merge_gap_s": 0.0}
+    notes = review_guard(family, SimpleNamespace(labels=["dog"]), [], [], None, chosen)
+    assert chosen == {"thresholds": {"dog": 0.6}, "min_event_s": 0.5, "smoothing": 3, "merge_gap_s": 1.16}
+    assert notes["smoothing"] == {"from_streams": 1, "old": 3}
+    assert notes["merge_gap_s"] == {"from_streams": 0.0, "old": 1.16}
+    # an old bundle without them: the streams' choice stays
+    chosen = {"thresholds": {"dog": 0.5}, "min_event_s": 0.0, "smoothing": 2, "merge_gap_s": 0.5}
+    family.review_guard.old = {"thresholds": {"dog": 0.6}}
+    review_guard(family, SimpleNamespace(labels=["dog"]), [], [], None, chosen)
+    assert (chosen["smoothing"], chosen["merge_gap_s"]) == (2, 0.5)
+    # no update from reviews: nothing changes
+    chosen = {"thresholds": {"dog": 0.8}, "smoothing": 1}
+    assert review_guard(SimpleNamespace(), None, [], [], None, chosen) is None and chosen["smoothing"] == 1
+
+
+def test_an_update_trains_a_confirmed_clip_on_its_own_blocks_and_guards_on_all(monkeypatch):
+    # train --update --reviews: a confirmed clip is added with the event's own blocks only (the ones partly in its
+    # pre- and post-roll dropped); the recall guard still scores every dense block of it
+    from types import SimpleNamespace
+
+    import convert.openset.reviews as reviews
+    from convert.openset.reviews import ReviewClip, ReviewSet, dense_params, span_blocks
+    from convert.openset.update import UpdateData, add_reviews
+    from runtime.features.frontend import BACKBONE
+
+    family = SimpleNamespace(params=BACKBONE)
+    event = 2 * BACKBONE.block_hop_seconds + BACKBONE.block_seconds
+    span = (1.0, 1.0 + event)
+    n_dense = int((event + 2.0 - BACKBONE.block_seconds) / dense_params(BACKBONE).block_hop_seconds) + 1
+    dense = np.arange(n_dense, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+    monkeypatch.setattr(reviews, "embed_reviews", lambda clips, fam: ([dense] * len(clips),
+                                                                      [np.zeros(n_dense)] * len(clips)))
+    clip = ReviewClip(path=None, sha="a" * 64, verdict="confirm", label="dog", event_label="dog", db="x",
+                      event_id=1, span_s=span)
+    cache = UpdateData(copies=[[], []], levels=[[], []], y=np.zeros(0, np.int64), fold=np.zeros(0, np.int64), sha=[],
+                       file_sha=[], fold_name=[], mixed_copy=-1, mixed_lead=[], background=[], review=[],
+                       hard_negatives=[])
+    hard, positives = add_reviews(cache, ReviewSet(train=[clip]), family, ["dog"], 4)
+    own, every = span_blocks(dense, span, family), span_blocks(dense, None, family)
+    assert len(own) == 3 and len(every) == 4
+    for copy in cache.copies:  # the same blocks in every training copy
+        assert list(copy[0][:, 0]) == list(own)
+    assert cache.review == [True] and list(cache.y) == [0] and not hard
+    assert len(positives) == 1 and positives[0][0] == 0 and positives[0][2] is dense

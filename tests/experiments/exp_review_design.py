@@ -38,6 +38,20 @@ for choosing; not in VARIANTS): ``old`` and ``span_old``, every stream setting k
 refitted head's false alarms at the old thresholds); ``--count-blocks DB...`` counts a log's confirmed clips'
 training blocks outside their event's span.
 
+Sixth round (loop6; round 5 found that after the refit the validation streams re-choose smoothing and merge gap,
+which the guard does not hold, confounding every variant): ``post_guard5``: ``guard5`` with smoothing and merge gap
+also kept at the old bundle's (the prefix form of ``_post``); ``span_post_guard5``: the same with own-block
+positives (as ``span_guard5``); ``span_old`` and ``old``: round 5's diagnostics (every stream setting at the old
+bundle's), now candidates. Listed last, in this order; same criterion. Because d1 and d2 have seen ``span_old`` as
+a diagnostic, this round's choice is made on two NEW design recordings ONLY, d3 and d4 (new seeds and train
+offsets; committed with the variants before any run on them): ``--recordings d3 d4``; d1/d2 are for information.
+
+Chosen on d3/d4 (docs/web.md, "Sixth design round"): ``span_post_guard5``, now the product's behaviour
+(convert.openset.update.add_reviews trains a confirmed clip's own blocks; convert.openset.run.review_guard holds
+smoothing and merge gap). ``patch`` gives every variant without ``span_`` every block from the clip's start, and
+every one without ``post`` (or ``old``/``free``) the streams' smoothing and merge gap back, so the earlier
+variants keep their meaning (``guard5``: the guard as shipped before round 6).
+
 Results and the choice: docs/web.md, "Choosing the update's rule on design recordings".
 
 Criterion, written before any design run: the variant with the lowest mean false-alarm ratio (after / before)
@@ -81,9 +95,18 @@ DESIGN = {
     "d2": Recording(targets=("crackling_fire", "helicopter", "sea_waves"),
                     others=("chainsaw", "clock_tick", "crying_baby", "dog", "rain", "rooster", "sneezing"),
                     seed=2, train_offset=3),
+    # sixth round (loop6): new seeds and train offsets, committed before any run on them; the choice is made on
+    # these two only (d1/d2 have seen the round-5 diagnostics)
+    "d3": Recording(targets=("rain", "dog", "clock_tick"),
+                    others=("chainsaw", "crackling_fire", "crying_baby", "helicopter", "rooster", "sea_waves",
+                            "sneezing"),
+                    seed=3, train_offset=1),
+    "d4": Recording(targets=("crying_baby", "sea_waves", "chainsaw"),
+                    others=("clock_tick", "crackling_fire", "dog", "helicopter", "rain", "rooster", "sneezing"),
+                    seed=4, train_offset=4),
 }
 VARIANTS = ("free", "guard5", "guard10", "dense95", "neg_free", "neg_guard5", "clip1_guard5", "span_guard5",
-            "span_free")
+            "span_free", "post_guard5", "span_post_guard5", "span_old", "old")
 OLD_SETTINGS = ("thresholds", "min_event_s", "smoothing", "merge_gap_s", "hysteresis")
 DENSE_KEEP, DENSE_MIN = 0.95, 5
 
@@ -168,25 +191,30 @@ def patch(variant: str) -> None:
         hard_too = variant.startswith("clip1_")
         BackboneFamily.training_set = one_clip_weights(BackboneFamily.training_set, hard_too)
         variant = variant.split("_", 1)[1]
+    # the product since round 6 is span_post_guard5; a variant without span_ (own blocks) or post (smoothing and
+    # merge gap held; also held by old) gets the behaviour before it back
     if variant.startswith("span_"):
-        update_mod.SPAN_POSITIVES = True
         variant = variant[len("span_"):]
+    else:
+        import convert.openset.reviews as reviews_mod
+
+        span_blocks = reviews_mod.span_blocks
+        reviews_mod.span_blocks = lambda dense, span_s, family: span_blocks(dense, None, family)  # every block
+    if variant.endswith("_post") or variant.startswith("post_"):
+        variant = variant[:-len("_post")] if variant.endswith("_post") else variant[len("post_"):]
+    elif variant not in ("old", "free"):
+        guard = run.review_guard
+
+        def guard_rechosen(family, data, fold_flats, novelties, tau, chosen):
+            streams = {k: chosen[k] for k in run.HELD_AFTER_REVIEWS}
+            notes = guard(family, data, fold_flats, novelties, tau, chosen)
+            chosen.update(streams)
+            return notes
+
+        run.review_guard = guard_rechosen
     if variant.startswith("neg_"):
         update_mod.UpdateData.add_clip = lambda self, *a, **k: None
         variant = variant[len("neg_"):]
-    if variant.endswith("_post"):
-        guard = run.review_guard
-
-        def guard_post(family, data, fold_flats, novelties, tau, chosen):
-            notes = guard(family, data, fold_flats, novelties, tau, chosen)
-            old = family.review_guard.old
-            for key in ("smoothing", "merge_gap_s"):
-                if old.get(key) is not None:
-                    chosen[key] = old[key]
-            return notes
-
-        run.review_guard = guard_post
-        variant = variant[:-len("_post")]
     if variant == "old":
         guard = run.review_guard
 
@@ -239,9 +267,10 @@ def count_blocks(dbs) -> dict:
     return out
 
 
-def main(out: Path, variants: tuple[str, ...] = VARIANTS) -> dict:
+def main(out: Path, variants: tuple[str, ...] = VARIANTS, recordings: tuple[str, ...] = ("d1", "d2")) -> dict:
     results = {}
-    for name, rec in DESIGN.items():
+    for name in recordings:
+        rec = DESIGN[name]
         work = out / name
         fh = first_half(ESC10, work, SIZE, review_in_store, rec)
         res = dict(fh.result)
@@ -279,10 +308,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/review_design"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--recordings", nargs="+", choices=sorted(DESIGN), default=["d1", "d2"],
+                    help="design recordings to run (d3 d4: the sixth round's, where its choice is made)")
     ap.add_argument("--count-blocks", nargs="+", type=Path, metavar="DB", help="only count_blocks of these logs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.count_blocks:
         print(json.dumps(count_blocks(args.count_blocks), indent=2))
         sys.exit(0)
-    print(json.dumps(main(args.out, tuple(args.variants))["summary"], indent=2))
+    print(json.dumps(main(args.out, tuple(args.variants), tuple(args.recordings))["summary"], indent=2))
