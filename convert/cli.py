@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
             progress.close()
     meta = done["meta"]
     m = meta["metrics"]
-    from runtime.model.bundle import licence_notice
+    from runtime.model.licences import licence_notice
 
     if licence_notice(meta):
         print(f"fieldear train: {licence_notice(meta)}")

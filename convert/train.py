@@ -284,7 +284,7 @@ def finish(options: TrainOptions, out: Path, data: CvData, family: Family, best:
     choice = {"name": best.name, "why": why + "; ties go to the model cheaper to run"}
     result = report_result(options, data, oof_int8, candidates, choice, model, parity)
     result["stream"] = stream
-    from runtime.model.bundle import licence_notice
+    from runtime.model.licences import licence_notice
 
     if licence_notice(extra):  # a part under a non-commercial licence (BirdNET): said in the report and the log
         result["licence_notice"] = licence_notice(extra)

@@ -110,7 +110,7 @@ def cmd_batch(args) -> int:
 
     from runtime.cli.notices import print_licence_notice
     from runtime.errors import FieldearError
-    from runtime.model.bundle import read_licence_notice
+    from runtime.model.licences import read_licence_notice
     from runtime.predict.batch import Progress, run_batch
 
     missing = [path for path in args.inputs if not Path(path).exists()]

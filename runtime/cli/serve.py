@@ -81,7 +81,7 @@ def cmd_serve(args) -> int:
     if settings.projects is not None:
         settings.projects.mkdir(parents=True, exist_ok=True)
     from runtime.cli.notices import print_licence_notice
-    from runtime.model.bundle import read_licence_notice
+    from runtime.model.licences import read_licence_notice
     from runtime.web.server import serve
 
     print_licence_notice("serve", read_licence_notice(settings.model))

@@ -34,12 +34,12 @@ from pathlib import Path
 
 from runtime.errors import BundleError
 from runtime.features.frontend import FrontendParams
+from runtime.model.licences import MODEL_JSON, licence_notice
 from runtime.paths import DEFAULT_BUNDLE
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MODEL_JSON = "model.json"
 POOLINGS = ("mean", "max")  # clip pooling: how block scores become a clip score (runtime.model.model.pool_scores)
 
 
@@ -84,24 +84,6 @@ class Bundle:
     @property
     def licence_notice(self) -> str | None:
         return licence_notice(self.meta)
-
-
-def licence_notice(meta: dict) -> str | None:
-    """The plain statement a bundle with a non-commercial part (model.json "licences") must come with, else None."""
-    parts = [p for p in meta.get("licences") or [] if isinstance(p, dict) and p.get("non_commercial")]
-    if not parts:
-        return None
-    what = "; ".join(f"{p.get('part', '?')} under {p.get('licence', '?')}" for p in parts)
-    return f"this model is for NON-COMMERCIAL use only: it contains {what} (see model.json 'licences')"
-
-
-def read_licence_notice(path: str | os.PathLike | None) -> str | None:
-    """``licence_notice`` of the bundle at ``path`` (None: the default bundle), reading model.json only."""
-    mj = (Path(path) if path is not None else DEFAULT_BUNDLE) / MODEL_JSON
-    try:
-        return licence_notice(json.loads(mj.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None  # the bundle's own loading reports what is wrong with it
 
 
 def sha256_file(path: Path) -> str:

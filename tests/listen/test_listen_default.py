@@ -96,7 +96,7 @@ def non_commercial_copy(tmp_path):
 
 def test_listen_and_batch_print_the_non_commercial_notice_as_predict_does(tmp_path, capsys, esc10):
     from runtime.cli.main import main
-    from runtime.model.bundle import read_licence_notice
+    from runtime.model.licences import read_licence_notice
 
     clip = sorted((esc10 / "dog").glob("*.wav"))[0]
     assert main(["listen", "--file", str(clip), "--db", str(tmp_path / "default.db")]) == 0

@@ -124,7 +124,7 @@ def test_consistently_edited_schema_and_shapes_refused(tmp_path):
 
 
 def test_licence_notice_only_for_a_non_commercial_part(tmp_path):
-    from runtime.model.bundle import licence_notice, read_licence_notice
+    from runtime.model.licences import licence_notice, read_licence_notice
 
     assert load_bundle().licence_notice is None and read_licence_notice(None) is None
     part = {"part": "the BirdNET v2.4 backbone", "licence": "CC BY-NC-SA 4.0", "non_commercial": True}

@@ -97,3 +97,15 @@ def test_cli_does_not_import_flask():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_serve_starts_without_the_models_imports(log_copy):
+    """The server's memory budget (60 MB RSS, bench_web) has no room for numpy/scipy at start: checking the bundle's
+    licence notice once pulled in the whole model path (66 MB at start instead of 37 MB). Only a spectrogram may
+    import them, later."""
+    probe = ("import sys, runtime.web.server as s\n"
+             "s.serve = lambda settings, **kw: print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'numpy', 'scipy', 'ai_edge_litert', 'tflite_runtime'}))\n")
+    r = fieldear("serve", "--db", str(log_copy), "--port", "8799", pre=probe)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
