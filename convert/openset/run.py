@@ -31,25 +31,41 @@ def loud_blocks(family, i: int) -> np.ndarray:
 
 
 def prepare_negatives(family, data, options, previous: list | None = None, events: list | None = None) -> NegativePool:
-    """The built-in negative set, ``previous`` background recordings (an updated bundle's) and ``--background``,
+    """The built-in negatives, ``previous`` background recordings (an updated bundle's) and ``--background``,
     label-like blocks dropped; bad backgrounds refused; ``events``: hard negatives (reviewed clips people
-    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``)."""
+    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``).
+
+    The built-in negatives are the committed negative set when it was made with the family's backbone
+    (``family.builtin_set``: aisfx), else the committed bed recordings (convert/data/negative_set/beds) embedded by
+    the family itself (BirdNET: only audio can be embedded by another backbone, and the set holds embeddings)."""
     from convert.data.background import load_background
     from runtime.model.bundle import sha256_file
 
-    builtin = None
-    if options.builtin_negatives:
+    builtin, beds = None, []
+    if options.builtin_negatives and getattr(family, "builtin_set", True):
         from convert.data.negatives import load_negatives
 
         builtin = load_negatives(sha256_file(family.backbone_path))
-    background = list(previous or []) + load_background(options.background, family.backbone_path, family.params,
-                                                        options.cache_dir, options.threads)
+    elif options.builtin_negatives:
+        beds = builtin_bed_files(family)
+    background = list(previous or []) + load_background(options.background, family.clip_embeddings)
     family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
     pool = build_pool(builtin, background, positives, data.y, set(file_shas(data.dataset)), data.labels,
-                      len(data.splits), events=events)
+                      len(data.splits), events=events, beds=beds)
     check_background(pool.notes["background_files"])
     return pool
+
+
+def builtin_bed_files(family) -> list:
+    """The committed bed recordings (convert.openset.mixing.builtin_beds) as embedded by ``family``."""
+    from convert.data.background import BackgroundFile, audio_clips
+    from convert.openset.mixing import builtin_beds
+
+    clips = audio_clips(builtin_beds())
+    embs, levels = family.clip_embeddings(clips)
+    return [BackgroundFile(path=c.path, name=c.path.name, sha=c.sha, emb=e, levels=lv)
+            for c, e, lv in zip(clips, embs, levels) if len(e)]
 
 
 def file_shas(dataset) -> list[str]:
