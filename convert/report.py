@@ -337,7 +337,9 @@ def _stream(stream: dict | None) -> list[str]:
     q = c.get("novelty_quantile")
     rows = [["smoothing", f"{c['smoothing']} block(s)"], ["minimum event", f"{_num(c['min_event_s'], 2)} s"],
             ["merge gap", f"{_num(c['merge_gap_s'], 2)} s"],
-            ["unknown-sound cut", "none" if q is None else
+            ["unknown-sound cut", ("none" if stream.get("novelty_offered", True) else
+                                   "not offered (its prototypes would be BirdNET embeddings, never kept in a bundle)")
+             if q is None else
              f"a label scores 0 on a block less similar to its training blocks than {_num(100 * q, 0)} % of its "
              "held-out blocks"],
             ["false alarms per hour", _num(v["false_alarms_per_hour"], 1)],

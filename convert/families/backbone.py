@@ -63,6 +63,7 @@ class BackboneFamily:
     open_set = True
     builtin_set = True  # the committed negative set (convert/data/negative_set: aisfx embeddings) is this family's
     updatable = True  # the bundle carries training.npz for `train --update`
+    novelty_rule = True  # the streams may choose an unknown-sound cut (novelty.npz: prototypes of the embeddings)
     parity_reference = "float = the float head on the same int8 backbone embeddings (the backbone's own parity is in runtime/models/aisfx/port_report.json)"
 
     def __init__(self, options: TrainOptions):

@@ -10,7 +10,8 @@ the BirdNET v2.4 TFLite file, CC BY-NC-SA 4.0), ``train`` offers two more candid
   (cached in the user's cache, never shipped): the committed bed recordings (convert/data/negative_set/beds), the
   user's ``--background``, the quiet blocks of the clips and the clips mixed over background. The committed
   negative set holds aisfx embeddings and is aisfx's only, so there are no non-target sound events (distractors)
-  in the validation streams; false alarms per hour are measured on the beds between the held-out clips.
+  in the validation streams; false alarms per hour are measured on the beds between the held-out clips. No
+  unknown-sound cut (novelty rule) and no ``train --update``: both would keep BirdNET embeddings in the bundle.
 * ``birdnet+aisfx``: the same windows, BirdNET's embedding beside the aisfx backbone's of the window's centre
   (``runtime.model.fusion``), one head on both.
 
@@ -169,6 +170,7 @@ class BirdnetFamily(BackboneFamily):
     name = "birdnet"
     builtin_set = False  # the committed negative set is aisfx embeddings: the beds' audio is embedded instead
     updatable = False  # `train --update` refits aisfx bundles only: no training.npz (no BirdNET embeddings kept)
+    novelty_rule = False  # no unknown-sound cut: its prototypes (novelty.npz) would be BirdNET embeddings
     parity_reference = "float = the float head on the same float32 BirdNET embeddings"
     frontend_note = "raw audio (48 kHz, 3 s windows every 1.5 s; BirdNET v2.4 computes its own spectrogram)"
 

@@ -156,7 +156,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         log.info("validation stream %d/%d: %d targets, %d distractors, %.0f s", k + 1, len(data.splits),
                  len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
     held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
-    taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32) for q in NOVELTY_QUANTILES if q is not None}
+    # a family whose embeddings may not be kept in the bundle (BirdNET) has no novelty rule: its prototypes would be
+    offered = getattr(family, "novelty_rule", True)
+    taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32)
+            for q in NOVELTY_QUANTILES if q is not None and offered}
     tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
@@ -173,7 +176,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
              metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
     return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},
             "validation": metrics, "max_false_alarms_per_hour": options.max_false_alarms,
-            "negatives": pool.notes, "review_recall_guard": guard}
+            "negatives": pool.notes, "review_recall_guard": guard, "novelty_offered": offered}
 
 
 def review_guard(family, data, fold_flats: list[bytes], novelties: list, tau, chosen: dict) -> dict | None:
