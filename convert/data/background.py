@@ -1,7 +1,7 @@
 """``--background DIR``: recordings from the deployment site with none of the labels, any length.
 
 Every audio file under the folders (hidden ones skipped) is cut into model blocks by the device frontend and
-embedded by the int8 backbone (cached like training clips). Refused with one line: a folder that does not
+embedded by the training family's backbone (cached like training clips). Refused with one line: a folder that does not
 exist, holds no audio, or only silence.
 """
 
@@ -31,6 +31,13 @@ class BackgroundFile:
     levels: np.ndarray  # (n_blocks,) dB
 
 
+def audio_clips(paths) -> list:
+    """Objects with ``path`` and ``sha`` (what the embedding functions take) for audio files."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(path=Path(p), sha=sha256_file(p)) for p in paths]
+
+
 def background_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -43,16 +50,14 @@ def background_files(folder: Path) -> list[Path]:
     return files
 
 
-def load_background(folders, backbone_path, params, cache_dir=None, threads=None) -> list[BackgroundFile]:
-    """Embeddings of every recording in ``folders`` (files of silence only are left out with a warning)."""
-    from convert.families.embed import dataset_embeddings
-
+def load_background(folders, embed) -> list[BackgroundFile]:
+    """Embeddings of every recording in ``folders`` (files of silence only are left out with a warning);
+    ``embed(clips) -> (embeddings, levels)``: the family's own (``clip_embeddings``)."""
     out: list[BackgroundFile] = []
     for folder in folders:
         paths = background_files(folder)
-        clips = [type("C", (), {"path": p, "sha": sha256_file(p)})() for p in paths]
-        embs, levels = dataset_embeddings(clips, backbone_path, params, cache_dir=cache_dir, threads=threads,
-                                          with_levels=True)
+        clips = audio_clips(paths)
+        embs, levels = embed(clips)
         kept = 0
         for path, clip, emb, lv in zip(paths, clips, embs, levels):
             if not len(emb) or (lv < SILENT_DB).all():

@@ -69,6 +69,9 @@ class BackboneFamily:
 
     name = "backbone"
     open_set = True
+    builtin_set = True  # the committed negative set (convert/data/negative_set: aisfx embeddings) is this family's
+    updatable = True  # the bundle carries training.npz for `train --update`
+    novelty_rule = True  # the streams may choose an unknown-sound cut (novelty.npz: prototypes of the embeddings)
     parity_reference = "float = the float head on the same int8 backbone embeddings (the backbone's own parity is in runtime/models/aisfx/port_report.json)"
 
     def __init__(self, options: TrainOptions):
@@ -96,12 +99,31 @@ class BackboneFamily:
         copies = 1 + len(self.gains) + len(self.shift_hops)
         return estimated_blocks(dataset, self.params) * BACKBONE_SECONDS_PER_BLOCK * copies + 5.0 * n_folds
 
-    def prepare(self, dataset) -> None:
+    def clip_embeddings(self, clips, gain: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(embeddings, block levels) of each clip (each has ``path`` and ``sha``) as this family's head sees them;
+        cached. Training clips, --background recordings and built-in beds all go through here."""
         from convert.families.embed import dataset_embeddings
 
-        copies = [dataset_embeddings(dataset.items, self.backbone_path, self.params, gain=g, with_levels=True,
-                                     cache_dir=self.options.cache_dir, threads=self.options.threads)
-                  for g in (1.0,) + tuple(self.gains)]
+        return dataset_embeddings(clips, self.backbone_path, self.params, gain=gain, with_levels=True,
+                                  cache_dir=self.options.cache_dir, threads=self.options.threads)
+
+    def embed_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """Embeddings of blocks made in memory (a clip mixed over background): the same stages as clip_embeddings."""
+        from runtime.model.interpreter import Runner
+
+        if getattr(self, "_runner", None) is None:
+            self._runner = Runner(self.backbone_path, threads=self.options.threads)
+        return self._runner.run(blocks).astype(np.float32)
+
+    @property
+    def embedding_key(self) -> str:
+        """What the cached embeddings of in-memory blocks are keyed by (the embedding file(s))."""
+        from runtime.model.bundle import sha256_file
+
+        return sha256_file(self.backbone_path)
+
+    def prepare(self, dataset) -> None:
+        copies = [self.clip_embeddings(dataset.items, g) for g in (1.0,) + tuple(self.gains)]
         self.inputs = copies[0][0]
         self.augmented = [c[0] for c in copies[1:]]
         self.levels = [c[1] for c in copies]
@@ -151,8 +173,8 @@ class BackboneFamily:
         from convert.openset.mixing import builtin_beds, mixed_embeddings
 
         beds = [p for folder in self.options.background for p in background_files(folder)] or builtin_beds()
-        return mixed_embeddings(dataset.items, beds, self.backbone_path, self.params, seed,
-                                cache_dir=self.options.cache_dir, threads=self.options.threads)
+        return mixed_embeddings(dataset.items, beds, self.embed_blocks, self.embedding_key, self.params, seed,
+                                cache_dir=self.options.cache_dir)
 
     def quiet(self, levels: np.ndarray) -> np.ndarray:
         """Which blocks of one clip (their levels in dB, not empty) lie ``quiet_db`` or more below its loudest."""

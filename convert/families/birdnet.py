@@ -5,8 +5,13 @@ the BirdNET v2.4 TFLite file, CC BY-NC-SA 4.0), ``train`` offers two more candid
 
 * ``birdnet``: BirdNET's embedding (the global average pool before its classifier) of raw 48 kHz windows of 3 s
   every 1.5 s (``runtime.features.frontend.BIRDNET_RAW``, resampled by the project's own resampler) + the heads of
-  the ``backbone`` family (class balancing, level augmentation and quiet blocks as there; no background class:
-  the built-in negative set holds aisfx embeddings only).
+  the ``backbone`` family (class balancing, level augmentation, quiet blocks, background mixing and the background
+  class as there). Open set like aisfx, with the negatives that exist as audio, embedded by BirdNET at train time
+  (cached in the user's cache, never shipped): the committed bed recordings (convert/data/negative_set/beds), the
+  user's ``--background``, the quiet blocks of the clips and the clips mixed over background. The committed
+  negative set holds aisfx embeddings and is aisfx's only, so there are no non-target sound events (distractors)
+  in the validation streams; false alarms per hour are measured on the beds between the held-out clips. No
+  unknown-sound cut (novelty rule) and no ``train --update``: both would keep BirdNET embeddings in the bundle.
 * ``birdnet+aisfx``: the same windows, BirdNET's embedding beside the aisfx backbone's of the window's centre
   (``runtime.model.fusion``), one head on both.
 
@@ -160,10 +165,12 @@ def licence_text() -> Path:
 
 
 class BirdnetFamily(BackboneFamily):
-    """BirdNET embeddings of raw 48 kHz windows + the backbone family's heads (closed set)."""
+    """BirdNET embeddings of raw 48 kHz windows + the backbone family's heads (open set: negatives from audio)."""
 
     name = "birdnet"
-    open_set = False
+    builtin_set = False  # the committed negative set is aisfx embeddings: the beds' audio is embedded instead
+    updatable = False  # `train --update` refits aisfx bundles only: no training.npz (no BirdNET embeddings kept)
+    novelty_rule = False  # no unknown-sound cut: its prototypes (novelty.npz) would be BirdNET embeddings
     parity_reference = "float = the float head on the same float32 BirdNET embeddings"
     frontend_note = "raw audio (48 kHz, 3 s windows every 1.5 s; BirdNET v2.4 computes its own spectrogram)"
 
@@ -177,17 +184,22 @@ class BirdnetFamily(BackboneFamily):
         self.backbone_path = embedding_model(options.cache_dir)
         self.licence_path = licence_text()
 
-    @property
-    def open_set_wanted(self) -> bool:
-        return False
-
     def estimate_seconds(self, dataset, n_folds: int) -> float:
-        """Embedding time of the windows not in the cache yet (every gain copy), and the heads' CV."""
+        """Embedding time of the windows not in the cache yet (every gain copy and the mixed copies), and the
+        heads' CV."""
+        return self.uncached_copies(dataset, self.backbone_path, "") * BIRDNET_SECONDS_PER_WINDOW + 5.0 * n_folds
+
+    def uncached_copies(self, dataset, stage_path, kind: str) -> float:
+        """Windows to embed by ``stage_path``: uncached_windows, plus as many for each mixed copy as the plain
+        copy has uncached (a mix is cached when its clip's plain copy is, in practice)."""
+        from convert.families.backbone import MIXED_COPIES
         from runtime.model.bundle import sha256_file
 
-        windows = uncached_windows(dataset, self.params, sha256_file(self.backbone_path), self.gains,
-                                   self.options.cache_dir)
-        return windows * BIRDNET_SECONDS_PER_WINDOW + 5.0 * n_folds
+        sha = sha256_file(stage_path)
+        windows = uncached_windows(dataset, self.params, sha, self.gains, self.options.cache_dir, kind=kind)
+        if self.options.augment and self.open_set_wanted:
+            windows += MIXED_COPIES * uncached_windows(dataset, self.params, sha, (), self.options.cache_dir, kind=kind)
+        return windows
 
     def device_cost(self) -> float:
         return BIRDNET_MACS_PER_WINDOW / self.params.block_hop_seconds
@@ -233,12 +245,19 @@ def uncached_windows(dataset, params, backbone_sha: str, gains, cache_dir, kind:
     return total
 
 
+def centre_blocks(windows: np.ndarray, rate: int) -> np.ndarray:
+    """The aisfx input block at the centre of each raw window (runtime.model.fusion.centre_block)."""
+    from runtime.model.fusion import centre_block
+
+    return (np.stack([centre_block(b, rate) for b in windows]) if len(windows)
+            else np.zeros((0, 100, 96), np.float32))
+
+
 def centre_embeddings(clips, params, gain: float = 1.0, cache_dir=None, threads: int | None = None) -> list[np.ndarray]:
     """The aisfx backbone's embedding of each raw window's centre (runtime.model.fusion.centre_block), per clip;
     cached like the other embeddings."""
     from convert.families.embed import EmbeddingCache, clip_blocks
     from runtime.model.bundle import sha256_file
-    from runtime.model.fusion import centre_block
     from runtime.model.interpreter import Runner
     from runtime.paths import BACKBONE_FILE
 
@@ -250,8 +269,7 @@ def centre_embeddings(clips, params, gain: float = 1.0, cache_dir=None, threads:
         if emb is None:
             runner = runner or Runner(BACKBONE_FILE, threads=threads)
             blocks = clip_blocks(clip.path, params, gain)
-            emb = runner.run(np.stack([centre_block(b, params.sample_rate) for b in blocks])
-                             if len(blocks) else np.zeros((0, 100, 96), np.float32)).astype(np.float32)
+            emb = runner.run(centre_blocks(blocks, params.sample_rate)).astype(np.float32)
             cache.put(clip.sha, emb)
         out.append(emb)
     return out
@@ -265,21 +283,32 @@ class FusedFamily(BirdnetFamily):
     frontend_note = BirdnetFamily.frontend_note + "; aisfx (44.1 kHz log-mel) of each window's centre 2.32 s"
 
     def estimate_seconds(self, dataset, n_folds: int) -> float:
+        from runtime.paths import BACKBONE_FILE
+
+        centres = self.uncached_copies(dataset, BACKBONE_FILE, CENTRE_KIND)
+        return super().estimate_seconds(dataset, n_folds) + centres * AISFX_SECONDS_PER_CENTRE
+
+    def clip_embeddings(self, clips, gain: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """BirdNET's embedding of each window beside aisfx's of its centre (the device's fused input)."""
+        birdnet, levels = super().clip_embeddings(clips, gain)
+        aisfx = centre_embeddings(clips, self.params, gain, self.options.cache_dir, self.options.threads)
+        return [np.concatenate([b, a], axis=1) for b, a in zip(birdnet, aisfx)], levels
+
+    def embed_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        from runtime.model.interpreter import Runner
+        from runtime.paths import BACKBONE_FILE
+
+        if getattr(self, "_aisfx", None) is None:
+            self._aisfx = Runner(BACKBONE_FILE, threads=self.options.threads)
+        aisfx = self._aisfx.run(centre_blocks(blocks, self.params.sample_rate)).astype(np.float32)
+        return np.concatenate([super().embed_blocks(blocks), aisfx], axis=1)
+
+    @property
+    def embedding_key(self) -> str:
         from runtime.model.bundle import sha256_file
         from runtime.paths import BACKBONE_FILE
 
-        centres = uncached_windows(dataset, self.params, sha256_file(BACKBONE_FILE), self.gains,
-                                   self.options.cache_dir, kind=CENTRE_KIND)
-        return super().estimate_seconds(dataset, n_folds) + centres * AISFX_SECONDS_PER_CENTRE
-
-    def prepare(self, dataset) -> None:
-        super().prepare(dataset)
-        copies = [self.inputs] + self.augmented
-        fused = []
-        for copy, gain in zip(copies, (1.0,) + tuple(self.gains)):
-            aisfx = centre_embeddings(dataset.items, self.params, gain, self.options.cache_dir, self.options.threads)
-            fused.append([np.concatenate([b, a], axis=1) for b, a in zip(copy, aisfx)])
-        self.inputs, self.augmented = fused[0], fused[1:]
+        return f"{super().embedding_key}+{sha256_file(BACKBONE_FILE)}"
 
     def device_cost(self) -> float:
         return (BIRDNET_MACS_PER_WINDOW + BACKBONE_MACS_PER_BLOCK) / self.params.block_hop_seconds

@@ -1,5 +1,5 @@
 """Clips heard through the field: each training clip mixed over a background recording at a random
-signal-to-noise ratio, embedded by the device's own frontend and int8 backbone.
+signal-to-noise ratio, embedded by the device's own frontend and the family's backbone (aisfx int8, or BirdNET).
 
 The mixed copy of a clip is one more training copy (next to the level-shifted ones) and is what the
 validation streams play for that clip when it is held out: in the field a sound arrives over the site's
@@ -46,19 +46,18 @@ def mix(clip: np.ndarray, bed: np.ndarray, snr_db: float, start: int) -> np.ndar
     return np.clip(clip + gain * seg, -1.0, 1.0).astype(np.float32)
 
 
-def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: int, cache_dir=None,
-                     threads=None) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+def mixed_embeddings(clips, bed_paths: list[Path], embed_blocks, embedding_key: str, params, seed: int,
+                     cache_dir=None) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
     """(embeddings, block levels, lead-in seconds) of every clip mixed over a bed; the bed, its offset, the SNR and
-    the lead-in are drawn per clip from ``seed`` and the clip's sha (the same clip gets the same mix in every run)."""
+    the lead-in are drawn per clip from ``seed`` and the clip's sha (the same clip gets the same mix in every run).
+    ``embed_blocks``: the family's embedding of blocks (``params``'s), cached under ``embedding_key``."""
     from convert.families.embed import EmbeddingCache, block_levels_db
     from runtime.audio.files import read_audio
     from runtime.features.pipeline import blocks_of, stack
-    from runtime.model.interpreter import Runner
 
     bed_shas = [sha256_file(p) for p in bed_paths]
-    backbone_sha = sha256_file(backbone_path)
+    backbone_sha = embedding_key
     beds: dict[int, np.ndarray] = {}
-    runner = None
     embs, levels, leads, hits = [], [], [], 0
     t0 = time.monotonic()
     for clip in clips:
@@ -79,9 +78,7 @@ def mixed_embeddings(clips, bed_paths: list[Path], backbone_path, params, seed: 
             x = np.concatenate([np.zeros(lead, dtype=np.float32), x])
             mixed = mix(x, beds[b], snr, int(u * len(beds[b])))
             blocks = stack(blocks_of(mixed, params.sample_rate, params), params)
-            if runner is None:
-                runner = Runner(backbone_path, threads=threads)
-            emb = runner.run(blocks).astype(np.float32)
+            emb = embed_blocks(blocks)
             lv = block_levels_db(blocks, params)
             cache.put(clip.sha, emb)
             level_cache.put(clip.sha, lv)

@@ -102,13 +102,16 @@ def label_like(emb: np.ndarray, pos: list[np.ndarray], pos_label: np.ndarray, fl
 
 
 def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label: np.ndarray, pos_sha: set[str],
-               labels: list[str], n_folds: int, events: list | None = None) -> NegativePool:
+               labels: list[str], n_folds: int, events: list | None = None, beds: list | None = None) -> NegativePool:
     """The run's negatives. ``builtin``: a convert.data.negatives.NegativeSet (or None); ``background``: the
     user's recordings (convert.data.background.BackgroundFile); ``positives``: loud block embeddings per training
     clip with their label indices and the clips' sha256; ``events``: hard negatives (``emb``, ``sha``,
     ``category``, optional ``not_label``: reviewed clips a person rejected, and the label the model said), each an
     "event" item in the fold of its sha, never dropped as like the label they were taken for (that is why they
-    are there); of a rejected event (``not_label`` set), blocks like another label are left out."""
+    are there); of a rejected event (``not_label`` set), blocks like another label are left out. ``beds``: the
+    committed bed recordings embedded by a family without a built-in set of its own (BackgroundFile), each a
+    "bed" item, dealt to the folds in turn (there are few: every fold's validation stream needs one), label-like
+    blocks dropped."""
     pos = [unit_rows(p) for p in positives]
     floors = label_similarity_floor(pos, pos_label, len(labels))
     parts, notes = [], {"builtin_items": 0, "builtin_dropped": {}, "background_files": [], "similarity_floor":
@@ -132,6 +135,13 @@ def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label
             notes["builtin_items"] += 1
         notes["builtin_dropped"] = {k: {"n": len(v), "categories": sorted(set(v))}
                                     for k, v in notes["builtin_dropped"].items()}
+    notes["builtin_beds"] = 0
+    for j, bed in enumerate(beds or []):
+        emb = bed.emb[label_like(bed.emb, pos, pos_label, floors) < 0]
+        if len(emb):
+            parts.append((emb, j % n_folds, next_item, "bed", f"bed:{bed.name}"))
+            next_item += 1
+            notes["builtin_beds"] += 1
     for bg in background:
         like = label_like(bg.emb, pos, pos_label, floors)
         keep = like < 0
@@ -160,7 +170,7 @@ def build_pool(builtin, background: list, positives: list[np.ndarray], pos_label
     notes["hard_negatives"] = sum(1 for ev in events or [] if len(ev.emb))
     notes["hard_negative_blocks_like_another_label"] = dropped_other
     if not parts:
-        raise FieldearError("no negative blocks left (the built-in set is missing and no --background was given)",
+        raise FieldearError("no negative blocks left (no built-in negatives and no --background given)",
                             "pass --background DIR with recordings of the site")
     emb = np.concatenate([p[0] for p in parts]).astype(np.float32)
     rep = [len(p[0]) for p in parts]

@@ -31,25 +31,41 @@ def loud_blocks(family, i: int) -> np.ndarray:
 
 
 def prepare_negatives(family, data, options, previous: list | None = None, events: list | None = None) -> NegativePool:
-    """The built-in negative set, ``previous`` background recordings (an updated bundle's) and ``--background``,
+    """The built-in negatives, ``previous`` background recordings (an updated bundle's) and ``--background``,
     label-like blocks dropped; bad backgrounds refused; ``events``: hard negatives (reviewed clips people
-    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``)."""
+    rejected, convert.openset.pool.build_pool). The background is kept on the family (``background``).
+
+    The built-in negatives are the committed negative set when it was made with the family's backbone
+    (``family.builtin_set``: aisfx), else the committed bed recordings (convert/data/negative_set/beds) embedded by
+    the family itself (BirdNET: only audio can be embedded by another backbone, and the set holds embeddings)."""
     from convert.data.background import load_background
     from runtime.model.bundle import sha256_file
 
-    builtin = None
-    if options.builtin_negatives:
+    builtin, beds = None, []
+    if options.builtin_negatives and getattr(family, "builtin_set", True):
         from convert.data.negatives import load_negatives
 
         builtin = load_negatives(sha256_file(family.backbone_path))
-    background = list(previous or []) + load_background(options.background, family.backbone_path, family.params,
-                                                        options.cache_dir, options.threads)
+    elif options.builtin_negatives:
+        beds = builtin_bed_files(family)
+    background = list(previous or []) + load_background(options.background, family.clip_embeddings)
     family.background = background
     positives = [loud_blocks(family, i) for i in range(len(data.y))]
     pool = build_pool(builtin, background, positives, data.y, set(file_shas(data.dataset)), data.labels,
-                      len(data.splits), events=events)
+                      len(data.splits), events=events, beds=beds)
     check_background(pool.notes["background_files"])
     return pool
+
+
+def builtin_bed_files(family) -> list:
+    """The committed bed recordings (convert.openset.mixing.builtin_beds) as embedded by ``family``."""
+    from convert.data.background import BackgroundFile, audio_clips
+    from convert.openset.mixing import builtin_beds
+
+    clips = audio_clips(builtin_beds())
+    embs, levels = family.clip_embeddings(clips)
+    return [BackgroundFile(path=c.path, name=c.path.name, sha=c.sha, emb=e, levels=lv)
+            for c, e, lv in zip(clips, embs, levels) if len(e)]
 
 
 def file_shas(dataset) -> list[str]:
@@ -140,7 +156,10 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
         log.info("validation stream %d/%d: %d targets, %d distractors, %.0f s", k + 1, len(data.splits),
                  len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
     held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
-    taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32) for q in NOVELTY_QUANTILES if q is not None}
+    # a family whose embeddings may not be kept in the bundle (BirdNET) has no novelty rule: its prototypes would be
+    offered = getattr(family, "novelty_rule", True)
+    taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32)
+            for q in NOVELTY_QUANTILES if q is not None and offered}
     tl = build_timeline(streams, raws, sims, family.params.block_hop_seconds, family.params.block_seconds)
     chosen = choose(tl, data.labels, taus, options.max_false_alarms)
     tau = taus.get(chosen["novelty_quantile"])
@@ -157,7 +176,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
              metrics["false_alarms_per_hour"], 100 * metrics["distractor_hit_rate"])
     return {"choice": chosen, "tau": None if tau is None else {l: round(float(t), 4) for l, t in zip(data.labels, tau)},
             "validation": metrics, "max_false_alarms_per_hour": options.max_false_alarms,
-            "negatives": pool.notes, "review_recall_guard": guard}
+            "negatives": pool.notes, "review_recall_guard": guard, "novelty_offered": offered}
 
 
 HELD_AFTER_REVIEWS = ("smoothing", "merge_gap_s")  # stream settings an update from reviews keeps at the old bundle's

