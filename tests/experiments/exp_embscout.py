@@ -135,14 +135,8 @@ def nested_eval(variants: dict[str, list[np.ndarray]], y: np.ndarray, folds: np.
         chosen[f] = {"variant": best[0], "C": best[1], "inner_acc": round(scores[best], 4)}
         p = predict_folds(variants[best[0]], y, folds, best[1], inner + [f])
         pred[folds == f] = p[folds == f]
-    fixed = {}
-    for v, e in variants.items():  # every (variant, C) without selection, for the record (not a reported figure)
-        for c in C_GRID:
-            p = predict_folds(e, y, folds, c, all_folds)
-            fixed[f"{v}|C={c}"] = round(float(np.mean(p == y)), 4)
     return {"accuracy": round(float(np.mean(pred == y)), 4),
-            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
-            "chosen_per_fold": chosen, "each_variant_unselected": fixed}
+            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4), "chosen_per_fold": chosen}
 
 
 def tflite_cost(model: bytes, patches: np.ndarray, audio_seconds_per_patch: float) -> dict:
@@ -157,7 +151,8 @@ def tflite_cost(model: bytes, patches: np.ndarray, audio_seconds_per_patch: floa
             "s_per_audio_s": round(dt / len(patches) / audio_seconds_per_patch, 5), "out": out}
 
 
-def main(out_dir: str | os.PathLike, models: tuple[str, ...]) -> dict:
+def main(out_dir: str | os.PathLike, models: tuple[str, ...], layers: tuple[str, ...] = LAYERS,
+         with_aisfx: bool = True) -> dict:
     from convert.data.dataset import load_dataset
     from convert.families.embed import dataset_embeddings
     from runtime.audio.files import read_audio
@@ -171,11 +166,12 @@ def main(out_dir: str | os.PathLike, models: tuple[str, ...]) -> dict:
     folds = np.array([c.fold for c in clips])
     results: dict = {"n_clips": len(clips), "protocol": __doc__.split("\n\n")[1]}
 
-    t0 = time.perf_counter()
-    aisfx = dataset_embeddings(clips, threads=1)  # the default cache: shared with train and the benches
-    results["aisfx"] = {"dim": int(aisfx[0].shape[1]), "embed_wall_s": round(time.perf_counter() - t0, 1),
-                        **nested_eval({"block": aisfx}, y, folds)}
-    log.info("aisfx: %s", results["aisfx"]["accuracy"])
+    if with_aisfx:
+        t0 = time.perf_counter()
+        aisfx = dataset_embeddings(clips, threads=1)  # the default cache: shared with train and the benches
+        results["aisfx"] = {"dim": int(aisfx[0].shape[1]), "embed_wall_s": round(time.perf_counter() - t0, 1),
+                            **nested_eval({"block": aisfx}, y, folds)}
+        log.info("aisfx: %s", results["aisfx"])
 
     audio = [read_audio(c.path, target_rate=MUSICNN_RATE)[0] for c in clips]
     patches = [musicnn_patches(a) for a in audio]
@@ -185,14 +181,14 @@ def main(out_dir: str | os.PathLike, models: tuple[str, ...]) -> dict:
         t0 = time.perf_counter()
         per_clip = [net.embed(p) for p in patches]
         net_s = time.perf_counter() - t0
-        variants = {layer: [e[layer] for e in per_clip] for layer in LAYERS}
+        variants = {layer: [e[layer] for e in per_clip] for layer in layers}
         res = {"dims": {k: int(v[0].shape[1]) for k, v in variants.items()},
                "float_tf_s_per_audio_s_1thread": round(net_s / total_audio_s, 5),
                "patches": int(sum(len(p) for p in patches)),
                **nested_eval(variants, y, folds)}
         calib = np.concatenate([p[:1] for p in patches[::8]])  # 50 patches spread over the labels
         probe = np.concatenate(patches[:5])
-        for layer in LAYERS:
+        for layer in layers:
             ref = net.embed(probe)[layer]
             for kind, cal in (("float", None), ("int8", calib)):
                 try:
@@ -203,7 +199,7 @@ def main(out_dir: str | os.PathLike, models: tuple[str, ...]) -> dict:
                     cost = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                 res[f"tflite_{kind}_{layer}"] = cost
         results[name] = res
-        log.info("%s: %s %s", name, res["accuracy"], res["chosen_per_fold"])
+        log.info("%s: %s", name, res)
     (out / "embscout.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -212,9 +208,12 @@ def _cli(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench/results/embscout")
     ap.add_argument("--models", default="MTT_musicnn,MSD_musicnn")
+    ap.add_argument("--layers", default=",".join(LAYERS), help="musicnn layers the inner CV chooses among")
+    ap.add_argument("--no-aisfx", action="store_true", help="skip the aisfx reference")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    res = main(args.out, tuple(m for m in args.models.split(",") if m))
+    res = main(args.out, tuple(m for m in args.models.split(",") if m), tuple(x for x in args.layers.split(",") if x),
+               with_aisfx=not args.no_aisfx)
     print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items()
                                                               if kk not in ("chosen_per_fold",)})
                       for k, v in res.items() if k != "protocol"}, indent=1))
