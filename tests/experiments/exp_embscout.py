@@ -8,6 +8,8 @@ audio network found whose wheel carries its weights), beside aisfx with the same
   prediction is the mean of its blocks' class probabilities;
 * the head's C in ``C_GRID`` (and, for musicnn, the layer in ``LAYERS``) chosen by leave-one-fold-out CV on the four
   training folds only, never looking at the held-out fold;
+* ``fused_with_aisfx``: the same head on aisfx's block i concatenated with musicnn's patch i (a clip's first
+  min(n_aisfx, n_musicnn) of each; aisfx blocks start every 1.16 s, musicnn patches every 1.0 s);
 * cost: seconds of network time per audio second on one thread (float TF graph, and the TFLite conversions).
 
 musicnn is not a project dependency and its wheel pins old numpy/TensorFlow: unpack the wheel and put it and a
@@ -198,6 +200,10 @@ def main(out_dir: str | os.PathLike, models: tuple[str, ...], layers: tuple[str,
                 except Exception as exc:  # noqa: BLE001 - record why a conversion failed
                     cost = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                 res[f"tflite_{kind}_{layer}"] = cost
+        if with_aisfx:  # both free nets side by side: block i of aisfx beside patch i of musicnn (both ~1 s apart)
+            fused = {f"aisfx+{layer}": [np.concatenate([a[:min(len(a), len(m))], m[:min(len(a), len(m))]], axis=1)
+                                        for a, m in zip(aisfx, variants[layer])] for layer in layers}
+            res["fused_with_aisfx"] = nested_eval(fused, y, folds)
         results[name] = res
         log.info("%s: %s", name, res)
     (out / "embscout.json").write_text(json.dumps(results, indent=1))
