@@ -17,7 +17,7 @@ musicnn is not a project dependency and its wheel pins old numpy/TensorFlow: unp
 
     pip download --no-deps musicnn -d /tmp/embscout/pkgs && unzip -d /tmp/embscout/musicnn_x /tmp/embscout/pkgs/musicnn-*.whl
     pip install --no-deps --target /tmp/embscout/tfk "tf-keras~=2.21.0"
-    TF_USE_LEGACY_KERAS=1 PYTHONPATH=$PWD:/tmp/embscout/musicnn_x:/tmp/embscout/tfk \\
+    TF_USE_LEGACY_KERAS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD:/tmp/embscout/musicnn_x:/tmp/embscout/tfk \\
         python -m tests.experiments.exp_embscout [--out DIR] [--models MTT_musicnn,MSD_musicnn]
 
 Writes ``embscout.json``. Experiment only: nothing here is used by ``convert`` or ``runtime``.
