@@ -154,7 +154,7 @@ def tflite_cost(model: bytes, patches: np.ndarray, audio_seconds_per_patch: floa
 
 
 def main(out_dir: str | os.PathLike, models: tuple[str, ...], layers: tuple[str, ...] = LAYERS,
-         with_aisfx: bool = True) -> dict:
+         with_aisfx: bool = True, int8_layer: str | None = None) -> dict:
     from convert.data.dataset import load_dataset
     from convert.families.embed import dataset_embeddings
     from runtime.audio.files import read_audio
@@ -200,6 +200,16 @@ def main(out_dir: str | os.PathLike, models: tuple[str, ...], layers: tuple[str,
                 except Exception as exc:  # noqa: BLE001 - record why a conversion failed
                     cost = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
                 res[f"tflite_{kind}_{layer}"] = cost
+        if int8_layer:  # the same protocol on the int8 TFLite embeddings of one layer
+            from runtime.model.interpreter import Runner
+
+            runner = Runner(net.tflite(int8_layer, calib), threads=1)
+            q = [runner.run(p).reshape(len(p), -1) for p in patches]
+            res[f"int8_{int8_layer}"] = nested_eval({int8_layer: q}, y, folds)
+            if with_aisfx:
+                res[f"int8_{int8_layer}_fused_with_aisfx"] = nested_eval(
+                    {"aisfx+int8": [np.concatenate([a[:min(len(a), len(m))], m[:min(len(a), len(m))]], axis=1)
+                                    for a, m in zip(aisfx, q)]}, y, folds)
         if with_aisfx:  # both free nets side by side: block i of aisfx beside patch i of musicnn (both ~1 s apart)
             fused = {f"aisfx+{layer}": [np.concatenate([a[:min(len(a), len(m))], m[:min(len(a), len(m))]], axis=1)
                                         for a, m in zip(aisfx, variants[layer])] for layer in layers}
@@ -216,10 +226,11 @@ def _cli(argv=None) -> int:
     ap.add_argument("--models", default="MTT_musicnn,MSD_musicnn")
     ap.add_argument("--layers", default=",".join(LAYERS), help="musicnn layers the inner CV chooses among")
     ap.add_argument("--no-aisfx", action="store_true", help="skip the aisfx reference")
+    ap.add_argument("--int8-layer", default=None, help="also score this layer's int8 TFLite embeddings")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     res = main(args.out, tuple(m for m in args.models.split(",") if m), tuple(x for x in args.layers.split(",") if x),
-               with_aisfx=not args.no_aisfx)
+               with_aisfx=not args.no_aisfx, int8_layer=args.int8_layer)
     print(json.dumps({k: (v if not isinstance(v, dict) else {kk: vv for kk, vv in v.items()
                                                               if kk not in ("chosen_per_fold",)})
                       for k, v in res.items() if k != "protocol"}, indent=1))
