@@ -157,6 +157,7 @@ def calibrate_streams(family, data, pool: NegativePool, fold_flats: list[bytes],
                  len(targets), len(pick), stream.n_blocks * family.params.block_hop_seconds)
     held = [np.concatenate(h) if h else np.zeros(1) for h in held_sims]
     # a family whose embeddings may not be kept in the bundle (BirdNET) has no novelty rule: its prototypes would be
+    # those embeddings (novelty.npz)
     offered = getattr(family, "novelty_rule", True)
     taus = {q: np.array([np.quantile(h, q) for h in held], dtype=np.float32)
             for q in NOVELTY_QUANTILES if q is not None and offered}
