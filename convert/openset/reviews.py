@@ -183,11 +183,12 @@ def span_blocks(dense: np.ndarray, span_s: tuple[float, float] | None, family) -
     they lie inside it; the blocks partly in the clip's pre- and post-roll are left out. The device's own blocks
     of the event, to within half a dense hop. Without a span (or no block inside it, a clip cut short): the
     device-hop blocks from the clip's start."""
-    step = max(1, family.params.block_hop // dense_params(family.params).block_hop)
+    dense_hop = dense_params(family.params)
+    step = max(1, family.params.block_hop // dense_hop.block_hop)
     every = np.arange(0, len(dense), step)
     if span_s is None:
         return every
-    hop_s = dense_params(family.params).block_hop_seconds
+    hop_s = dense_hop.block_hop_seconds
     starts = np.arange(len(dense)) * hop_s
     inside = (starts >= span_s[0] - hop_s / 2) & (starts + family.params.block_seconds <= span_s[1] + hop_s / 2)
     if not inside.any():

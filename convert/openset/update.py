@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UPDATE_FILE = "training.npz"
 
+
 def update_data(family, data) -> bytes:
     """training.npz for a bundle: every copy of every clip's block embeddings, and the user's background."""
     from convert.openset.run import file_shas
